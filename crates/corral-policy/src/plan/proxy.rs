@@ -1,0 +1,147 @@
+//! Proxy and MCP rules: host-name rules the egress proxy enforces, header
+//! rewrites it performs, and the policies it and the MCP layer evaluate with
+//! the Cedar authorizer.
+
+use super::{clause_diag, UserspacePart};
+use crate::analyze::Facts;
+use crate::diag::Diagnostic;
+use crate::load::PolicyDoc;
+use crate::plan::net::host_literal;
+use crate::schema::Action;
+use serde::Serialize;
+use serde_json::Value;
+
+/// A network policy's host literals and who enforces them.
+#[derive(Debug, Clone, Serialize)]
+pub struct HostRule {
+    /// Policy index.
+    pub policy: usize,
+    /// `permit`/`forbid`.
+    pub effect: &'static str,
+    /// Host literals the policy mentions.
+    pub hosts: Vec<String>,
+    /// `proxy` for names, `proxy+kernel` when every host is an address or `*`.
+    pub enforced_by: &'static str,
+}
+
+/// A header the proxy injects, from an `HttpRewrite` permit.
+#[derive(Debug, Clone, Serialize)]
+pub struct RewriteRule {
+    /// Policy index.
+    pub policy: usize,
+    /// Hosts the policy names (`*` when it names none).
+    pub hosts: Vec<String>,
+    /// Header name.
+    pub header: String,
+    /// Header value, exactly as written (spaces intact). Never logged.
+    pub value: String,
+}
+
+/// What the egress proxy is told.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ProxyPlan {
+    /// `NetworkConnect` and `HttpRequest` policies that name hosts.
+    pub host_rules: Vec<HostRule>,
+    /// Header injections; each is re-checked per request with the Cedar
+    /// authorizer, so a `forbid` on `HttpRewrite` still vetoes it.
+    pub rewrites: Vec<RewriteRule>,
+}
+
+pub(super) fn compile(
+    doc: &PolicyDoc,
+    facts: &[Facts],
+    diags: &mut Vec<Diagnostic>,
+    userspace: &mut Vec<UserspacePart>,
+) -> ProxyPlan {
+    let mut plan = ProxyPlan::default();
+    for (i, f) in facts.iter().enumerate() {
+        let Some(info) = doc.policies.get(i) else { continue };
+        let hosts: Vec<String> = f.entities_of("Host").map(str::to_string).collect();
+        let net = f.actions.contains(&Action::NetworkConnect) || f.actions.contains(&Action::HttpRequest);
+        if net && !hosts.is_empty() {
+            let kernel = hosts.iter().all(|h| host_literal(h).is_some());
+            plan.host_rules.push(HostRule {
+                policy: i,
+                effect: info.effect,
+                hosts: hosts.clone(),
+                enforced_by: if kernel { "proxy+kernel" } else { "proxy" },
+            });
+        }
+        if f.actions.contains(&Action::HttpRequest) {
+            userspace.push(UserspacePart {
+                layer: "http",
+                policy: i,
+                reason: "HTTP requests are decided by the egress proxy".into(),
+            });
+        }
+        if f.actions.contains(&Action::McpCall) {
+            userspace.push(UserspacePart {
+                layer: "mcp",
+                policy: i,
+                reason: "MCP calls are decided by the MCP proxy / stdio wrapper".into(),
+            });
+        }
+        if f.actions.contains(&Action::HttpRewrite) {
+            userspace.push(UserspacePart {
+                layer: "rewrite",
+                policy: i,
+                reason: "header rewrites are applied by the egress proxy".into(),
+            });
+            if info.is_forbid() {
+                continue;
+            }
+            let Some(est) = doc.policy(i).and_then(|p| p.to_json().ok()) else { continue };
+            let headers = context_equalities(&est, "header");
+            let values = context_equalities(&est, "value");
+            match (headers.as_slice(), values.as_slice()) {
+                ([h], [v]) => plan.rewrites.push(RewriteRule {
+                    policy: i,
+                    hosts: if hosts.is_empty() { vec!["*".into()] } else { hosts },
+                    header: h.clone(),
+                    value: v.clone(),
+                }),
+                _ => diags.push(clause_diag(
+                    doc,
+                    i,
+                    "rewrite-shape",
+                    "an `HttpRewrite` permit must name exactly one header and one value",
+                    "write `when { context.header == \"Name\" && context.value == \"the value\" }`",
+                    &["context.header", "context.value", "when", "unless"],
+                )),
+            }
+        }
+    }
+    plan
+}
+
+/// String literals `s` in `context.<attr> == "s"` (either side) anywhere in a policy.
+fn context_equalities(v: &Value, attr: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    collect_eq(v, attr, &mut out);
+    out
+}
+
+fn collect_eq(v: &Value, attr: &str, out: &mut Vec<String>) {
+    match v {
+        Value::Object(map) => {
+            if let Some(eq) = map.get("==") {
+                let (l, r) = (eq.get("left"), eq.get("right"));
+                for (a, b) in [(l, r), (r, l)] {
+                    if let (Some(a), Some(b)) = (a, b) {
+                        let is_attr = a.get(".").is_some_and(|d| {
+                            d.get("attr").and_then(Value::as_str) == Some(attr)
+                                && d.get("left").and_then(|x| x.get("Var")).and_then(Value::as_str)
+                                    == Some("context")
+                        });
+                        if let (true, Some(s)) = (is_attr, b.get("Value").and_then(Value::as_str)) {
+                            out.push(s.to_string());
+                        }
+                    }
+                }
+            }
+            map.values().for_each(|x| collect_eq(x, attr, out));
+        }
+        Value::Array(a) => a.iter().for_each(|x| collect_eq(x, attr, out)),
+        _ => {}
+    }
+}
