@@ -125,7 +125,7 @@ pub fn load(sources: Vec<Source>) -> Result<PolicyDoc, Vec<Diagnostic>> {
                 .annotation("id")
                 .map(str::to_string)
                 .unwrap_or(provisional);
-            let (line, col) = src.line_col(st.start);
+            let (line, col) = src.line_col(st.start + crate::source::effect_offset(text));
             if let Some(prev) = by_id.get(&id).and_then(|i| infos.get(*i)) {
                 diags.push(
                     Diagnostic::error("duplicate-id", format!("policy id `{id}` is used twice"))
@@ -217,8 +217,36 @@ pub fn load(sources: Vec<Source>) -> Result<PolicyDoc, Vec<Diagnostic>> {
         }
         diags.push(d);
     }
+    let mut impossible_forbids: std::collections::HashSet<String> = std::collections::HashSet::new();
     for w in result.validation_warnings() {
         let msg = strip_policy_prefix(&w.to_string());
+        let impossible = matches!(
+            w,
+            cedar_policy::ValidationWarning::ImpossiblePolicy(_)
+                | cedar_policy::ValidationWarning::InvalidActionApplication(_)
+        );
+        let is_forbid = by_id
+            .get(AsRef::<str>::as_ref(w.policy_id()))
+            .and_then(|i| infos.get(*i))
+            .is_some_and(PolicyInfo::is_forbid);
+        if impossible && is_forbid {
+            // A forbid that can never apply silently voids the author's
+            // protection: that is an error, reported once per policy.
+            if !impossible_forbids.insert(w.policy_id().to_string()) {
+                continue;
+            }
+            let mut d = Diagnostic::error(
+                "forbid-never-applies",
+                format!("this forbid can never apply: {}", lower_first(&msg)),
+            )
+            .policy(w.policy_id().to_string())
+            .help("check that the resource's entity type fits the action (e.g. `ProcessExec` takes `File`/`Dir`, `NetworkConnect` takes `Host`)");
+            if let Some((src, off, len)) = locate(w.policy_id(), primary_span(w)) {
+                d = d.at(&src, off, len);
+            }
+            diags.push(d);
+            continue;
+        }
         // Impossible-policy warnings are explained by our own lints, which
         // know why (e.g. `action == Action::"FileOpen"`); keep Cedar's text
         // only when we have nothing better.
@@ -246,8 +274,18 @@ pub fn load(sources: Vec<Source>) -> Result<PolicyDoc, Vec<Diagnostic>> {
         .filter(|d| d.code == "never-applies")
         .filter_map(|d| d.policy.clone())
         .collect();
-    diags.retain(|d| !(d.code == "cedar-warning" && d.policy.as_ref().is_some_and(|p| explained.contains(p))));
+    diags.retain(|d| {
+        !((d.code == "cedar-warning" || d.code == "forbid-never-applies")
+            && d.policy.as_ref().is_some_and(|p| explained.contains(p)))
+    });
     diags.extend(lints);
+    // Cedar's "impossible policy" notes add nothing next to an error in the same policy.
+    let errored: std::collections::HashSet<String> = diags
+        .iter()
+        .filter(|d| d.is_error())
+        .filter_map(|d| d.policy.clone())
+        .collect();
+    diags.retain(|d| !(d.code == "cedar-warning" && d.policy.as_ref().is_some_and(|p| errored.contains(p))));
 
     if diags.iter().any(Diagnostic::is_error) {
         return Err(diags);

@@ -166,7 +166,8 @@ impl Request {
         match self {
             Request::File { path, is_dir, .. } => {
                 let p = check_path(path)?;
-                Ok(path_entity(&p, *is_dir))
+                // The root is always a directory.
+                Ok(path_entity(&p, *is_dir || p == "/"))
             }
             Request::Exec { path, .. } => {
                 let p = check_path(path)?;

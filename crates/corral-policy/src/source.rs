@@ -113,8 +113,53 @@ pub fn split_statements(text: &str) -> Vec<Statement> {
     out
 }
 
+/// Offset of the `permit`/`forbid` keyword in a statement (after any
+/// annotations and comments); 0 if not found.
+pub fn effect_offset(stmt: &str) -> usize {
+    let bytes = stmt.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'/' if bytes.get(i + 1) == Some(&b'/') => {
+                while i < bytes.len() && bytes[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'"' => {
+                i += 1;
+                while i < bytes.len() {
+                    match bytes[i] {
+                        b'\\' => i += 2,
+                        b'"' => break,
+                        _ => i += 1,
+                    }
+                }
+                i += 1;
+            }
+            _ => {
+                let rest = &stmt[i..];
+                let boundary_before = i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_');
+                if boundary_before && (rest.starts_with("permit") || rest.starts_with("forbid")) {
+                    let after = rest.as_bytes().get(6);
+                    if !after.is_some_and(|b| b.is_ascii_alphanumeric() || *b == b'_') {
+                        return i;
+                    }
+                }
+                i += 1;
+            }
+        }
+    }
+    0
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn effect_after_annotations() {
+        let t = "@id(\"permit-x\") // forbid\n@x(\"y\")\nforbid (principal, action, resource);";
+        assert!(t[super::effect_offset(t)..].starts_with("forbid (principal"));
+    }
+
     use super::*;
 
     #[test]

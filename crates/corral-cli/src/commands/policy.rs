@@ -109,11 +109,13 @@ pub fn run(cmd: PolicyCmd) -> Result<ExitCode> {
                 for d in &checked.diagnostics {
                     eprint!("{}", d.render());
                 }
-                let n = checked.doc.as_ref().map(|d| d.policies.len()).unwrap_or(0);
+                let count = match checked.doc.as_ref() {
+                    Some(d) => format!("{} {}, ", d.policies.len(), plural(d.policies.len(), "policy", "policies")),
+                    None => String::new(),
+                };
                 println!(
-                    "{}: {n} {}, {errors} {}, {warnings} {}",
+                    "{}: {count}{errors} {}, {warnings} {}",
                     names(&files),
-                    plural(n, "policy", "policies"),
                     plural(errors, "error", "errors"),
                     plural(warnings, "warning", "warnings")
                 );
@@ -154,8 +156,12 @@ pub fn run(cmd: PolicyCmd) -> Result<ExitCode> {
                 for i in &d.determining {
                     if let Some(p) = doc.policies.get(*i) {
                         println!("  {} `{}` at {}:{}:{}", p.effect, p.id, p.file, p.line, p.col);
-                        if let Some(first) = p.text.lines().next() {
-                            println!("      {}", first.trim());
+                        let lines: Vec<&str> = p.text.lines().collect();
+                        for l in lines.iter().take(8) {
+                            println!("      {l}");
+                        }
+                        if lines.len() > 8 {
+                            println!("      ...");
                         }
                     }
                 }

@@ -59,6 +59,8 @@ impl PathTable {
     /// a directory. Cost: one exact lookup plus one lookup per ancestor
     /// directory until the deepest listed one is found.
     pub fn lookup(&self, path: &str, is_dir: bool) -> &Verdict {
+        // The root is always a directory.
+        let is_dir = is_dir || path == "/";
         if let Some(e) = self.entries.get(path) {
             if is_dir {
                 if let Some(d) = &e.dir {
