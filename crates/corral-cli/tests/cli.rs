@@ -1,6 +1,9 @@
 //! End-to-end tests of the `corral` binary: exit codes, diagnostics with
 //! file:line:col, compiled plans, explain.
 
+// Test code: a panic is a failed test.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
@@ -63,15 +66,31 @@ fn mcp_tool_forbid_is_valid_and_evaluated_by_the_mcp_layer() {
     assert!(out.contains("mcp      policy1 ("), "{out}");
     // The forbid decides: the tool is denied on that server, allowed elsewhere.
     let deny = corral(&[
-        "policy", "explain", &f, "--action", "McpCall", "--resource", "execute-shell",
-        "-c", "server=mcp.example.com", "--exit-code",
+        "policy",
+        "explain",
+        &f,
+        "--action",
+        "McpCall",
+        "--resource",
+        "execute-shell",
+        "-c",
+        "server=mcp.example.com",
+        "--exit-code",
     ]);
     let (out, _) = text(&deny);
     assert_eq!(deny.status.code(), Some(2), "{out}");
     assert!(out.contains("forbid `policy1`"), "{out}");
     let allow = corral(&[
-        "policy", "explain", &f, "--action", "McpCall", "--resource", "execute-shell",
-        "-c", "server=other.example.com", "--exit-code",
+        "policy",
+        "explain",
+        &f,
+        "--action",
+        "McpCall",
+        "--resource",
+        "execute-shell",
+        "-c",
+        "server=other.example.com",
+        "--exit-code",
     ]);
     assert_eq!(allow.status.code(), Some(0), "{:?}", text(&allow));
 }
@@ -87,7 +106,10 @@ fn http_rewrite_keeps_header_value_with_spaces_intact() {
     );
     let o = corral(&["policy", "compile", &f, "--json"]);
     let plan: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(plan["proxy"]["rewrites"][0]["value"], "Bearer prod secret with  spaces");
+    assert_eq!(
+        plan["proxy"]["rewrites"][0]["value"],
+        "Bearer prod secret with  spaces"
+    );
     assert_eq!(plan["proxy"]["rewrites"][0]["header"], "Authorization");
 }
 
@@ -139,9 +161,15 @@ fn likely_mistakes_are_warnings_with_positions() {
         ("3:68", "never-applies"),
         ("4:1", "shadowed-permit"),
     ] {
-        assert!(err.contains(&format!("{f}:{loc}: warning[{code}]")), "{loc} {code} missing:\n{err}");
+        assert!(
+            err.contains(&format!("{f}:{loc}: warning[{code}]")),
+            "{loc} {code} missing:\n{err}"
+        );
     }
-    assert_eq!(corral(&["policy", "check", &f, "--deny-warnings"]).status.code(), Some(1));
+    assert_eq!(
+        corral(&["policy", "check", &f, "--deny-warnings"]).status.code(),
+        Some(1)
+    );
     let json = corral(&["policy", "check", &f, "--json"]);
     let diags: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
     assert_eq!(diags.as_array().unwrap().len(), 4);
@@ -151,30 +179,70 @@ fn likely_mistakes_are_warnings_with_positions() {
 
 #[test]
 fn default_policy_checks_clean_and_explains_with_lines() {
-    let o = corral(&["policy", "check", "--workspace", "/work/proj", "--home", "/home/dev"]);
+    let o = corral(&[
+        "policy",
+        "check",
+        "--workspace",
+        "/work/proj",
+        "--home",
+        "/home/dev",
+    ]);
     let (out, err) = text(&o);
     assert_eq!(o.status.code(), Some(0), "{out}{err}");
     assert!(out.contains("0 errors, 0 warnings"), "{out}{err}");
 
     let o = corral(&[
-        "policy", "explain", "--workspace", "/work/proj", "--home", "/home/dev", "--principal", "claude",
-        "--action", "FileOpenReadOnly", "--resource", "/home/dev/.ssh/id_ed25519", "--exit-code",
+        "policy",
+        "explain",
+        "--workspace",
+        "/work/proj",
+        "--home",
+        "/home/dev",
+        "--principal",
+        "claude",
+        "--action",
+        "FileOpenReadOnly",
+        "--resource",
+        "/home/dev/.ssh/id_ed25519",
+        "--exit-code",
     ]);
     let (out, _) = text(&o);
     assert_eq!(o.status.code(), Some(2), "{out}");
     assert!(out.contains("decision: DENY"), "{out}");
-    assert!(out.contains("forbid `forbid-secrets` at <default policy>:"), "{out}");
+    assert!(
+        out.contains("forbid `forbid-secrets` at <default policy>:"),
+        "{out}"
+    );
     assert!(out.contains("kernel plan (file read): deny"), "{out}");
 
     let o = corral(&[
-        "policy", "explain", "--workspace", "/work/proj", "--home", "/home/dev", "--action",
-        "FileOpenReadWrite", "--resource", "/work/proj/src/main.rs", "--exit-code",
+        "policy",
+        "explain",
+        "--workspace",
+        "/work/proj",
+        "--home",
+        "/home/dev",
+        "--action",
+        "FileOpenReadWrite",
+        "--resource",
+        "/work/proj/src/main.rs",
+        "--exit-code",
     ]);
     assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
 
     let o = corral(&[
-        "policy", "explain", "--workspace", "/work/proj", "--home", "/home/dev", "--action",
-        "NetworkConnect", "--resource", "evil.example:443", "--exit-code", "--json",
+        "policy",
+        "explain",
+        "--workspace",
+        "/work/proj",
+        "--home",
+        "/home/dev",
+        "--action",
+        "NetworkConnect",
+        "--resource",
+        "evil.example:443",
+        "--exit-code",
+        "--json",
     ]);
     assert_eq!(o.status.code(), Some(2));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
@@ -184,7 +252,14 @@ fn default_policy_checks_clean_and_explains_with_lines() {
 
 #[test]
 fn explain_rejects_malformed_questions_clearly() {
-    let o = corral(&["policy", "explain", "--action", "FileOpenReadOnly", "--resource", "relative/path"]);
+    let o = corral(&[
+        "policy",
+        "explain",
+        "--action",
+        "FileOpenReadOnly",
+        "--resource",
+        "relative/path",
+    ]);
     let (_, err) = text(&o);
     assert_eq!(o.status.code(), Some(1));
     assert!(err.contains("path `relative/path` is not absolute"), "{err}");
@@ -199,7 +274,10 @@ fn schema_and_default_print_valid_cedar() {
     assert!(out.contains("action FileOpenReadOnly, FileOpenReadWrite in [FileOpen]"));
     let o = corral(&["policy", "default", "--workspace", "/w", "--home", "/h"]);
     let (out, _) = text(&o);
-    assert!(out.contains("Dir::\"/w/\"") && out.contains("Dir::\"/h/.ssh/\""), "{out}");
+    assert!(
+        out.contains("Dir::\"/w/\"") && out.contains("Dir::\"/h/.ssh/\""),
+        "{out}"
+    );
     assert!(!out.contains("${"), "unsubstituted placeholder");
     let o = corral(&["policy", "default", "--workspace", "/w\"x"]);
     assert_eq!(o.status.code(), Some(1));
@@ -213,4 +291,71 @@ fn help_lists_only_real_subcommands() {
     for sub in ["check", "explain", "compile", "schema", "default"] {
         assert!(out.contains(sub), "{sub}: {out}");
     }
+}
+
+#[test]
+fn leash_mixed_dir_file_sets_are_accepted_with_a_warning() {
+    // Guards the relaxation against a cedar-policy upgrade that changes its error.
+    let f = fixture("mixed-set.cedar");
+    let o = corral(&["policy", "check", &f]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}{err}");
+    assert!(err.contains(&format!("{f}:3:20: warning[mixed-set]")), "{err}");
+    let o = corral(&[
+        "policy",
+        "explain",
+        &f,
+        "--action",
+        "FileOpenReadWrite",
+        "--resource",
+        "/root/.claude.json",
+        "--exit-code",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+}
+
+#[test]
+fn host_literals_that_can_never_match_are_reported() {
+    let f = fixture("bad-hosts.cedar");
+    let o = corral(&["policy", "check", &f]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1));
+    for (loc, what) in [
+        ("2:21", "error[host-never-matches]"),
+        ("2:39", "error[host-never-matches]"),
+        ("2:59", "error[host-never-matches]"),
+        ("4:20", "warning[never-applies]"),
+        ("4:72", "warning[ip-never-matches]"),
+    ] {
+        assert!(
+            err.contains(&format!("{f}:{loc}: {what}")),
+            "{loc} {what}:\n{err}"
+        );
+    }
+}
+
+#[test]
+fn rewrite_values_come_from_when_clauses_only() {
+    let f = fixture("rewrite-unless.cedar");
+    let o = corral(&["policy", "check", &f]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("error[rewrite-shape]"), "{err}");
+}
+
+#[test]
+fn forbid_without_permit_on_a_proxy_action_warns_it_denies_everything() {
+    let dir = std::env::temp_dir().join(format!("corral-cli-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let f = dir.join("mcp.cedar");
+    std::fs::write(
+        &f,
+        "forbid (principal, action == Action::\"McpCall\", resource == MCP::Tool::\"x\");\n",
+    )
+    .unwrap();
+    let o = corral(&["policy", "check", f.to_str().unwrap()]);
+    let (_, err) = text(&o);
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(o.status.code(), Some(0));
+    assert!(err.contains(":1:1: warning[denies-everything]"), "{err}");
 }

@@ -73,7 +73,11 @@ fn scope_actions(scope: Option<&Value>) -> BTreeSet<Action> {
         Some("in") => scope
             .get("entities")
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(|e| e.get("id").and_then(Value::as_str)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|e| e.get("id").and_then(Value::as_str))
+                    .collect()
+            })
             .unwrap_or_default(),
         _ => return all,
     };
@@ -141,9 +145,7 @@ pub fn is_canonical_file(id: &str) -> bool {
 
 /// Is `id` a canonical directory (`/` or `/a/b/`)?
 pub fn is_canonical_dir(id: &str) -> bool {
-    id == "/"
-        || (id.ends_with('/')
-            && crate::request::check_path(id).is_ok_and(|p| format!("{p}/") == id))
+    id == "/" || (id.ends_with('/') && crate::request::check_path(id).is_ok_and(|p| format!("{p}/") == id))
 }
 
 #[cfg(test)]
@@ -167,7 +169,11 @@ mod tests {
         assert!(f.context_attrs.contains("ip") && f.context_attrs.contains("port"));
         assert_eq!(
             f.actions.iter().copied().collect::<Vec<_>>(),
-            [Action::FileOpenReadOnly, Action::FileOpenReadWrite, Action::ProcessExec]
+            [
+                Action::FileOpenReadOnly,
+                Action::FileOpenReadWrite,
+                Action::ProcessExec
+            ]
         );
     }
 }

@@ -48,6 +48,7 @@ pub fn check(sources: Vec<Source>) -> Checked {
             };
         }
     };
+    diags.extend(plan.warnings.iter().cloned());
     diags.extend(shadowed_permits(&doc, &plan));
     Checked {
         doc: Some(doc),
@@ -89,7 +90,10 @@ fn shadowed_permits(doc: &PolicyDoc, plan: &Plan) -> Vec<Diagnostic> {
             t.entries.values().flat_map(|e| e.verdicts()).for_each(&mut mark);
         }
         for t in &p.net {
-            t.entries.iter().flat_map(|e| e.verdicts.iter()).for_each(&mut mark);
+            t.entries
+                .iter()
+                .flat_map(|e| e.verdicts.iter())
+                .for_each(&mut mark);
         }
     }
     for (i, info) in doc.policies.iter().enumerate() {
@@ -97,10 +101,12 @@ fn shadowed_permits(doc: &PolicyDoc, plan: &Plan) -> Vec<Diagnostic> {
         let facts = crate::analyze::Facts::of(policy);
         use crate::schema::Action::*;
         let kernel_only = !facts.actions.is_empty()
-            && facts
-                .actions
-                .iter()
-                .all(|a| matches!(a, FileOpenReadOnly | FileOpenReadWrite | ProcessExec | NetworkConnect));
+            && facts.actions.iter().all(|a| {
+                matches!(
+                    a,
+                    FileOpenReadOnly | FileOpenReadWrite | ProcessExec | NetworkConnect
+                )
+            });
         if let Some(t) = touches_kernel.get_mut(i) {
             *t = kernel_only;
         }
@@ -108,18 +114,32 @@ fn shadowed_permits(doc: &PolicyDoc, plan: &Plan) -> Vec<Diagnostic> {
             continue;
         }
         // Does the permit alone allow anything? Then forbids shadow it.
-        let Ok(alone) = load(vec![Source::new(info.file.clone(), info.text.clone())]) else { continue };
-        let Ok(alone_plan) = compile(&alone, &CompileOptions::default()) else { continue };
+        let Ok(alone) = load(vec![Source::new(info.file.clone(), info.text.clone())]) else {
+            continue;
+        };
+        let Ok(alone_plan) = compile(&alone, &CompileOptions::default()) else {
+            continue;
+        };
         let satisfiable = alone_plan.principals.iter().any(|p| {
-            [&p.file_read, &p.file_write, &p.exec]
-                .iter()
-                .any(|t| t.entries.values().flat_map(|e| e.verdicts()).any(|v| v.allowed() != Some(false)))
-                || p.net.iter().any(|t| t.entries.iter().flat_map(|e| e.verdicts.iter()).any(|v| v.allowed() != Some(false)))
+            [&p.file_read, &p.file_write, &p.exec].iter().any(|t| {
+                t.entries
+                    .values()
+                    .flat_map(|e| e.verdicts())
+                    .any(|v| v.allowed() != Some(false))
+            }) || p.net.iter().any(|t| {
+                t.entries
+                    .iter()
+                    .flat_map(|e| e.verdicts.iter())
+                    .any(|v| v.allowed() != Some(false))
+            })
         });
         if satisfiable {
             let mut d = Diagnostic::warning(
                 "shadowed-permit",
-                format!("permit `{}` never allows anything: a `forbid` matches every request it matches", info.id),
+                format!(
+                    "permit `{}` never allows anything: a `forbid` matches every request it matches",
+                    info.id
+                ),
             )
             .policy(info.id.clone())
             .help("narrow the forbid (`unless { ... }`) or remove this permit");

@@ -19,7 +19,10 @@ pub enum DefaultPolicyError {
 /// Renders the default policy for a workspace and home directory.
 pub fn render(workspace: &str, home: &str) -> Result<String, DefaultPolicyError> {
     let clean = |what: &'static str, p: &str| -> Result<String, DefaultPolicyError> {
-        let bad = || DefaultPolicyError::BadPath { what, path: p.to_string() };
+        let bad = || DefaultPolicyError::BadPath {
+            what,
+            path: p.to_string(),
+        };
         if p.contains('"') || p.contains('\\') {
             return Err(bad());
         }

@@ -130,10 +130,7 @@ impl Diagnostic {
         if let (Some(src), Some((start, end)), Some(line)) = (&self.source, self.span, self.line) {
             let text = &src.text;
             let line_start = text[..start].rfind('\n').map(|i| i + 1).unwrap_or(0);
-            let line_end = text[start..]
-                .find('\n')
-                .map(|i| start + i)
-                .unwrap_or(text.len());
+            let line_end = text[start..].find('\n').map(|i| start + i).unwrap_or(text.len());
             let line_text = &text[line_start..line_end];
             let gutter = line.to_string().len();
             let pad = text[line_start..start].chars().count();
@@ -152,10 +149,7 @@ impl Diagnostic {
 /// Extracts the primary span (offset, len) from a Cedar/miette diagnostic.
 pub(crate) fn primary_span(d: &dyn miette::Diagnostic) -> Option<(usize, usize)> {
     let labels: Vec<_> = d.labels()?.collect();
-    let pick = labels
-        .iter()
-        .find(|l| l.primary())
-        .or_else(|| labels.first())?;
+    let pick = labels.iter().find(|l| l.primary()).or_else(|| labels.first())?;
     Some((pick.offset(), pick.len()))
 }
 
@@ -170,10 +164,16 @@ mod tests {
 
     #[test]
     fn renders_location_and_caret() {
-        let src = Arc::new(Source::new("p.cedar", "permit(\n  principal, actoin, resource);\n"));
+        let src = Arc::new(Source::new(
+            "p.cedar",
+            "permit(\n  principal, actoin, resource);\n",
+        ));
         let d = Diagnostic::error("parse", "unexpected token `actoin`").at(&src, 21, 6);
         let r = d.render();
-        assert!(r.starts_with("p.cedar:2:14: error[parse]: unexpected token `actoin`\n"), "{r}");
+        assert!(
+            r.starts_with("p.cedar:2:14: error[parse]: unexpected token `actoin`\n"),
+            "{r}"
+        );
         assert!(r.contains("2 |   principal, actoin, resource);"), "{r}");
         assert!(r.contains("  |              ^^^^^^"), "{r}");
     }

@@ -81,13 +81,15 @@ pub fn parse_request(
     let action = Action::from_name(action).ok_or_else(|| ExplainError::UnknownAction(action.to_string()))?;
     let mut ctx: BTreeMap<String, String> = BTreeMap::new();
     for c in context {
-        let (k, v) = c.split_once('=').ok_or_else(|| ExplainError::BadContext(c.clone()))?;
+        let (k, v) = c
+            .split_once('=')
+            .ok_or_else(|| ExplainError::BadContext(c.clone()))?;
         ctx.insert(k.trim().to_string(), v.to_string());
     }
     let allowed: &'static str = match action {
         Action::FileOpenReadOnly | Action::FileOpenReadWrite => "",
         Action::ProcessExec => "cmdline, argv (JSON array)",
-        Action::NetworkConnect => "ip, port, protocol, hostname",
+        Action::NetworkConnect => "ip, port, protocol",
         Action::HttpRequest => "method, port, path, query, scheme",
         Action::HttpRewrite => "header, value, port",
         Action::McpCall => "server, method, arg.<name>",
@@ -118,7 +120,8 @@ pub fn parse_request(
     let principal = principal.to_string();
     Ok(match action {
         Action::FileOpenReadOnly | Action::FileOpenReadWrite => {
-            let is_dir = resource.starts_with("Dir::") || resource.ends_with('/') || resource.ends_with("/\"");
+            let is_dir =
+                resource.starts_with("Dir::") || resource.ends_with('/') || resource.ends_with("/\"");
             let p = strip_uid(resource, &["File", "Dir"]);
             Request::File {
                 principal,
@@ -140,7 +143,11 @@ pub fn parse_request(
             } else {
                 vec![p.clone()]
             };
-            Request::Exec { principal, path: p, argv }
+            Request::Exec {
+                principal,
+                path: p,
+                argv,
+            }
         }
         Action::NetworkConnect => {
             let (host, p) = split_host_port(strip_uid(resource, &["Host"]));
@@ -165,7 +172,22 @@ pub fn parse_request(
             };
             let host = normalize_host(host)?;
             match host.parse::<IpAddr>() {
-                Ok(ip) => Request::Net { principal, hostname: None, ip, port, protocol },
+                Ok(ip) => {
+                    if let Some(v) = ctx.get("ip") {
+                        return Err(ExplainError::BadValue {
+                            key: "ip".into(),
+                            value: v.clone(),
+                            expected: "allowed when the resource is already an address",
+                        });
+                    }
+                    Request::Net {
+                        principal,
+                        hostname: None,
+                        ip,
+                        port,
+                        protocol,
+                    }
+                }
                 Err(_) => {
                     let ip_s = ctx.get("ip").map(String::as_str).unwrap_or(DEFAULT_IP);
                     let ip = ip_s.parse().map_err(|_| ExplainError::BadValue {
@@ -173,7 +195,13 @@ pub fn parse_request(
                         value: ip_s.into(),
                         expected: "an IPv4 or IPv6 address",
                     })?;
-                    Request::Net { principal, hostname: Some(host), ip, port, protocol }
+                    Request::Net {
+                        principal,
+                        hostname: Some(host),
+                        ip,
+                        port,
+                        protocol,
+                    }
                 }
             }
         }
@@ -202,7 +230,11 @@ pub fn parse_request(
                 principal,
                 host: normalize_host(host)?,
                 port,
-                method: ctx.get("method").cloned().unwrap_or_else(|| "GET".into()).to_ascii_uppercase(),
+                method: ctx
+                    .get("method")
+                    .cloned()
+                    .unwrap_or_else(|| "GET".into())
+                    .to_ascii_uppercase(),
                 scheme,
                 path: ctx.get("path").cloned().unwrap_or_else(|| path.to_string()),
                 query: ctx.get("query").cloned().unwrap_or_else(|| query.to_string()),
@@ -211,20 +243,35 @@ pub fn parse_request(
         Action::HttpRewrite => {
             let (host, p) = split_host_port(strip_uid(resource, &["Host"]));
             let port = match p {
-                Some(p) => p.parse().unwrap_or(443),
+                Some(p) => p.parse().map_err(|_| ExplainError::BadResource {
+                    resource: resource.into(),
+                    action: action.name(),
+                    why: "the port is not a number".into(),
+                })?,
                 None => port(443)?,
             };
             Request::Rewrite {
                 principal,
                 host: normalize_host(host)?,
                 port,
-                header: ctx.get("header").cloned().ok_or(ExplainError::Missing { action: "HttpRewrite", key: "header" })?,
-                value: ctx.get("value").cloned().ok_or(ExplainError::Missing { action: "HttpRewrite", key: "value" })?,
+                header: ctx.get("header").cloned().ok_or(ExplainError::Missing {
+                    action: "HttpRewrite",
+                    key: "header",
+                })?,
+                value: ctx.get("value").cloned().ok_or(ExplainError::Missing {
+                    action: "HttpRewrite",
+                    key: "value",
+                })?,
             }
         }
         Action::McpCall => {
-            let server = ctx.get("server").cloned().ok_or(ExplainError::Missing { action: "McpCall", key: "server" })?;
-            let tool = strip_uid(resource, &["MCP::Tool"]).to_string();
+            let server = ctx.get("server").cloned().ok_or(ExplainError::Missing {
+                action: "McpCall",
+                key: "server",
+            })?;
+            let method = ctx.get("method").cloned().unwrap_or_else(|| "tools/call".into());
+            // `tools/call` asks about the tool (in its server); other methods about the server.
+            let tool = (method == "tools/call").then(|| strip_uid(resource, &["MCP::Tool"]).to_string());
             let args = ctx
                 .iter()
                 .filter_map(|(k, v)| k.strip_prefix("arg.").map(|k| (k.to_string(), v.clone())))
@@ -232,8 +279,8 @@ pub fn parse_request(
             Request::Mcp {
                 principal,
                 server,
-                tool: Some(tool),
-                method: ctx.get("method").cloned().unwrap_or_else(|| "tools/call".into()),
+                tool,
+                method,
                 args,
             }
         }
@@ -264,11 +311,29 @@ mod tests {
         let r = parse_request("claude", "FileOpenReadOnly", "/etc/", &[]).unwrap();
         assert!(matches!(r, Request::File { is_dir: true, ref path, .. } if path == "/etc"));
         let r = parse_request("c", "NetworkConnect", "[::ffff:10.0.0.1]:22", &[]).unwrap();
-        assert!(matches!(r, Request::Net { hostname: None, port: 22, .. }));
-        let r = parse_request("c", "HttpRequest", "http://Example.com:8080/a/b?x=1", &["method=post".into()]).unwrap();
-        assert!(matches!(r, Request::Http { ref host, port: 8080, ref method, ref path, ref query, .. }
-            if host == "example.com" && method == "POST" && path == "/a/b" && query == "x=1"));
-        assert!(matches!(parse_request("c", "FileOpen", "/x", &[]), Err(ExplainError::UnknownAction(_))));
+        assert!(matches!(
+            r,
+            Request::Net {
+                hostname: None,
+                port: 22,
+                ..
+            }
+        ));
+        let r = parse_request(
+            "c",
+            "HttpRequest",
+            "http://Example.com:8080/a/b?x=1",
+            &["method=post".into()],
+        )
+        .unwrap();
+        assert!(
+            matches!(r, Request::Http { ref host, port: 8080, ref method, ref path, ref query, .. }
+            if host == "example.com" && method == "POST" && path == "/a/b" && query == "x=1")
+        );
+        assert!(matches!(
+            parse_request("c", "FileOpen", "/x", &[]),
+            Err(ExplainError::UnknownAction(_))
+        ));
         assert!(matches!(
             parse_request("c", "FileOpenReadOnly", "/x", &["ip=1.2.3.4".into()]),
             Err(ExplainError::UnknownKey { .. })

@@ -14,7 +14,7 @@ pub mod default_policy;
 pub mod diag;
 pub mod eval;
 pub mod explain;
-mod lint;
+pub(crate) mod lint;
 pub mod load;
 pub mod plan;
 pub mod request;

@@ -113,18 +113,16 @@ pub fn load(sources: Vec<Source>) -> Result<PolicyDoc, Vec<Diagnostic>> {
                 Err(errs) => {
                     for e in errs.iter() {
                         let (off, len) = primary_span(e).unwrap_or((0, 0));
-                        diags.push(
-                            Diagnostic::error("parse", lower_first(&e.to_string()))
-                                .at(src, st.start + off, len),
-                        );
+                        diags.push(Diagnostic::error("parse", lower_first(&e.to_string())).at(
+                            src,
+                            st.start + off,
+                            len,
+                        ));
                     }
                     continue;
                 }
             };
-            let id = parsed
-                .annotation("id")
-                .map(str::to_string)
-                .unwrap_or(provisional);
+            let id = parsed.annotation("id").map(str::to_string).unwrap_or(provisional);
             let (line, col) = src.line_col(st.start + crate::source::effect_offset(text));
             if let Some(prev) = by_id.get(&id).and_then(|i| infos.get(*i)) {
                 diags.push(
@@ -187,7 +185,9 @@ pub fn load(sources: Vec<Source>) -> Result<PolicyDoc, Vec<Diagnostic>> {
                     let mut one = PolicySet::new();
                     set.policy(&PolicyId::new(id))
                         .is_some_and(|p| one.add(p.clone()).is_ok())
-                        && validator.validate(&one, ValidationMode::Permissive).validation_passed()
+                        && validator
+                            .validate(&one, ValidationMode::Permissive)
+                            .validation_passed()
                 }
             })
             .map(|(id, _)| id)
@@ -240,7 +240,7 @@ pub fn load(sources: Vec<Source>) -> Result<PolicyDoc, Vec<Diagnostic>> {
                 format!("this forbid can never apply: {}", lower_first(&msg)),
             )
             .policy(w.policy_id().to_string())
-            .help("check that the resource's entity type fits the action (e.g. `ProcessExec` takes `File`/`Dir`, `NetworkConnect` takes `Host`)");
+            .help("check that the resource's entity type fits the action (`FileOpen*` take `File`/`Dir`, `ProcessExec` takes `File`, `NetworkConnect`/`Http*` take `Host`, `McpCall` takes `MCP::Tool`/`MCP::Server`)");
             if let Some((src, off, len)) = locate(w.policy_id(), primary_span(w)) {
                 d = d.at(&src, off, len);
             }

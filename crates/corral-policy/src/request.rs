@@ -220,7 +220,11 @@ impl Request {
                 ("protocol".into(), s(protocol.as_str())),
                 (
                     "hostname".into(),
-                    s(&hostname.as_deref().map(normalize_host).transpose()?.unwrap_or_default()),
+                    s(&hostname
+                        .as_deref()
+                        .map(normalize_host)
+                        .transpose()?
+                        .unwrap_or_default()),
                 ),
             ],
             Request::Http {
@@ -327,7 +331,11 @@ pub fn ancestor_dirs(path: &str) -> impl Iterator<Item = &str> {
 fn path_entity(path: &str, is_dir: bool) -> (EntityUid, Vec<EntityUid>) {
     let parents: Vec<EntityUid> = ancestor_dirs(path).map(|d| uid("Dir", d)).collect();
     if is_dir {
-        let id = if path == "/" { "/".to_string() } else { format!("{path}/") };
+        let id = if path == "/" {
+            "/".to_string()
+        } else {
+            format!("{path}/")
+        };
         (uid("Dir", &id), parents)
     } else {
         (uid("File", path), parents)
@@ -407,7 +415,10 @@ mod tests {
     fn paths_must_be_canonical() {
         assert_eq!(check_path("//a//b/").as_deref(), Ok("/a/b"));
         assert!(matches!(check_path("a/b"), Err(RequestError::RelativePath(_))));
-        assert!(matches!(check_path("/a/../b"), Err(RequestError::NonCanonicalPath(_))));
+        assert!(matches!(
+            check_path("/a/../b"),
+            Err(RequestError::NonCanonicalPath(_))
+        ));
     }
 
     #[test]
@@ -415,10 +426,21 @@ mod tests {
         let g = host_groups("api.example.com", 443);
         assert_eq!(
             g,
-            ["api.example.com:443", "*.example.com", "*.example.com:443", "*.com", "*.com:443", "*:443", "*"]
+            [
+                "api.example.com:443",
+                "*.example.com",
+                "*.example.com:443",
+                "*.com",
+                "*.com:443",
+                "*:443",
+                "*"
+            ]
         );
         assert_eq!(host_groups("2001:db8::1", 53), ["[2001:db8::1]:53", "*:53", "*"]);
         assert_eq!(normalize_host("[::ffff:10.0.0.1]").as_deref(), Ok("10.0.0.1"));
-        assert_eq!(normalize_host("API.Example.COM.").as_deref(), Ok("api.example.com"));
+        assert_eq!(
+            normalize_host("API.Example.COM.").as_deref(),
+            Ok("api.example.com")
+        );
     }
 }

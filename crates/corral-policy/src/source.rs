@@ -138,7 +138,8 @@ pub fn effect_offset(stmt: &str) -> usize {
             }
             _ => {
                 let rest = &stmt[i..];
-                let boundary_before = i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_');
+                let boundary_before =
+                    i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_');
                 if boundary_before && (rest.starts_with("permit") || rest.starts_with("forbid")) {
                     let after = rest.as_bytes().get(6);
                     if !after.is_some_and(|b| b.is_ascii_alphanumeric() || *b == b'_') {

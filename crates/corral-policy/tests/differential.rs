@@ -6,8 +6,13 @@
 //! `CORRAL_DIFF_CASES` to change it. On a mismatch proptest shrinks to the
 //! smallest policy set and request that still disagree and prints them.
 
+// Test code: a panic is a failed test.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
 use cedar_policy::{Authorizer, Decision as CDecision};
-use corral_policy::{compile, load, CompileOptions, Evaluator, PolicyDoc, Protocol, Request, Source, Verdict};
+use corral_policy::{
+    compile, load, CompileOptions, Evaluator, PolicyDoc, Protocol, Request, Source, Verdict,
+};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use std::fmt;
@@ -116,7 +121,10 @@ impl fmt::Display for Atom {
             Atom::InSet(ds) => write!(
                 f,
                 "resource in [{}]",
-                ds.iter().map(|d| format!("Dir::{d:?}")).collect::<Vec<_>>().join(", ")
+                ds.iter()
+                    .map(|d| format!("Dir::{d:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
             Atom::IsDirType => write!(f, "resource is Dir"),
             Atom::Principal(a) => write!(f, "principal == Agent::{a:?}"),
@@ -253,7 +261,10 @@ fn policy(layer: Layer) -> impl Strategy<Value = Pol> {
             "action in Action::\"FileOpen\"",
             "action in [Action::\"FileOpen\", Action::\"FileOpenReadOnly\"]",
         ],
-        Layer::Exec => &["action == Action::\"ProcessExec\"", "action in [Action::\"ProcessExec\", Action::\"FileOpenReadOnly\"]"],
+        Layer::Exec => &[
+            "action == Action::\"ProcessExec\"",
+            "action in [Action::\"ProcessExec\", Action::\"FileOpenReadOnly\"]",
+        ],
         Layer::Net => &["action == Action::\"NetworkConnect\""],
     };
     let resource = match layer {
@@ -291,18 +302,35 @@ fn policy(layer: Layer) -> impl Strategy<Value = Pol> {
 fn request(layer: Layer) -> BoxedStrategy<Request> {
     let principal = proptest::sample::select(&["alice", "bob", "carol"][..]).prop_map(str::to_string);
     match layer {
-        Layer::File => (principal, any::<bool>(), path_strategy(6), proptest::bool::weighted(0.3))
-            .prop_map(|(principal, write, path, is_dir)| Request::File { principal, write, path, is_dir })
+        Layer::File => (
+            principal,
+            any::<bool>(),
+            path_strategy(6),
+            proptest::bool::weighted(0.3),
+        )
+            .prop_map(|(principal, write, path, is_dir)| Request::File {
+                principal,
+                write,
+                path,
+                is_dir,
+            })
             .boxed(),
         Layer::Exec => (
             principal,
             path_strategy(6).prop_filter("file", |p| p != "/"),
-            proptest::collection::vec(proptest::sample::select(&["git", "push", "-f", "--force", "x"][..]), 0..4),
+            proptest::collection::vec(
+                proptest::sample::select(&["git", "push", "-f", "--force", "x"][..]),
+                0..4,
+            ),
         )
             .prop_map(|(principal, path, args)| {
                 let mut argv = vec![path.clone()];
                 argv.extend(args.into_iter().map(str::to_string));
-                Request::Exec { principal, path, argv }
+                Request::Exec {
+                    principal,
+                    path,
+                    argv,
+                }
             })
             .boxed(),
         Layer::Net => (
@@ -339,13 +367,20 @@ impl Oracle {
 }
 
 fn ids(doc: &PolicyDoc, idx: &[usize]) -> Vec<String> {
-    let mut v: Vec<String> = idx.iter().filter_map(|i| doc.policies.get(*i)).map(|p| p.id.clone()).collect();
+    let mut v: Vec<String> = idx
+        .iter()
+        .filter_map(|i| doc.policies.get(*i))
+        .map(|p| p.id.clone())
+        .collect();
     v.sort();
     v
 }
 
 fn run_layer(layer: Layer) {
-    let cases: u32 = std::env::var("CORRAL_DIFF_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(4000);
+    let cases: u32 = std::env::var("CORRAL_DIFF_CASES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(4000);
     let mut runner = TestRunner::new(Config {
         cases,
         max_global_rejects: cases * 4,
@@ -362,15 +397,22 @@ fn run_layer(layer: Layer) {
             Ok(d) => d,
             Err(d) => {
                 // Strict validation rejects some generated shapes; skip those.
-                prop_assume!(!d.iter().any(|d| d.code == "validation"), "invalid generated policy");
+                prop_assume!(
+                    !d.iter().any(|d| d.code == "validation"),
+                    "invalid generated policy"
+                );
                 return Err(TestCaseError::fail(format!(
                     "generated policy failed to load:\n{text}\n{}",
                     d.iter().map(|d| d.render()).collect::<String>()
                 )));
             }
         };
-        let plan = compile(&doc, &CompileOptions::default())
-            .map_err(|d| TestCaseError::fail(format!("compile failed: {}", d.iter().map(|d| d.render()).collect::<String>())))?;
+        let plan = compile(&doc, &CompileOptions::default()).map_err(|d| {
+            TestCaseError::fail(format!(
+                "compile failed: {}",
+                d.iter().map(|d| d.render()).collect::<String>()
+            ))
+        })?;
         let ev = Evaluator::new(&doc);
         let oracle = Oracle { doc };
         for req in &reqs {
@@ -384,14 +426,24 @@ fn run_layer(layer: Layer) {
                 req,
                 text
             );
-            let tables = plan.for_principal(req.principal()).expect("a class covers every principal");
+            let tables = plan
+                .for_principal(req.principal())
+                .expect("a class covers every principal");
             let verdict: &Verdict = match req {
-                Request::File { write, path, is_dir, .. } => {
-                    let t = if *write { &tables.file_write } else { &tables.file_read };
+                Request::File {
+                    write, path, is_dir, ..
+                } => {
+                    let t = if *write {
+                        &tables.file_write
+                    } else {
+                        &tables.file_read
+                    };
                     t.lookup(path, *is_dir)
                 }
                 Request::Exec { path, .. } => tables.exec.lookup(path, false),
-                Request::Net { ip, port, protocol, .. } => tables
+                Request::Net {
+                    ip, port, protocol, ..
+                } => tables
                     .net
                     .iter()
                     .find(|t| t.protocol == *protocol)
@@ -401,16 +453,35 @@ fn run_layer(layer: Layer) {
             };
             match verdict.allowed() {
                 Some(a) => {
-                    prop_assert_eq!(a, allowed, "plan says {:?} but Cedar says allowed={} for {:?} under\n{}", verdict, allowed, req, text);
+                    prop_assert_eq!(
+                        a,
+                        allowed,
+                        "plan says {:?} but Cedar says allowed={} for {:?} under\n{}",
+                        verdict,
+                        allowed,
+                        req,
+                        text
+                    );
                     if layer != Layer::Exec {
                         // Every policy is constant on a class: same determining set.
-                        prop_assert_eq!(ids(&oracle.doc, verdict.policies()), reason.clone(),
-                            "plan names other policies for {:?} under\n{}", req, text);
+                        prop_assert_eq!(
+                            ids(&oracle.doc, verdict.policies()),
+                            reason.clone(),
+                            "plan names other policies for {:?} under\n{}",
+                            req,
+                            text
+                        );
                     }
                 }
                 None => {
                     // Only argument conditions may defer to userspace.
-                    prop_assert_eq!(layer, Layer::Exec, "userspace verdict outside exec for {:?} under\n{}", req, text);
+                    prop_assert_eq!(
+                        layer,
+                        Layer::Exec,
+                        "userspace verdict outside exec for {:?} under\n{}",
+                        req,
+                        text
+                    );
                 }
             }
         }

@@ -3,7 +3,9 @@
 use anyhow::{Context as _, Result};
 use clap::{Args, Subcommand};
 use corral_policy::plan::{NetTable, PathTable, PrincipalPlan};
-use corral_policy::{check, default_policy, explain, Checked, CompileOptions, Plan, PolicyDoc, Source, Verdict};
+use corral_policy::{
+    check, default_policy, explain, Checked, CompileOptions, Plan, PolicyDoc, Source, Verdict,
+};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -93,13 +95,21 @@ impl DefaultArgs {
             Some(h) => h.clone(),
             None => PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into())),
         };
-        Ok(default_policy::render(&ws.to_string_lossy(), &home.to_string_lossy())?)
+        Ok(default_policy::render(
+            &ws.to_string_lossy(),
+            &home.to_string_lossy(),
+        )?)
     }
 }
 
 pub fn run(cmd: PolicyCmd) -> Result<ExitCode> {
     match cmd {
-        PolicyCmd::Check { files, json, deny_warnings, default } => {
+        PolicyCmd::Check {
+            files,
+            json,
+            deny_warnings,
+            default,
+        } => {
             let checked = check(sources(&files, &default)?);
             let errors = checked.diagnostics.iter().filter(|d| d.is_error()).count();
             let warnings = checked.diagnostics.len() - errors;
@@ -110,7 +120,11 @@ pub fn run(cmd: PolicyCmd) -> Result<ExitCode> {
                     eprint!("{}", d.render());
                 }
                 let count = match checked.doc.as_ref() {
-                    Some(d) => format!("{} {}, ", d.policies.len(), plural(d.policies.len(), "policy", "policies")),
+                    Some(d) => format!(
+                        "{} {}, ",
+                        d.policies.len(),
+                        plural(d.policies.len(), "policy", "policies")
+                    ),
                     None => String::new(),
                 };
                 println!(
@@ -126,7 +140,16 @@ pub fn run(cmd: PolicyCmd) -> Result<ExitCode> {
                 ExitCode::SUCCESS
             })
         }
-        PolicyCmd::Explain { files, principal, action, resource, context, json, exit_code, default } => {
+        PolicyCmd::Explain {
+            files,
+            principal,
+            action,
+            resource,
+            context,
+            json,
+            exit_code,
+            default,
+        } => {
             let (doc, plan) = loaded(&files, &default)?;
             let req = explain::parse_request(&principal, &action, &resource, &context)?;
             let ev = corral_policy::Evaluator::new(&doc);
@@ -181,13 +204,21 @@ pub fn run(cmd: PolicyCmd) -> Result<ExitCode> {
                     );
                 }
             }
-            Ok(if exit_code && !d.allowed { ExitCode::from(2) } else { ExitCode::SUCCESS })
+            Ok(if exit_code && !d.allowed {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            })
         }
-        PolicyCmd::Compile { files, principal, json, default } => {
+        PolicyCmd::Compile {
+            files,
+            principal,
+            json,
+            default,
+        } => {
             let srcs = sources(&files, &default)?;
             let doc = load_or_report(srcs)?;
-            let plan = corral_policy::compile(&doc, &CompileOptions { principal })
-                .map_err(report)?;
+            let plan = corral_policy::compile(&doc, &CompileOptions { principal }).map_err(report)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&plan)?);
             } else {
@@ -220,7 +251,11 @@ fn names(files: &[PathBuf]) -> String {
     if files.is_empty() {
         "default policy".into()
     } else {
-        files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", ")
+        files
+            .iter()
+            .map(|f| f.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
@@ -251,7 +286,11 @@ fn load_or_report(srcs: Vec<Source>) -> Result<PolicyDoc> {
 }
 
 fn loaded(files: &[PathBuf], default: &DefaultArgs) -> Result<(PolicyDoc, Plan)> {
-    let Checked { doc, plan, diagnostics } = check(sources(files, default)?);
+    let Checked {
+        doc,
+        plan,
+        diagnostics,
+    } = check(sources(files, default)?);
     match (doc, plan) {
         (Some(doc), Some(plan)) => Ok((doc, plan)),
         _ => Err(report(diagnostics)),
@@ -264,16 +303,31 @@ fn describe_request(r: &corral_policy::Request) -> String {
     let ctx = match r {
         R::File { .. } => String::new(),
         R::Exec { argv, .. } => format!(" argv={argv:?}"),
-        R::Net { ip, port, protocol, hostname, .. } => format!(
+        R::Net {
+            ip,
+            port,
+            protocol,
+            hostname,
+            ..
+        } => format!(
             " ip={ip} port={port} protocol={} hostname={:?}",
             protocol.as_str(),
             hostname.clone().unwrap_or_default()
         ),
-        R::Http { method, scheme, port, path, query, .. } => {
+        R::Http {
+            method,
+            scheme,
+            port,
+            path,
+            query,
+            ..
+        } => {
             format!(" method={method} scheme={scheme} port={port} path={path:?} query={query:?}")
         }
         R::Rewrite { header, .. } => format!(" header={header:?} value=<redacted>"),
-        R::Mcp { server, method, args, .. } => format!(" server={server:?} method={method} args={args:?}"),
+        R::Mcp {
+            server, method, args, ..
+        } => format!(" server={server:?} method={method} args={args:?}"),
     };
     format!("Agent::{:?} {} {res}{ctx}", r.principal(), r.action().uid())
 }
@@ -283,12 +337,23 @@ fn kernel_verdict(plan: &Plan, req: &corral_policy::Request) -> Option<(&'static
     use corral_policy::Request as R;
     let p = plan.for_principal(req.principal())?;
     match req {
-        R::File { write, path, is_dir, .. } => {
+        R::File {
+            write, path, is_dir, ..
+        } => {
             let t = if *write { &p.file_write } else { &p.file_read };
-            Some((if *write { "file write" } else { "file read" }, t.lookup(path, *is_dir).clone()))
+            Some((
+                if *write { "file write" } else { "file read" },
+                t.lookup(path, *is_dir).clone(),
+            ))
         }
         R::Exec { path, .. } => Some(("exec", p.exec.lookup(path, false).clone())),
-        R::Net { hostname: None, ip, port, protocol, .. } => p
+        R::Net {
+            hostname: None,
+            ip,
+            port,
+            protocol,
+            ..
+        } => p
             .net
             .iter()
             .find(|t| t.protocol == *protocol)
@@ -304,7 +369,6 @@ fn verdict_word(v: &Verdict) -> &'static str {
         Verdict::Userspace { .. } => "userspace",
     }
 }
-
 
 /// `writeln!` into a String (infallible).
 macro_rules! wl {
@@ -325,39 +389,89 @@ fn emit(s: &str) -> Result<()> {
 }
 
 fn print_plan(out: &mut String, plan: &Plan) {
-    wl!(out, "plan for {} {}", plan.policies.len(), plural(plan.policies.len(), "policy", "policies"));
+    wl!(
+        out,
+        "plan for {} {}",
+        plan.policies.len(),
+        plural(plan.policies.len(), "policy", "policies")
+    );
     for p in &plan.principals {
         print_principal(out, plan, p);
     }
-    wl!(out, "\n== proxy: host rules (NetworkConnect / HttpRequest by name) ==");
+    wl!(
+        out,
+        "\n== proxy: host rules (NetworkConnect / HttpRequest by name) =="
+    );
     if plan.proxy.host_rules.is_empty() {
         wl!(out, "  (none)");
     }
     for r in &plan.proxy.host_rules {
-        let at = plan.policies.get(r.policy).map(|p| format!("{} ({})", p.id, p.at)).unwrap_or_default();
-        wl!(out, "  {:<7} {at}: {} — enforced by {}", r.effect, r.hosts.join(", "), r.enforced_by);
+        let at = plan
+            .policies
+            .get(r.policy)
+            .map(|p| format!("{} ({})", p.id, p.at))
+            .unwrap_or_default();
+        wl!(
+            out,
+            "  {:<7} {at}: {} — enforced by {}",
+            r.effect,
+            r.hosts.join(", "),
+            r.enforced_by
+        );
     }
     wl!(out, "\n== proxy: header rewrites (HttpRewrite) ==");
     if plan.proxy.rewrites.is_empty() {
         wl!(out, "  (none)");
     }
     for r in &plan.proxy.rewrites {
-        let at = plan.policies.get(r.policy).map(|p| format!("{} ({})", p.id, p.at)).unwrap_or_default();
-        wl!(out, "  {at}: on {} set `{}: {}`", r.hosts.join(", "), r.header, r.value);
+        let at = plan
+            .policies
+            .get(r.policy)
+            .map(|p| format!("{} ({})", p.id, p.at))
+            .unwrap_or_default();
+        wl!(
+            out,
+            "  {at}: on {} set `{}: {}`",
+            r.hosts.join(", "),
+            r.header,
+            r.value
+        );
     }
+    wl!(
+        out,
+        "\n== questions asked ==\n  HttpRequest: {}\n  McpCall:     {}",
+        if plan.asks.http_request {
+            "yes: the proxy decides every HTTP request"
+        } else {
+            "no policy names it: HTTP is governed by NetworkConnect alone"
+        },
+        if plan.asks.mcp_call {
+            "yes: every MCP request is decided"
+        } else {
+            "no policy names it: MCP traffic is recorded, not decided"
+        }
+    );
     wl!(out, "\n== evaluated in userspace by the Cedar authorizer ==");
     if plan.userspace.is_empty() {
         wl!(out, "  (nothing)");
     }
     for u in &plan.userspace {
-        let at = plan.policies.get(u.policy).map(|p| format!("{} ({})", p.id, p.at)).unwrap_or_default();
+        let at = plan
+            .policies
+            .get(u.policy)
+            .map(|p| format!("{} ({})", p.id, p.at))
+            .unwrap_or_default();
         wl!(out, "  {:<8} {at}: {}", u.layer, u.reason);
     }
 }
 
 fn print_principal(out: &mut String, plan: &Plan, p: &PrincipalPlan) {
     wl!(out, "\n#### principal: {}", p.principal);
-    for (name, t) in [("file read", &p.file_read), ("file write", &p.file_write), ("exec", &p.exec)] {
+    for (name, t) in [
+        ("file read", &p.file_read),
+        ("file write", &p.file_write),
+        ("exec", &p.exec),
+    ] {
         print_path_table(out, plan, name, t);
     }
     for t in &p.net {
@@ -366,7 +480,12 @@ fn print_principal(out: &mut String, plan: &Plan, p: &PrincipalPlan) {
 }
 
 fn print_path_table(out: &mut String, plan: &Plan, name: &str, t: &PathTable) {
-    wl!(out, "\n== {name}: {} ({} rows; lookup: exact path, then deepest listed directory) ==", t.action.name(), t.rows());
+    wl!(
+        out,
+        "\n== {name}: {} ({} rows; lookup: exact path, then deepest listed directory) ==",
+        t.action.name(),
+        t.rows()
+    );
     let exec = t.action == corral_policy::Action::ProcessExec;
     for (path, e) in &t.entries {
         if let Some(v) = &e.file {
@@ -385,11 +504,17 @@ fn print_path_table(out: &mut String, plan: &Plan, name: &str, t: &PathTable) {
 }
 
 fn row(out: &mut String, plan: &Plan, key: &str, class: &str, v: &Verdict) {
-    wl!(out, "  {key:<40} {class:<12} {:<9} {}", verdict_word(v), plan.describe(v));
+    wl!(
+        out,
+        "  {key:<40} {class:<12} {:<9} {}",
+        verdict_word(v),
+        plan.describe(v)
+    );
 }
 
 fn print_net_table(out: &mut String, plan: &Plan, t: &NetTable) {
-    wl!(out, 
+    wl!(
+        out,
         "\n== net {}: NetworkConnect, direct connections ({} prefixes × {} port classes; lookup: port class, then longest prefix) ==",
         t.protocol.as_str(),
         t.entries.len(),
@@ -397,9 +522,14 @@ fn print_net_table(out: &mut String, plan: &Plan, t: &NetTable) {
     );
     for e in &t.entries {
         for (r, v) in t.ports.iter().zip(&e.verdicts) {
-            let ports = if r.lo == 0 && r.hi == 65535 { "any port".to_string() } else if r.lo == r.hi { format!("port {}", r.lo) } else { format!("ports {}-{}", r.lo, r.hi) };
+            let ports = if r.lo == 0 && r.hi == 65535 {
+                "any port".to_string()
+            } else if r.lo == r.hi {
+                format!("port {}", r.lo)
+            } else {
+                format!("ports {}-{}", r.lo, r.hi)
+            };
             row(out, plan, &e.prefix.to_string(), &ports, v);
         }
     }
 }
-

@@ -147,6 +147,23 @@ pub struct Plan {
     pub proxy: ProxyPlan,
     /// What is evaluated by the Cedar authorizer in userspace.
     pub userspace: Vec<UserspacePart>,
+    /// Which questions the userspace layers ask.
+    pub asks: Asks,
+    /// Warnings found while compiling.
+    pub warnings: Vec<Diagnostic>,
+}
+
+/// Which optional questions the proxy and MCP layers ask. A layer asks
+/// `HttpRequest` (or `McpCall`) only when some policy names that action in
+/// its scope; otherwise HTTP is governed by `NetworkConnect` alone (and MCP
+/// is observed, not decided), so a Leash policy file, which has neither,
+/// keeps working under default deny.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Asks {
+    /// The proxy decides each HTTP request with `HttpRequest`.
+    pub http_request: bool,
+    /// The MCP layer decides each call with `McpCall`.
+    pub mcp_call: bool,
 }
 
 impl Plan {
@@ -155,7 +172,11 @@ impl Plan {
         self.principals
             .iter()
             .find(|p| p.principal == PrincipalClass::Named(name.to_string()))
-            .or_else(|| self.principals.iter().find(|p| p.principal == PrincipalClass::Other))
+            .or_else(|| {
+                self.principals
+                    .iter()
+                    .find(|p| p.principal == PrincipalClass::Other)
+            })
     }
 
     /// Policy ids and locations named by a verdict, for display.
@@ -199,11 +220,38 @@ pub fn compile(doc: &PolicyDoc, opts: &CompileOptions) -> Result<Plan, Vec<Diagn
         }
     }
 
-    let proxy = proxy::compile(doc, &facts, &mut diags, &mut userspace);
+    let proxy = proxy::compile(doc, &ev, &facts, &mut diags, &mut userspace);
     if diags.iter().any(Diagnostic::is_error) {
         return Err(diags);
     }
 
+    // A scope that constrains the action and includes it names it.
+    let names = |a: Action| {
+        facts
+            .iter()
+            .any(|f| f.actions.len() < Action::ALL.len() && f.actions.contains(&a))
+    };
+    for a in [Action::HttpRequest, Action::McpCall] {
+        let named_by = |forbid: bool| {
+            facts.iter().enumerate().find(|(i, f)| {
+                f.actions.len() < Action::ALL.len()
+                    && f.actions.contains(&a)
+                    && doc.policies.get(*i).is_some_and(|p| p.is_forbid() == forbid)
+            })
+        };
+        if let (Some((i, _)), None) = (named_by(true), named_by(false)) {
+            let mut d = clause_diag(
+                doc,
+                i,
+                "denies-everything",
+                &format!("no permit names `{}`, so under default deny every such request is denied, not only what this forbid names", a.name()),
+                &format!("add `permit (principal, action == Action::\"{}\", resource);` to allow the rest", a.name()),
+                &["forbid"],
+            );
+            d.severity = crate::diag::Severity::Warning;
+            diags.push(d);
+        }
+    }
     let classes = principal_classes(&facts, opts.principal.as_deref());
     let mut principals = Vec::new();
     for (class, name) in classes {
@@ -257,6 +305,11 @@ pub fn compile(doc: &PolicyDoc, opts: &CompileOptions) -> Result<Plan, Vec<Diagn
         principals,
         proxy,
         userspace,
+        asks: Asks {
+            http_request: names(Action::HttpRequest),
+            mcp_call: names(Action::McpCall),
+        },
+        warnings: diags,
     })
 }
 
@@ -293,7 +346,11 @@ pub(crate) fn clause_diag(
     let Some(info) = doc.policies.get(i) else {
         return Diagnostic::error(code, msg).help(help);
     };
-    let cond_start = info.text.find("when").or_else(|| info.text.find("unless")).unwrap_or(0);
+    let cond_start = info
+        .text
+        .find("when")
+        .or_else(|| info.text.find("unless"))
+        .unwrap_or(0);
     let (off, len) = needles
         .iter()
         .filter_map(|n| info.text[cond_start..].find(n).map(|o| (cond_start + o, n.len())))

@@ -101,7 +101,10 @@ pub(crate) fn host_literal(id: &str) -> Option<(Option<IpAddr>, Option<u16>)> {
 
 fn span(n: &IpNet) -> (u128, u128) {
     match n {
-        IpNet::V4(v) => (u128::from(u32::from(v.network())), u128::from(u32::from(v.broadcast()))),
+        IpNet::V4(v) => (
+            u128::from(u32::from(v.network())),
+            u128::from(u32::from(v.broadcast())),
+        ),
         IpNet::V6(v) => (u128::from(v.network()), u128::from(v.broadcast())),
     }
 }
@@ -148,7 +151,10 @@ pub(super) fn compile(ev: &Evaluator, facts: &[Facts], principal: &str, protocol
             }
         }
     };
-    for f in facts.iter().filter(|f| f.actions.contains(&Action::NetworkConnect)) {
+    for f in facts
+        .iter()
+        .filter(|f| f.actions.contains(&Action::NetworkConnect))
+    {
         for s in &f.ips {
             if let Ok(n) = s.parse::<IpNet>() {
                 prefixes.insert(n.trunc());
@@ -182,7 +188,9 @@ pub(super) fn compile(ev: &Evaluator, facts: &[Facts], principal: &str, protocol
 
     let mut entries: Vec<NetEntry> = Vec::new();
     for n in &prefixes {
-        let Some(rep) = representative(n, &prefixes) else { continue };
+        let Some(rep) = representative(n, &prefixes) else {
+            continue;
+        };
         let verdicts = ports
             .iter()
             .map(|r| {
@@ -255,8 +263,14 @@ mod tests {
 
     #[test]
     fn host_literals_that_name_addresses() {
-        assert_eq!(host_literal("10.0.0.1:22"), Some((Some("10.0.0.1".parse().unwrap()), Some(22))));
-        assert_eq!(host_literal("[::1]:53"), Some((Some("::1".parse().unwrap()), Some(53))));
+        assert_eq!(
+            host_literal("10.0.0.1:22"),
+            Some((Some("10.0.0.1".parse().unwrap()), Some(22)))
+        );
+        assert_eq!(
+            host_literal("[::1]:53"),
+            Some((Some("::1".parse().unwrap()), Some(53)))
+        );
         assert_eq!(host_literal("::1"), Some((Some("::1".parse().unwrap()), None)));
         assert_eq!(host_literal("*:443"), Some((None, Some(443))));
         assert_eq!(host_literal("example.com:443"), None);

@@ -35,11 +35,9 @@ pub struct PathEntry {
 impl PathEntry {
     /// All verdicts in this entry.
     pub fn verdicts(&self) -> impl Iterator<Item = &Verdict> {
-        self.file.iter().chain(
-            self.dir
-                .iter()
-                .flat_map(|d| [&d.itself, &d.files, &d.dirs]),
-        )
+        self.file
+            .iter()
+            .chain(self.dir.iter().flat_map(|d| [&d.itself, &d.files, &d.dirs]))
     }
 }
 
@@ -97,7 +95,11 @@ pub(super) fn compile(ev: &Evaluator, facts: &[Facts], principal: &str, action: 
         }
         for id in f.entities_of("Dir") {
             if is_canonical_dir(id) {
-                dirs.insert(if id == "/" { "/".into() } else { id.trim_end_matches('/').to_string() });
+                dirs.insert(if id == "/" {
+                    "/".into()
+                } else {
+                    id.trim_end_matches('/').to_string()
+                });
             }
         }
     }
@@ -204,14 +206,21 @@ fn decide_exec(ev: &Evaluator, principal: &str, path: &str) -> Verdict {
 
 /// A child name of `dir` that is no literal and has no literal below it.
 fn fresh_child(dir: &str, literals: &BTreeSet<&str>) -> String {
-    let base = if dir == "/" { String::new() } else { dir.to_string() };
+    let base = if dir == "/" {
+        String::new()
+    } else {
+        dir.to_string()
+    };
     let mut n = 0u32;
     loop {
         let cand = format!("{base}/corral~rep{n}");
         let below = format!("{cand}/");
         let taken = literals.contains(cand.as_str())
             || literals
-                .range::<str, _>((std::ops::Bound::Excluded(cand.as_str()), std::ops::Bound::Unbounded))
+                .range::<str, _>((
+                    std::ops::Bound::Excluded(cand.as_str()),
+                    std::ops::Bound::Unbounded,
+                ))
                 .next()
                 .is_some_and(|l| l.starts_with(&below));
         if !taken {
@@ -233,10 +242,14 @@ fn compact(table: &mut PathTable) {
             .map(|a| if a.len() > 1 { &a[..a.len() - 1] } else { a })
             .find_map(|a| table.entries.get(a).and_then(|e| e.dir.clone()));
         let Some(parent) = parent else { continue };
-        let Some(entry) = table.entries.get_mut(&k) else { continue };
-        if entry.dir.as_ref().is_some_and(|d| {
-            d.itself == parent.dirs && d.files == parent.files && d.dirs == parent.dirs
-        }) {
+        let Some(entry) = table.entries.get_mut(&k) else {
+            continue;
+        };
+        if entry
+            .dir
+            .as_ref()
+            .is_some_and(|d| d.itself == parent.dirs && d.files == parent.files && d.dirs == parent.dirs)
+        {
             entry.dir = None;
         }
         if entry.file.as_ref().is_some_and(|f| *f == parent.files) {

@@ -49,6 +49,7 @@ pub struct ProxyPlan {
 
 pub(super) fn compile(
     doc: &PolicyDoc,
+    ev: &crate::eval::Evaluator,
     facts: &[Facts],
     diags: &mut Vec<Diagnostic>,
     userspace: &mut Vec<UserspacePart>,
@@ -60,6 +61,13 @@ pub(super) fn compile(
         let net = f.actions.contains(&Action::NetworkConnect) || f.actions.contains(&Action::HttpRequest);
         if net && !hosts.is_empty() {
             let kernel = hosts.iter().all(|h| host_literal(h).is_some());
+            if !kernel && f.actions.contains(&Action::NetworkConnect) {
+                userspace.push(UserspacePart {
+                    layer: "net-proxy",
+                    policy: i,
+                    reason: "connections by host name are decided by the egress proxy".into(),
+                });
+            }
             plan.host_rules.push(HostRule {
                 policy: i,
                 effect: info.effect,
@@ -90,16 +98,63 @@ pub(super) fn compile(
             if info.is_forbid() {
                 continue;
             }
-            let Some(est) = doc.policy(i).and_then(|p| p.to_json().ok()) else { continue };
-            let headers = context_equalities(&est, "header");
-            let values = context_equalities(&est, "value");
+            let Some(est) = doc.policy(i).and_then(|p| p.to_json().ok()) else {
+                continue;
+            };
+            // Only `when` conditions state what to inject; `unless` only vetoes.
+            let whens: Vec<&Value> = est
+                .get("conditions")
+                .and_then(Value::as_array)
+                .map(|c| {
+                    c.iter()
+                        .filter(|c| c.get("kind").and_then(Value::as_str) == Some("when"))
+                        .filter_map(|c| c.get("body"))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let headers: Vec<String> = whens
+                .iter()
+                .flat_map(|b| context_equalities(b, "header"))
+                .collect();
+            let values: Vec<String> = whens
+                .iter()
+                .flat_map(|b| context_equalities(b, "value"))
+                .collect();
             match (headers.as_slice(), values.as_slice()) {
-                ([h], [v]) => plan.rewrites.push(RewriteRule {
-                    policy: i,
-                    hosts: if hosts.is_empty() { vec!["*".into()] } else { hosts },
-                    header: h.clone(),
-                    value: v.clone(),
-                }),
+                ([h], [v]) => {
+                    // The proxy re-asks Cedar per request; say so now if Cedar would never allow it.
+                    let principal = f.entities_of("Agent").next().unwrap_or("agent").to_string();
+                    let host = hosts
+                        .iter()
+                        .find(|h| crate::lint::host_form(h).is_ok() && !h.contains('*') && !h.contains(':'))
+                        .cloned()
+                        .unwrap_or_else(|| "corral-rewrite-check.invalid".into());
+                    let req = crate::request::Request::Rewrite {
+                        principal,
+                        host: host.clone(),
+                        port: 443,
+                        header: h.clone(),
+                        value: v.clone(),
+                    };
+                    if ev.decide(&req).is_ok_and(|d| !d.allowed) {
+                        let mut d = clause_diag(
+                            doc,
+                            i,
+                            "rewrite-never-applied",
+                            &format!("the authorizer denies this rewrite for `{host}`, so the proxy would never inject `{h}`"),
+                            "check `unless` clauses and forbids on `HttpRewrite`",
+                            &["unless", "when"],
+                        );
+                        d.severity = crate::diag::Severity::Warning;
+                        diags.push(d);
+                    }
+                    plan.rewrites.push(RewriteRule {
+                        policy: i,
+                        hosts: if hosts.is_empty() { vec!["*".into()] } else { hosts },
+                        header: h.clone(),
+                        value: v.clone(),
+                    })
+                }
                 _ => diags.push(clause_diag(
                     doc,
                     i,

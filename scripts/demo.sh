@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# corral's main job on a sample: build, validate the sample team policy and
+# the built-in default, compile the sample into enforcement tables, and
+# explain decisions (which policy line allowed or denied each request).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/deps.sh
+corral_build_deps
+
+cargo build --release -q -p corral-cli
+corral=target/release/corral
+run() { echo; echo "\$ corral $*"; "$corral" "$@"; }
+
+run policy check examples/team.cedar
+run policy check --workspace /workspace --home /root
+run policy compile examples/team.cedar --principal claude
+run policy explain examples/team.cedar --principal claude --action FileOpenReadOnly --resource /root/.ssh/id_rsa
+run policy explain examples/team.cedar --principal claude --action ProcessExec --resource /usr/bin/git \
+    -c 'cmdline=git push --force origin main'
+run policy explain examples/team.cedar --principal claude --action NetworkConnect --resource 169.254.169.254:80
+run policy explain examples/team.cedar --principal claude --action McpCall --resource execute-shell \
+    -c server=mcp.example.com
+run policy explain --workspace /workspace --home /root --principal claude --action FileOpenReadWrite \
+    --resource /workspace/src/main.rs

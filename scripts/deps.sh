@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs (Debian, as root) or names the system packages corral's build and
+# tests need. Sourced by scripts/demo.sh and scripts/test.sh.
+set -euo pipefail
+
+corral_need_cmd() { command -v "$1" >/dev/null 2>&1; }
+
+corral_apt_install() {
+    # $@: Debian package names.
+    local missing=()
+    for p in "$@"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    if [ "$(id -u)" -ne 0 ] || ! corral_need_cmd apt-get; then
+        echo "corral: missing system packages: ${missing[*]}" >&2
+        echo "corral: install them (as root: apt-get install -y ${missing[*]}) and run again" >&2
+        exit 3
+    fi
+    echo "corral: installing ${missing[*]} (apt-get)" >&2
+    if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/dev/null; then
+        apt-get update -q >/dev/null
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/dev/null
+    fi
+}
+
+corral_build_deps() {
+    # A C compiler for crates with build scripts (cedar's stack-growth helper).
+    corral_apt_install build-essential pkg-config
+    if ! corral_need_cmd cargo; then
+        if [ -x "$HOME/.cargo/bin/cargo" ]; then
+            export PATH="$HOME/.cargo/bin:$PATH"
+        else
+            echo "corral: cargo (Rust >= 1.85) is not installed; Debian 12's rustc is too old." >&2
+            echo "corral: install a current toolchain with rustup (https://rustup.rs), then run again" >&2
+            exit 3
+        fi
+    fi
+}
