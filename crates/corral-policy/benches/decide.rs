@@ -16,6 +16,8 @@
 
 // Bench setup fails loudly on a generator mistake; that is the point.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+// `criterion_group!` generates an undocumented `pub fn`.
+#![allow(missing_docs)]
 
 use cedar_policy::{Authorizer, PolicySet};
 use corral_policy::plan::{NetTable, PathTable};
@@ -217,7 +219,11 @@ fn bench_decide(c: &mut Criterion) {
                 b.iter(|| authorizer.is_authorized(black_box(&cr), slice, &ce).decision())
             });
             g.bench_function(BenchmarkId::new("cedar_full_prebuilt", s.n), |b| {
-                b.iter(|| authorizer.is_authorized(black_box(&cr), &s.doc.set, &ce).decision())
+                b.iter(|| {
+                    authorizer
+                        .is_authorized(black_box(&cr), &s.doc.set, &ce)
+                        .decision()
+                })
             });
             if s.n == SIZES[0] {
                 // Independent of the policy set.
@@ -241,7 +247,11 @@ fn path_table(n: usize) -> PathTable {
     }
     let doc = load_text(t);
     let plan = compile(&doc, &CompileOptions::default()).expect("compile");
-    let table = plan.for_principal("agent").expect("principal plan").file_read.clone();
+    let table = plan
+        .for_principal("agent")
+        .expect("principal plan")
+        .file_read
+        .clone();
     assert_eq!(table.entries.len(), n, "path table entries");
     table
 }

@@ -163,15 +163,22 @@ impl Request {
     }
 
     fn resource_entity(&self) -> Result<(EntityUid, Vec<EntityUid>), RequestError> {
+        let ((t, id), parents) = self.resource_pairs()?;
+        Ok((uid(t, &id), parents.iter().map(|(t, id)| uid(t, id)).collect()))
+    }
+
+    /// The resource as `(type, id)` and its ancestors (all of them, as
+    /// direct parents: the list is transitively closed).
+    pub fn resource_pairs(&self) -> Result<(Pair, Vec<Pair>), RequestError> {
         match self {
             Request::File { path, is_dir, .. } => {
                 let p = check_path(path)?;
                 // The root is always a directory.
-                Ok(path_entity(&p, *is_dir || p == "/"))
+                Ok(path_pairs(&p, *is_dir || p == "/"))
             }
             Request::Exec { path, .. } => {
                 let p = check_path(path)?;
-                Ok(path_entity(&p, false))
+                Ok(path_pairs(&p, false))
             }
             Request::Net {
                 hostname, ip, port, ..
@@ -180,19 +187,76 @@ impl Request {
                     Some(h) => normalize_host(h)?,
                     None => ip_text(*ip),
                 };
-                Ok(host_entity(&host, *port))
+                Ok(host_pairs(host, *port))
             }
             Request::Http { host, port, .. } | Request::Rewrite { host, port, .. } => {
-                Ok(host_entity(&normalize_host(host)?, *port))
+                Ok(host_pairs(normalize_host(host)?, *port))
             }
             Request::Mcp { server, tool, .. } => {
-                let srv = uid("MCP::Server", server);
+                let srv = ("MCP::Server", server.clone());
                 match tool {
-                    Some(t) => Ok((uid("MCP::Tool", t), vec![srv])),
+                    Some(t) => Ok((("MCP::Tool", t.clone()), vec![srv])),
                     None => Ok((srv, vec![])),
                 }
             }
         }
+    }
+
+    /// The string-valued context attributes this action's requests carry,
+    /// by name. The evaluator indexes policies only on these.
+    pub fn string_attr_names(action: Action) -> &'static [&'static str] {
+        match action {
+            Action::FileOpenReadOnly | Action::FileOpenReadWrite => &[],
+            Action::ProcessExec => &["cmdline"],
+            Action::NetworkConnect => &["protocol", "hostname"],
+            Action::HttpRequest => &["method", "scheme", "path", "query"],
+            Action::HttpRewrite => &["header", "value"],
+            Action::McpCall => &["method", "server", "tool"],
+        }
+    }
+
+    /// Values of [`Request::string_attr_names`], exactly as the Cedar
+    /// context carries them.
+    pub fn string_attrs(&self) -> Result<Vec<(&'static str, String)>, RequestError> {
+        Ok(match self {
+            Request::File { .. } => vec![],
+            Request::Exec { argv, .. } => vec![("cmdline", argv.join(" "))],
+            Request::Net {
+                protocol, hostname, ..
+            } => vec![
+                ("protocol", protocol.as_str().to_string()),
+                (
+                    "hostname",
+                    hostname
+                        .as_deref()
+                        .map(normalize_host)
+                        .transpose()?
+                        .unwrap_or_default(),
+                ),
+            ],
+            Request::Http {
+                method,
+                scheme,
+                path,
+                query,
+                ..
+            } => vec![
+                ("method", method.clone()),
+                ("scheme", scheme.clone()),
+                ("path", path.clone()),
+                ("query", query.clone()),
+            ],
+            Request::Rewrite { header, value, .. } => {
+                vec![("header", header.clone()), ("value", value.clone())]
+            }
+            Request::Mcp {
+                server, method, tool, ..
+            } => vec![
+                ("server", server.clone()),
+                ("method", method.clone()),
+                ("tool", tool.clone().unwrap_or_default()),
+            ],
+        })
     }
 
     fn context(&self) -> Result<(Context, Vec<Entity>), RequestError> {
@@ -277,18 +341,18 @@ impl Request {
         let (res, parents) = self.resource_entity()?;
         let (ctx, mut extra) = self.context()?;
         extra.push(Entity::new_no_attrs(res.clone(), parents.into_iter().collect()));
-        let entities = action_entities()
-            .clone()
-            .add_entities(extra, None)
+        // Only the request's own action entity matters for `action in ...`
+        // (Cedar looks up the request action's ancestors, never another
+        // action's); adding just that one keeps the store, and the
+        // transitive-closure pass Cedar runs over it, small.
+        let action = self.action().uid();
+        if let Some(a) = action_entities().get(&action) {
+            extra.push(a.clone());
+        }
+        let entities =
+            Entities::from_entities(extra, None).map_err(|e| RequestError::Cedar(e.to_string()))?;
+        let req = cedar_policy::Request::new(uid("Agent", self.principal()), action, res, ctx, None)
             .map_err(|e| RequestError::Cedar(e.to_string()))?;
-        let req = cedar_policy::Request::new(
-            uid("Agent", self.principal()),
-            self.action().uid(),
-            res,
-            ctx,
-            None,
-        )
-        .map_err(|e| RequestError::Cedar(e.to_string()))?;
         Ok((req, entities))
     }
 }
@@ -327,18 +391,21 @@ pub fn ancestor_dirs(path: &str) -> impl Iterator<Item = &str> {
     })
 }
 
-/// Resource uid and parents of a canonical path.
-fn path_entity(path: &str, is_dir: bool) -> (EntityUid, Vec<EntityUid>) {
-    let parents: Vec<EntityUid> = ancestor_dirs(path).map(|d| uid("Dir", d)).collect();
+/// An entity as `(type name, id)`.
+pub type Pair = (&'static str, String);
+
+/// Resource and ancestors of a canonical path.
+fn path_pairs(path: &str, is_dir: bool) -> (Pair, Vec<Pair>) {
+    let parents: Vec<Pair> = ancestor_dirs(path).map(|d| ("Dir", d.to_string())).collect();
     if is_dir {
         let id = if path == "/" {
             "/".to_string()
         } else {
             format!("{path}/")
         };
-        (uid("Dir", &id), parents)
+        (("Dir", id), parents)
     } else {
-        (uid("File", path), parents)
+        (("File", path.to_string()), parents)
     }
 }
 
@@ -394,9 +461,12 @@ pub fn host_groups(host: &str, port: u16) -> Vec<String> {
     g
 }
 
-fn host_entity(host: &str, port: u16) -> (EntityUid, Vec<EntityUid>) {
-    let parents = host_groups(host, port).iter().map(|g| uid("Host", g)).collect();
-    (uid("Host", host), parents)
+fn host_pairs(host: String, port: u16) -> (Pair, Vec<Pair>) {
+    let parents = host_groups(&host, port)
+        .into_iter()
+        .map(|g| ("Host", g))
+        .collect();
+    (("Host", host), parents)
 }
 
 #[cfg(test)]

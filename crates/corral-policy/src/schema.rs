@@ -1,6 +1,6 @@
 //! The corral Cedar schema (`corral.cedarschema`) and the action vocabulary.
 
-use cedar_policy::{Entities, EntityUid, Schema};
+use cedar_policy::{Entities, EntityTypeName, EntityUid, Schema};
 use std::sync::OnceLock;
 
 /// The schema text shipped with corral (`corral policy schema` prints it).
@@ -95,17 +95,39 @@ impl Action {
 
 /// Builds `Action::"<name>"`.
 pub fn action_uid(name: &str) -> EntityUid {
-    // Entity ids may hold any string; the type name is a constant.
+    uid("Action", name)
+}
+
+/// Parsed type names of the schema, built once (parsing a type name on
+/// every request was a measurable share of request building).
+fn type_name(name: &str) -> EntityTypeName {
+    static TYPES: OnceLock<Vec<(&'static str, EntityTypeName)>> = OnceLock::new();
+    let types = TYPES.get_or_init(|| {
+        [
+            "Action",
+            "Agent",
+            "Dir",
+            "File",
+            "Host",
+            "MCP::Server",
+            "MCP::Tool",
+            "MCP::Arguments",
+        ]
+        .into_iter()
+        .filter_map(|n| n.parse().ok().map(|t| (n, t)))
+        .collect()
+    });
+    if let Some((_, t)) = types.iter().find(|(n, _)| *n == name) {
+        return t.clone();
+    }
+    // Only the schema's names are passed here; they are valid type names.
     #[allow(clippy::expect_used)]
-    let ty = "Action".parse().expect("`Action` is a valid type name");
-    EntityUid::from_type_name_and_id(ty, cedar_policy::EntityId::new(name))
+    name.parse().expect("schema type names are valid")
 }
 
 /// Builds `<type>::"<id>"` for one of the schema's entity type names.
-pub fn uid(type_name: &str, id: &str) -> EntityUid {
-    #[allow(clippy::expect_used)]
-    let ty = type_name.parse().expect("schema type names are valid");
-    EntityUid::from_type_name_and_id(ty, cedar_policy::EntityId::new(id))
+pub fn uid(type_name_str: &str, id: &str) -> EntityUid {
+    EntityUid::from_type_name_and_id(type_name(type_name_str), cedar_policy::EntityId::new(id))
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use crate::request::{Protocol, Request};
 use crate::schema::Action;
 use ipnet::IpNet;
 use serde::Serialize;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// An inclusive port interval.
@@ -39,7 +39,10 @@ pub struct NetTable {
     /// Entries, most specific last within a family.
     pub entries: Vec<NetEntry>,
     #[serde(skip)]
-    index: BTreeMap<IpNet, usize>,
+    index: std::collections::HashMap<IpNet, usize>,
+    /// Prefix lengths present, longest first, per family (v4, v6).
+    #[serde(skip)]
+    lengths: [Vec<u8>; 2],
     #[serde(skip)]
     fallback: Verdict,
 }
@@ -54,9 +57,9 @@ impl NetTable {
     pub fn lookup(&self, ip: IpAddr, port: u16) -> &Verdict {
         let ip = ip.to_canonical();
         let class = self.port_class(port);
-        let max = if ip.is_ipv4() { 32 } else { 128 };
-        for len in (0..=max).rev() {
-            let Ok(net) = IpNet::new(ip, len) else { continue };
+        let lengths = &self.lengths[usize::from(ip.is_ipv6())];
+        for len in lengths {
+            let Ok(net) = IpNet::new(ip, *len) else { continue };
             if let Some(e) = self.index.get(&net.trunc()).and_then(|i| self.entries.get(*i)) {
                 return e.verdicts.get(class).unwrap_or(&self.fallback);
             }
@@ -248,11 +251,20 @@ pub(super) fn compile(ev: &Evaluator, facts: &[Facts], principal: &str, protocol
     }
     kept.sort_by_key(|e| (e.prefix.addr().is_ipv6(), e.prefix.prefix_len(), e.prefix));
     let index = kept.iter().enumerate().map(|(i, e)| (e.prefix, i)).collect();
+    let mut lengths: [Vec<u8>; 2] = [Vec::new(), Vec::new()];
+    for e in &kept {
+        lengths[usize::from(e.prefix.addr().is_ipv6())].push(e.prefix.prefix_len());
+    }
+    for l in &mut lengths {
+        l.sort_unstable_by(|a, b| b.cmp(a));
+        l.dedup();
+    }
     NetTable {
         protocol,
         ports,
         entries: kept,
         index,
+        lengths,
         fallback: Verdict::Deny { by: vec![] },
     }
 }

@@ -50,6 +50,9 @@ pub struct PathTable {
     pub entries: BTreeMap<String, PathEntry>,
     #[serde(skip)]
     fallback: Verdict,
+    /// Hash index over `entries` for lookups (built after compaction).
+    #[serde(skip)]
+    hashed: std::collections::HashMap<String, PathEntry>,
 }
 
 impl PathTable {
@@ -59,7 +62,7 @@ impl PathTable {
     pub fn lookup(&self, path: &str, is_dir: bool) -> &Verdict {
         // The root is always a directory.
         let is_dir = is_dir || path == "/";
-        if let Some(e) = self.entries.get(path) {
+        if let Some(e) = self.hashed.get(path) {
             if is_dir {
                 if let Some(d) = &e.dir {
                     return &d.itself;
@@ -70,7 +73,7 @@ impl PathTable {
         }
         for anc in ancestor_dirs(path) {
             let key = if anc.len() > 1 { &anc[..anc.len() - 1] } else { anc };
-            if let Some(d) = self.entries.get(key).and_then(|e| e.dir.as_ref()) {
+            if let Some(d) = self.hashed.get(key).and_then(|e| e.dir.as_ref()) {
                 return if is_dir { &d.dirs } else { &d.files };
             }
         }
@@ -122,8 +125,14 @@ pub(super) fn compile(ev: &Evaluator, facts: &[Facts], principal: &str, action: 
         action,
         entries,
         fallback: Verdict::Deny { by: vec![] },
+        hashed: Default::default(),
     };
     compact(&mut table);
+    table.hashed = table
+        .entries
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     table
 }
 
