@@ -75,8 +75,17 @@ impl Diagnostic {
 
     /// Ties the diagnostic to a byte span of a source.
     pub fn at(mut self, source: &Arc<Source>, start: usize, len: usize) -> Self {
-        let start = start.min(source.text.len());
-        let end = (start + len).min(source.text.len());
+        // Spans come from Cedar and from our own scanning; never trust them
+        // to fall on UTF-8 boundaries.
+        let text = &source.text;
+        let mut start = start.min(text.len());
+        while !text.is_char_boundary(start) {
+            start -= 1;
+        }
+        let mut end = start.saturating_add(len).min(text.len());
+        while !text.is_char_boundary(end) {
+            end += 1;
+        }
         let (line, col) = source.line_col(start);
         self.file = Some(source.name.clone());
         self.line = Some(line);

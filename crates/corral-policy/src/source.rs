@@ -136,8 +136,9 @@ pub fn effect_offset(stmt: &str) -> usize {
                 }
                 i += 1;
             }
+            _ if !stmt.is_char_boundary(i) => i += 1,
             _ => {
-                let rest = &stmt[i..];
+                let rest = stmt.get(i..).unwrap_or("");
                 let boundary_before =
                     i == 0 || !(bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_');
                 if boundary_before && (rest.starts_with("permit") || rest.starts_with("forbid")) {
@@ -155,6 +156,13 @@ pub fn effect_offset(stmt: &str) -> usize {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn effect_after_non_ascii_bytes() {
+        // Found by fuzzing: a no-break space before `permit` split a char.
+        let t = "\u{a0}permit(principal, action, resource);";
+        assert_eq!(super::effect_offset(t), "\u{a0}".len());
+    }
+
     #[test]
     fn effect_after_annotations() {
         let t = "@id(\"permit-x\") // forbid\n@x(\"y\")\nforbid (principal, action, resource);";

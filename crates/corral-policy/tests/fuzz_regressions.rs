@@ -1,0 +1,25 @@
+//! Inputs the fuzzer once crashed on (fuzz/regressions/<target>/*): the
+//! pipeline must now answer them with diagnostics or a plan, not a panic.
+
+// Test code: a panic is a failed test.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+use corral_policy::{check, Source};
+use std::path::PathBuf;
+
+#[test]
+fn fuzz_regressions_do_not_panic() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/regressions/policy_pipeline");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).expect("regressions directory exists") {
+        let path = entry.expect("dir entry").path();
+        let bytes = std::fs::read(&path).expect("read regression input");
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        let checked = check(vec![Source::new(path.display().to_string(), text)]);
+        for d in &checked.diagnostics {
+            assert!(!d.render().is_empty());
+        }
+        n += 1;
+    }
+    assert!(n > 0, "no regression inputs found in {}", dir.display());
+}
