@@ -11,18 +11,32 @@ corral_build_deps
 start=$(date +%s)
 step() { echo; echo "==> $* ($(( $(date +%s) - start )) s)"; }
 
+# Checks other than the test runner's tests: each counts as one passed,
+# failed or skipped check in the final line, and a failure does not stop
+# the rest of the suite from running.
+checks_passed=0; checks_failed=0; checks_skipped=0; failures=()
+check() { # name, command...
+    local name=$1; shift
+    if "$@"; then
+        checks_passed=$((checks_passed + 1))
+    else
+        checks_failed=$((checks_failed + 1)); failures+=("$name")
+    fi
+}
+skip() { echo "SKIP $1: $2"; checks_skipped=$((checks_skipped + 1)); }
+
 step "format"
 if cargo fmt --version >/dev/null 2>&1; then
-    cargo fmt --all -- --check
+    check format cargo fmt --all -- --check
 else
-    echo "SKIP format: rustfmt is not installed (rustup component add rustfmt)"
+    skip format "rustfmt is not installed (rustup component add rustfmt)"
 fi
 
 step "clippy"
 if cargo clippy --version >/dev/null 2>&1; then
-    cargo clippy -q --workspace --all-targets -- -D warnings
+    check clippy cargo clippy -q --workspace --all-targets -- -D warnings
 else
-    echo "SKIP clippy: not installed (rustup component add clippy)"
+    skip clippy "not installed (rustup component add clippy)"
 fi
 
 step "tests"
@@ -48,17 +62,16 @@ fi
 passed=${passed:-0}; failed=${failed:-0}; skipped=${skipped:-0}
 
 step "benchmarks build and run once (criterion test mode)"
-bench_ok=1
-cargo test -q --benches -p corral-policy || bench_ok=0
+check benchmarks cargo test -q --benches -p corral-policy
 
 step "fuzz (bounded: ${FUZZ_SECONDS:-60} s per target)"
-fuzz_ok=1
-FUZZ_SECONDS=${FUZZ_SECONDS:-60} bash scripts/fuzz.sh || fuzz_ok=0
+check fuzzing env FUZZ_SECONDS="${FUZZ_SECONDS:-60}" bash scripts/fuzz.sh
 
 step "done"
-[ "$bench_ok" = 1 ] && passed=$((passed + 1)) || { failed=$((failed + 1)); echo "FAILED: benchmarks"; }
-[ "$fuzz_ok" = 1 ] && passed=$((passed + 1)) || { failed=$((failed + 1)); echo "FAILED: fuzzing"; }
+[ "$status" = 0 ] || failures+=("tests")
+for f in "${failures[@]}"; do echo "FAILED: $f"; done
 echo "total time $(( $(date +%s) - start )) s"
-echo "${summary:-}"
-echo "corral: $passed passed, $failed failed, $skipped skipped"
-[ "$status" = 0 ] && [ "$failed" = 0 ]
+echo "test runner: ${summary:-see above}"
+echo "checks (format, clippy, benchmarks, fuzzing): $checks_passed passed, $checks_failed failed, $checks_skipped skipped"
+echo "corral: $((passed + checks_passed)) passed, $((failed + checks_failed)) failed, $((skipped + checks_skipped)) skipped"
+[ "$status" = 0 ] && [ "$checks_failed" = 0 ]

@@ -144,7 +144,11 @@ fn shadowed_permits(doc: &PolicyDoc, plan: &Plan) -> Vec<Diagnostic> {
             .policy(info.id.clone())
             .help("narrow the forbid (`unless { ... }`) or remove this permit");
             if let Some(src) = doc.source_of(info) {
-                d = d.at(src, info.start + crate::source::effect_offset(&info.text), "permit".len());
+                d = d.at(
+                    src,
+                    info.start + crate::source::effect_offset(&info.text),
+                    "permit".len(),
+                );
             }
             out.push(d);
         }

@@ -151,14 +151,7 @@ pub fn parse_request(
         }
         Action::NetworkConnect => {
             let (host, p) = split_host_port(strip_uid(resource, &["Host"]));
-            let port = match p {
-                Some(p) => p.parse().map_err(|_| ExplainError::BadResource {
-                    resource: resource.into(),
-                    action: action.name(),
-                    why: "the port is not a number".into(),
-                })?,
-                None => port(443)?,
-            };
+            let port = resource_port(p, resource, action, || port(443))?;
             let protocol = match ctx.get("protocol").map(String::as_str) {
                 None | Some("tcp") => Protocol::Tcp,
                 Some("udp") => Protocol::Udp,
@@ -218,14 +211,7 @@ pub fn parse_request(
             let (path, query) = path_q.split_once('?').unwrap_or((path_q, ""));
             let (host, p) = split_host_port(authority);
             let default_port = if scheme == "http" { 80 } else { 443 };
-            let port = match p {
-                Some(p) => p.parse().map_err(|_| ExplainError::BadResource {
-                    resource: resource.into(),
-                    action: action.name(),
-                    why: "the port is not a number".into(),
-                })?,
-                None => port(default_port)?,
-            };
+            let port = resource_port(p, resource, action, || port(default_port))?;
             Request::Http {
                 principal,
                 host: normalize_host(host)?,
@@ -242,14 +228,7 @@ pub fn parse_request(
         }
         Action::HttpRewrite => {
             let (host, p) = split_host_port(strip_uid(resource, &["Host"]));
-            let port = match p {
-                Some(p) => p.parse().map_err(|_| ExplainError::BadResource {
-                    resource: resource.into(),
-                    action: action.name(),
-                    why: "the port is not a number".into(),
-                })?,
-                None => port(443)?,
-            };
+            let port = resource_port(p, resource, action, || port(443))?;
             Request::Rewrite {
                 principal,
                 host: normalize_host(host)?,
@@ -285,6 +264,23 @@ pub fn parse_request(
             }
         }
     })
+}
+
+/// The port written in the resource (`host:port`), else the fallback.
+fn resource_port(
+    written: Option<&str>,
+    resource: &str,
+    action: Action,
+    fallback: impl FnOnce() -> Result<u16, ExplainError>,
+) -> Result<u16, ExplainError> {
+    match written {
+        Some(p) => p.parse().map_err(|_| ExplainError::BadResource {
+            resource: resource.into(),
+            action: action.name(),
+            why: "the port is not a number".into(),
+        }),
+        None => fallback(),
+    }
 }
 
 fn split_host_port(s: &str) -> (&str, Option<&str>) {

@@ -19,7 +19,10 @@ pub(crate) fn lint(doc: &PolicyDoc) -> Vec<Diagnostic> {
             Severity::Warning
         };
         let at = |needle: &str, d: Diagnostic| -> Diagnostic {
-            let off = info.text.find(needle).unwrap_or_else(|| crate::source::effect_offset(&info.text));
+            let off = info
+                .text
+                .find(needle)
+                .unwrap_or_else(|| crate::source::effect_offset(&info.text));
             let len = if info.text.contains(needle) {
                 needle.len()
             } else {

@@ -406,11 +406,7 @@ fn print_plan(out: &mut String, plan: &Plan) {
         wl!(out, "  (none)");
     }
     for r in &plan.proxy.host_rules {
-        let at = plan
-            .policies
-            .get(r.policy)
-            .map(|p| format!("{} ({})", p.id, p.at))
-            .unwrap_or_default();
+        let at = plan.policy_label(r.policy);
         wl!(
             out,
             "  {:<7} {at}: {} — enforced by {}",
@@ -424,11 +420,7 @@ fn print_plan(out: &mut String, plan: &Plan) {
         wl!(out, "  (none)");
     }
     for r in &plan.proxy.rewrites {
-        let at = plan
-            .policies
-            .get(r.policy)
-            .map(|p| format!("{} ({})", p.id, p.at))
-            .unwrap_or_default();
+        let at = plan.policy_label(r.policy);
         wl!(
             out,
             "  {at}: on {} set `{}: {}`",
@@ -456,11 +448,7 @@ fn print_plan(out: &mut String, plan: &Plan) {
         wl!(out, "  (nothing)");
     }
     for u in &plan.userspace {
-        let at = plan
-            .policies
-            .get(u.policy)
-            .map(|p| format!("{} ({})", p.id, p.at))
-            .unwrap_or_default();
+        let at = plan.policy_label(u.policy);
         wl!(out, "  {:<8} {at}: {}", u.layer, u.reason);
     }
 }

@@ -179,6 +179,14 @@ impl Plan {
             })
     }
 
+    /// `id (file:line)` of a policy index, for display.
+    pub fn policy_label(&self, idx: usize) -> String {
+        self.policies
+            .get(idx)
+            .map(|p| format!("{} ({})", p.id, p.at))
+            .unwrap_or_default()
+    }
+
     /// Policy ids and locations named by a verdict, for display.
     pub fn describe(&self, v: &Verdict) -> String {
         v.policies()
