@@ -86,7 +86,7 @@ fuzz_target!(|data: &[u8]| {
             query_paths(&pp.exec);
             for t in &pp.net {
                 query_net(t);
-                if let Some(v) = t.entries.first().and_then(|e| e.verdicts.first()) {
+                if let Some(v) = t.entries.first().and_then(|e| e.verdicts.first()).and_then(Option::as_ref) {
                     let _ = plan.describe(v);
                 }
             }

@@ -51,8 +51,8 @@ fn leash_default_policy_is_valid_and_compiles_to_allow_everything_tables() {
     let tcp = &p["net"][0];
     assert_eq!(tcp["protocol"], "tcp");
     for e in tcp["entries"].as_array().unwrap() {
-        assert_eq!(e["verdicts"][0]["decision"], "allow", "{e}");
-        assert_eq!(e["verdicts"][0]["by"][0], 2);
+        assert_eq!(e["verdicts"]["0"]["decision"], "allow", "{e}");
+        assert_eq!(e["verdicts"]["0"]["by"][0], 2);
     }
     assert_eq!(plan["proxy"]["host_rules"][0]["enforced_by"], "proxy+kernel");
 }

@@ -92,7 +92,7 @@ fn shadowed_permits(doc: &PolicyDoc, plan: &Plan) -> Vec<Diagnostic> {
         for t in &p.net {
             t.entries
                 .iter()
-                .flat_map(|e| e.verdicts.iter())
+                .flat_map(|e| e.verdicts.iter().flatten())
                 .for_each(&mut mark);
         }
     }
@@ -129,7 +129,7 @@ fn shadowed_permits(doc: &PolicyDoc, plan: &Plan) -> Vec<Diagnostic> {
             }) || p.net.iter().any(|t| {
                 t.entries
                     .iter()
-                    .flat_map(|e| e.verdicts.iter())
+                    .flat_map(|e| e.verdicts.iter().flatten())
                     .any(|v| v.allowed() != Some(false))
             })
         });

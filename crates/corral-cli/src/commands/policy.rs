@@ -510,6 +510,7 @@ fn print_net_table(out: &mut String, plan: &Plan, t: &NetTable) {
     );
     for e in &t.entries {
         for (r, v) in t.ports.iter().zip(&e.verdicts) {
+            let Some(v) = v else { continue };
             let ports = if r.lo == 0 && r.hi == 65535 {
                 "any port".to_string()
             } else if r.lo == r.hi {

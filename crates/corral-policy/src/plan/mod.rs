@@ -261,17 +261,51 @@ pub fn compile(doc: &PolicyDoc, opts: &CompileOptions) -> Result<Plan, Vec<Diagn
         }
     }
     let classes = principal_classes(&facts, opts.principal.as_deref());
+    // An agent that no policy of an action names decides that action
+    // exactly as any other unnamed agent: share the "other" class's table.
+    let named_for = |a: Action| -> BTreeSet<&str> {
+        facts
+            .iter()
+            .filter(|f| f.actions.contains(&a))
+            .flat_map(|f| f.entities_of("Agent"))
+            .collect()
+    };
+    let other_name = classes
+        .iter()
+        .find(|(c, _)| *c == PrincipalClass::Other)
+        .map(|(_, n)| n.clone());
+    let mut shared: std::collections::HashMap<Action, PathTable> = std::collections::HashMap::new();
+    let mut shared_net: Option<Vec<NetTable>> = None;
+    let mut path_for = |name: &str, a: Action| -> PathTable {
+        let own = other_name.is_none() || named_for(a).contains(name);
+        if own {
+            return path::compile(&ev, &facts, name, a);
+        }
+        shared
+            .entry(a)
+            .or_insert_with(|| path::compile(&ev, &facts, other_name.as_deref().unwrap_or(name), a))
+            .clone()
+    };
     let mut principals = Vec::new();
-    for (class, name) in classes {
-        let file_read = path::compile(&ev, &facts, &name, Action::FileOpenReadOnly);
-        let file_write = path::compile(&ev, &facts, &name, Action::FileOpenReadWrite);
-        let exec = path::compile(&ev, &facts, &name, Action::ProcessExec);
-        let net = [Protocol::Tcp, Protocol::Udp]
-            .into_iter()
-            .map(|proto| net::compile(&ev, &facts, &name, proto))
-            .collect();
+    for (class, name) in &classes {
+        let file_read = path_for(name, Action::FileOpenReadOnly);
+        let file_write = path_for(name, Action::FileOpenReadWrite);
+        let exec = path_for(name, Action::ProcessExec);
+        let net_of = |n: &str| -> Vec<NetTable> {
+            [Protocol::Tcp, Protocol::Udp]
+                .into_iter()
+                .map(|proto| net::compile(&ev, &facts, n, proto))
+                .collect()
+        };
+        let net = if other_name.is_none() || named_for(Action::NetworkConnect).contains(name.as_str()) {
+            net_of(name)
+        } else {
+            shared_net
+                .get_or_insert_with(|| net_of(other_name.as_deref().unwrap_or(name)))
+                .clone()
+        };
         principals.push(PrincipalPlan {
-            principal: class,
+            principal: class.clone(),
             file_read,
             file_write,
             exec,

@@ -25,8 +25,24 @@ pub struct PortRange {
 pub struct NetEntry {
     /// Address prefix.
     pub prefix: IpNet,
-    /// Verdict for each of the table's port classes.
-    pub verdicts: Vec<Verdict>,
+    /// Verdict for each of the table's port classes; `None` where the
+    /// prefix decides as its nearest listed ancestor does for that class
+    /// (the lookup falls through to it). The kernel form is an LPM trie
+    /// keyed by (port class, prefix) holding the `Some` cells. Serialised
+    /// sparsely, as `{"<class>": verdict}`.
+    #[serde(serialize_with = "sparse")]
+    pub verdicts: Vec<Option<Verdict>>,
+}
+
+fn sparse<S: serde::Serializer>(v: &[Option<Verdict>], s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut m = s.serialize_map(None)?;
+    for (i, x) in v.iter().enumerate() {
+        if let Some(x) = x {
+            m.serialize_entry(&i.to_string(), x)?;
+        }
+    }
+    m.end()
 }
 
 /// The network table for one protocol.
@@ -60,8 +76,14 @@ impl NetTable {
         let lengths = &self.lengths[usize::from(ip.is_ipv6())];
         for len in lengths {
             let Ok(net) = IpNet::new(ip, *len) else { continue };
-            if let Some(e) = self.index.get(&net.trunc()).and_then(|i| self.entries.get(*i)) {
-                return e.verdicts.get(class).unwrap_or(&self.fallback);
+            let cell = self
+                .index
+                .get(&net.trunc())
+                .and_then(|i| self.entries.get(*i))
+                .and_then(|e| e.verdicts.get(class))
+                .and_then(Option::as_ref);
+            if let Some(v) = cell {
+                return v;
             }
         }
         &self.fallback
@@ -204,10 +226,10 @@ pub(super) fn compile(ev: &Evaluator, facts: &[Facts], principal: &str, protocol
                     port: r.lo,
                     protocol,
                 };
-                match ev.decide(&req) {
+                Some(match ev.decide(&req) {
                     Ok(d) => Verdict::from_decision(d),
                     Err(_) => Verdict::Deny { by: vec![] },
-                }
+                })
             })
             .collect();
         entries.push(NetEntry { prefix: *n, verdicts });
@@ -236,18 +258,36 @@ pub(super) fn compile(ev: &Evaluator, facts: &[Facts], principal: &str, protocol
     }
     ports = merged;
 
-    // Drop prefixes that decide as the prefix a lookup would fall back to.
+    // Per port class, drop cells that decide as the nearest ancestor prefix
+    // a lookup would fall back to; then prefixes with no cell left.
     entries.sort_by_key(|e| (e.prefix.prefix_len(), e.prefix));
     let mut kept: Vec<NetEntry> = Vec::new();
     for e in entries {
-        let parent = kept
+        let mut ancestors: Vec<&NetEntry> = kept
             .iter()
             .filter(|k| k.prefix != e.prefix && k.prefix.contains(&e.prefix))
-            .max_by_key(|k| k.prefix.prefix_len());
-        if parent.is_some_and(|p| p.verdicts == e.verdicts) {
-            continue;
+            .collect();
+        ancestors.sort_by_key(|k| std::cmp::Reverse(k.prefix.prefix_len()));
+        let verdicts: Vec<Option<Verdict>> = e
+            .verdicts
+            .into_iter()
+            .enumerate()
+            .map(|(c, v)| {
+                let inherited = ancestors
+                    .iter()
+                    .find_map(|a| a.verdicts.get(c).and_then(Option::as_ref));
+                match (v, inherited) {
+                    (Some(v), Some(i)) if v == *i => None,
+                    (v, _) => v,
+                }
+            })
+            .collect();
+        if verdicts.iter().any(Option::is_some) {
+            kept.push(NetEntry {
+                prefix: e.prefix,
+                verdicts,
+            });
         }
-        kept.push(e);
     }
     kept.sort_by_key(|e| (e.prefix.addr().is_ipv6(), e.prefix.prefix_len(), e.prefix));
     let index = kept.iter().enumerate().map(|(i, e)| (e.prefix, i)).collect();
