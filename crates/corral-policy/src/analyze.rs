@@ -23,8 +23,6 @@ pub struct Facts {
     pub context_attrs: BTreeSet<String>,
     /// Uses `+`, `-`, `*` or unary negation.
     pub arithmetic: bool,
-    /// Has `when`/`unless` conditions at all.
-    pub has_conditions: bool,
 }
 
 impl Facts {
@@ -37,9 +35,6 @@ impl Facts {
             return f;
         };
         f.actions = scope_actions(est.get("action"));
-        if let Some(c) = est.get("conditions").and_then(Value::as_array) {
-            f.has_conditions = !c.is_empty();
-        }
         for key in ["principal", "resource"] {
             if let Some(v) = est.get(key) {
                 walk(v, &mut f);

@@ -71,7 +71,6 @@ fn shadowed_permits(doc: &PolicyDoc, plan: &Plan) -> Vec<Diagnostic> {
         return out;
     }
     let mut allows = vec![false; doc.policies.len()];
-    let mut touches_kernel = vec![false; doc.policies.len()];
     let mut mark = |v: &Verdict| match v {
         Verdict::Allow { by } => by.iter().for_each(|i| {
             if let Some(a) = allows.get_mut(*i) {
@@ -97,8 +96,7 @@ fn shadowed_permits(doc: &PolicyDoc, plan: &Plan) -> Vec<Diagnostic> {
         }
     }
     for (i, info) in doc.policies.iter().enumerate() {
-        let Some(policy) = doc.policy(i) else { continue };
-        let facts = crate::analyze::Facts::of(policy);
+        let Some(facts) = doc.facts(i) else { continue };
         use crate::schema::Action::*;
         let kernel_only = !facts.actions.is_empty()
             && facts.actions.iter().all(|a| {
@@ -107,9 +105,6 @@ fn shadowed_permits(doc: &PolicyDoc, plan: &Plan) -> Vec<Diagnostic> {
                     FileOpenReadOnly | FileOpenReadWrite | ProcessExec | NetworkConnect
                 )
             });
-        if let Some(t) = touches_kernel.get_mut(i) {
-            *t = kernel_only;
-        }
         if info.is_forbid() || !kernel_only || allows.get(i).copied().unwrap_or(true) {
             continue;
         }

@@ -19,7 +19,6 @@
 //! differential tests compare every decision and its reasons with plain
 //! `Authorizer::is_authorized` over the whole set.
 
-use crate::analyze::Facts;
 use crate::load::PolicyDoc;
 use crate::request::{Request, RequestError};
 use crate::schema::Action;
@@ -146,7 +145,8 @@ impl Evaluator {
             index.insert(info.id.clone(), i);
             let Some(p) = doc.policy(i) else { continue };
             let req = requirement(p);
-            for a in Facts::of(p).actions {
+            let Some(facts) = doc.facts(i) else { continue };
+            for a in facts.actions.iter().copied() {
                 let slice = slices.entry(a).or_default();
                 // Ids are unique in a loaded document, so `add` cannot fail.
                 let _ = slice.all.add(p.clone());
@@ -247,7 +247,7 @@ impl Evaluator {
                 errors: vec![],
             });
         }
-        let (r, e) = req.to_cedar()?;
+        let (r, e) = req.to_cedar_with(&res, &parents)?;
         let mut permits: Vec<usize> = Vec::new();
         let mut forbids: Vec<usize> = Vec::new();
         let mut errors: Vec<String> = Vec::new();

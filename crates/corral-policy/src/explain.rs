@@ -86,24 +86,27 @@ pub fn parse_request(
             .ok_or_else(|| ExplainError::BadContext(c.clone()))?;
         ctx.insert(k.trim().to_string(), v.to_string());
     }
-    let allowed: &'static str = match action {
-        Action::FileOpenReadOnly | Action::FileOpenReadWrite => "",
-        Action::ProcessExec => "cmdline, argv (JSON array)",
-        Action::NetworkConnect => "ip, port, protocol",
-        Action::HttpRequest => "method, port, path, query, scheme",
-        Action::HttpRewrite => "header, value, port",
-        Action::McpCall => "server, method, arg.<name>",
+    // Keys each action's question takes (`arg.` is a prefix: one per MCP argument).
+    let (keys, shown): (&[&str], &'static str) = match action {
+        Action::FileOpenReadOnly | Action::FileOpenReadWrite => (&[], "none"),
+        Action::ProcessExec => (&["cmdline", "argv"], "cmdline, argv (JSON array)"),
+        Action::NetworkConnect => (&["ip", "port", "protocol"], "ip, port, protocol"),
+        Action::HttpRequest => (
+            &["method", "port", "path", "query", "scheme"],
+            "method, port, path, query, scheme",
+        ),
+        Action::HttpRewrite => (&["header", "value", "port"], "header, value, port"),
+        Action::McpCall => (&["server", "method", "arg."], "server, method, arg.<name>"),
     };
     for k in ctx.keys() {
-        let ok = allowed.split(", ").any(|a| {
-            let a = a.split(' ').next().unwrap_or(a);
-            a == k || (a == "arg.<name>" && k.starts_with("arg."))
-        });
+        let ok = keys
+            .iter()
+            .any(|a| a == k || (a.ends_with('.') && k.starts_with(a)));
         if !ok {
             return Err(ExplainError::UnknownKey {
                 key: k.clone(),
                 action: action.name(),
-                allowed: if allowed.is_empty() { "none" } else { allowed },
+                allowed: shown,
             });
         }
     }

@@ -1,7 +1,7 @@
 //! Warnings about things a policy author likely did not mean. Every warning
 //! names the policy and points at the literal or clause concerned.
 
-use crate::analyze::{is_canonical_dir, is_canonical_file, Facts};
+use crate::analyze::{is_canonical_dir, is_canonical_file};
 use crate::diag::{Diagnostic, Severity};
 use crate::load::PolicyDoc;
 use serde_json::Value;
@@ -10,7 +10,7 @@ pub(crate) fn lint(doc: &PolicyDoc) -> Vec<Diagnostic> {
     let mut out = Vec::new();
     for (i, info) in doc.policies.iter().enumerate() {
         let Some(policy) = doc.policy(i) else { continue };
-        let facts = Facts::of(policy);
+        let Some(facts) = doc.facts(i) else { continue };
         // Something that can never match voids a forbid's protection (an
         // error) but only narrows a permit (fail-closed: a warning).
         let sev = if info.is_forbid() {
@@ -57,67 +57,18 @@ pub(crate) fn lint(doc: &PolicyDoc) -> Vec<Diagnostic> {
             }
         }
 
-        for id in facts.entities_of("Dir") {
-            let lit = format!("Dir::\"{id}\"");
-            if !id.starts_with('/') {
-                out.push(at(
-                    &lit,
-                    Diagnostic::new(
-                        sev,
-                        "relative-path",
-                        format!("`{lit}` is not an absolute path and can never match"),
-                    )
-                    .help("paths in requests are absolute: write `Dir::\"/...\"`"),
-                ));
-            } else if !id.ends_with('/') {
-                out.push(at(&lit, Diagnostic::new(sev,
-                    "dir-without-slash",
-                    format!("`{lit}` has no trailing slash: requests place paths in `Dir::\"{id}/\"`, so this directory contains nothing"),
-                ).help(format!("write `Dir::\"{id}/\"`"))));
-            } else if !is_canonical_dir(id) {
-                out.push(at(
-                    &lit,
-                    Diagnostic::new(
-                        sev,
-                        "non-canonical-path",
-                        format!("`{lit}` is not canonical (`//`, `.` or `..`) and can never match"),
-                    ),
-                ));
+        for ty in ["Dir", "File"] {
+            for id in facts.entities_of(ty) {
+                if let Some((code, msg, help)) = path_literal_problem(ty, id) {
+                    let lit = format!("{ty}::\"{id}\"");
+                    let mut d = Diagnostic::new(sev, code, msg);
+                    if let Some(h) = help {
+                        d = d.help(h);
+                    }
+                    out.push(at(&lit, d));
+                }
             }
         }
-        for id in facts.entities_of("File") {
-            let lit = format!("File::\"{id}\"");
-            if !id.starts_with('/') {
-                out.push(at(
-                    &lit,
-                    Diagnostic::new(
-                        sev,
-                        "relative-path",
-                        format!("`{lit}` is not an absolute path and can never match"),
-                    ),
-                ));
-            } else if id.ends_with('/') {
-                out.push(at(
-                    &lit,
-                    Diagnostic::new(
-                        sev,
-                        "file-with-slash",
-                        format!("`{lit}` ends with `/`: a file is never named so"),
-                    )
-                    .help(format!("for a directory and its contents write `Dir::\"{id}\"`")),
-                ));
-            } else if !is_canonical_file(id) {
-                out.push(at(
-                    &lit,
-                    Diagnostic::new(
-                        sev,
-                        "non-canonical-path",
-                        format!("`{lit}` is not canonical (`//`, `.` or `..`) and can never match"),
-                    ),
-                ));
-            }
-        }
-
         for id in facts.entities_of("Host") {
             if let Err((why, help)) = host_form(id) {
                 let lit = format!("Host::\"{id}\"");
@@ -173,6 +124,46 @@ pub(crate) fn lint(doc: &PolicyDoc) -> Vec<Diagnostic> {
         }
     }
     out
+}
+
+/// Why a `Dir`/`File` literal can never match a request, if it cannot:
+/// `(code, message, help)`.
+fn path_literal_problem(ty: &str, id: &str) -> Option<(&'static str, String, Option<String>)> {
+    let lit = format!("{ty}::\"{id}\"");
+    if !id.starts_with('/') {
+        return Some((
+            "relative-path",
+            format!("`{lit}` is not an absolute path and can never match"),
+            Some(format!("paths in requests are absolute: write `{ty}::\"/...\"`")),
+        ));
+    }
+    let is_dir = ty == "Dir";
+    if is_dir && !id.ends_with('/') {
+        return Some((
+            "dir-without-slash",
+            format!("`{lit}` has no trailing slash: requests place paths in `Dir::\"{id}/\"`, so this directory contains nothing"),
+            Some(format!("write `Dir::\"{id}/\"`")),
+        ));
+    }
+    if !is_dir && id.ends_with('/') {
+        return Some((
+            "file-with-slash",
+            format!("`{lit}` ends with `/`: a file is never named so"),
+            Some(format!("for a directory and its contents write `Dir::\"{id}\"`")),
+        ));
+    }
+    let canonical = if is_dir {
+        is_canonical_dir(id)
+    } else {
+        is_canonical_file(id)
+    };
+    (!canonical).then(|| {
+        (
+            "non-canonical-path",
+            format!("`{lit}` is not canonical (`//`, `.` or `..`) and can never match"),
+            None,
+        )
+    })
 }
 
 /// Host ids of `resource == Host::"..."` comparisons anywhere in a policy.

@@ -1,13 +1,13 @@
 //! Loading policy files: parse, give every policy an id and a source
 //! position, validate against the schema in strict mode, lint.
 
+use crate::analyze::Facts;
 use crate::diag::{help_of, primary_span, Diagnostic};
 use crate::lint;
 use crate::schema::schema;
 use crate::source::{split_statements, Source};
 use cedar_policy::{Effect, Policy, PolicyId, PolicySet, ValidationMode, Validator};
 use std::collections::HashMap;
-use std::str::FromStr;
 use std::sync::Arc;
 
 /// Where a policy came from and what it is.
@@ -53,6 +53,8 @@ pub struct PolicyDoc {
     /// Warnings found while loading (errors make [`load`] fail).
     pub warnings: Vec<Diagnostic>,
     pub(crate) sources: Vec<Arc<Source>>,
+    /// What each policy mentions, read once at load (indexed like `policies`).
+    pub(crate) facts: Vec<Facts>,
     by_id: HashMap<String, usize>,
 }
 
@@ -65,6 +67,11 @@ impl PolicyDoc {
     /// Index of a policy by id.
     pub fn index_of(&self, id: &str) -> Option<usize> {
         self.by_id.get(id).copied()
+    }
+
+    /// What the policy at an index mentions.
+    pub fn facts(&self, idx: usize) -> Option<&Facts> {
+        self.facts.get(idx)
     }
 
     /// The Cedar policy at an index.
@@ -89,35 +96,25 @@ pub fn load(sources: Vec<Source>) -> Result<PolicyDoc, Vec<Diagnostic>> {
     let mut by_id: HashMap<String, usize> = HashMap::new();
 
     for (si, src) in sources.iter().enumerate() {
-        // Whole-file parse first: Cedar reports every syntax error with a span.
-        if let Err(errs) = PolicySet::from_str(&src.text) {
-            for e in errs.iter() {
-                let mut d = Diagnostic::error("parse", lower_first(&e.to_string()));
-                if let Some((off, len)) = primary_span(e) {
-                    d = d.at(src, off, len);
-                } else {
-                    d = d.at(src, 0, 0);
-                }
-                if let Some(h) = help_of(e) {
-                    d = d.help(h);
-                }
-                diags.push(d);
-            }
-            continue;
-        }
         for st in split_statements(&src.text) {
             let text = &src.text[st.start..st.end];
             let provisional = format!("policy{}", infos.len());
             let parsed = match Policy::parse(Some(PolicyId::new(&provisional)), text) {
                 Ok(p) => p,
+                // Each statement is parsed once, on its own; spans are
+                // relative to it.
                 Err(errs) => {
                     for e in errs.iter() {
                         let (off, len) = primary_span(e).unwrap_or((0, 0));
-                        diags.push(Diagnostic::error("parse", lower_first(&e.to_string())).at(
+                        let mut d = Diagnostic::error("parse", lower_first(&e.to_string())).at(
                             src,
                             st.start + off,
                             len,
-                        ));
+                        );
+                        if let Some(h) = help_of(e) {
+                            d = d.help(h);
+                        }
+                        diags.push(d);
                     }
                     continue;
                 }
@@ -158,11 +155,18 @@ pub fn load(sources: Vec<Source>) -> Result<PolicyDoc, Vec<Diagnostic>> {
         }
     }
 
-    let locate = |id: &PolicyId, span: Option<(usize, usize)>| -> Option<(Arc<Source>, usize, usize)> {
-        let info = by_id.get(AsRef::<str>::as_ref(id)).and_then(|i| infos.get(*i))?;
-        let src = sources.get(info.source)?.clone();
-        let (off, len) = span.unwrap_or((0, 1));
-        Some((src, info.start + off, len))
+    // Ties a diagnostic to the policy a Cedar diagnostic is about, at the
+    // Cedar span (relative to the policy's statement).
+    let place = |d: Diagnostic, id: &PolicyId, cedar: &dyn miette::Diagnostic| -> Diagnostic {
+        let d = d.policy(id.to_string());
+        let Some(info) = by_id.get(AsRef::<str>::as_ref(id)).and_then(|i| infos.get(*i)) else {
+            return d;
+        };
+        let Some(src) = sources.get(info.source) else {
+            return d;
+        };
+        let (off, len) = primary_span(cedar).unwrap_or((0, 1));
+        d.at(src, info.start + off, len)
     };
 
     let validator = Validator::new(schema().clone());
@@ -195,23 +199,16 @@ pub fn load(sources: Vec<Source>) -> Result<PolicyDoc, Vec<Diagnostic>> {
     };
     for e in result.validation_errors() {
         if mixed_only.contains(e.policy_id().as_ref() as &str) {
-            let mut d = Diagnostic::warning(
+            let d = Diagnostic::warning(
                 "mixed-set",
                 "this set mixes `Dir` and `File` entities, which Cedar's strict validation rejects; corral accepts it for Leash compatibility",
             )
-            .policy(e.policy_id().to_string())
             .help("to be strict-clean, split it: `resource in [Dir::...] || resource in [File::...]`");
-            if let Some((src, off, len)) = locate(e.policy_id(), primary_span(e)) {
-                d = d.at(&src, off, len);
-            }
-            diags.push(d);
+            diags.push(place(d, e.policy_id(), e));
             continue;
         }
-        let mut d = Diagnostic::error("validation", lower_first(&strip_policy_prefix(&e.to_string())))
-            .policy(e.policy_id().to_string());
-        if let Some((src, off, len)) = locate(e.policy_id(), primary_span(e)) {
-            d = d.at(&src, off, len);
-        }
+        let mut d = Diagnostic::error("validation", lower_first(&strip_policy_prefix(&e.to_string())));
+        d = place(d, e.policy_id(), e);
         if let Some(h) = help_of(e) {
             d = d.help(h);
         }
@@ -235,32 +232,35 @@ pub fn load(sources: Vec<Source>) -> Result<PolicyDoc, Vec<Diagnostic>> {
             if !impossible_forbids.insert(w.policy_id().to_string()) {
                 continue;
             }
-            let mut d = Diagnostic::error(
+            let d = Diagnostic::error(
                 "forbid-never-applies",
                 format!("this forbid can never apply: {}", lower_first(&msg)),
             )
-            .policy(w.policy_id().to_string())
             .help("check that the resource's entity type fits the action (`FileOpen*` take `File`/`Dir`, `ProcessExec` takes `File`, `NetworkConnect`/`Http*` take `Host`, `McpCall` takes `MCP::Tool`/`MCP::Server`)");
-            if let Some((src, off, len)) = locate(w.policy_id(), primary_span(w)) {
-                d = d.at(&src, off, len);
-            }
-            diags.push(d);
+            diags.push(place(d, w.policy_id(), w));
             continue;
         }
         // Impossible-policy warnings are explained by our own lints, which
         // know why (e.g. `action == Action::"FileOpen"`); keep Cedar's text
         // only when we have nothing better.
-        let mut d = Diagnostic::warning("cedar-warning", lower_first(&msg)).policy(w.policy_id().to_string());
-        if let Some((src, off, len)) = locate(w.policy_id(), primary_span(w)) {
-            d = d.at(&src, off, len);
-        }
+        let mut d = Diagnostic::warning("cedar-warning", lower_first(&msg));
+        d = place(d, w.policy_id(), w);
         if let Some(h) = help_of(w) {
             d = d.help(h);
         }
         diags.push(d);
     }
 
+    let facts = infos
+        .iter()
+        .map(|i| {
+            set.policy(&PolicyId::new(&i.id))
+                .map(Facts::of)
+                .unwrap_or_default()
+        })
+        .collect();
     let mut doc = PolicyDoc {
+        facts,
         set,
         policies: infos,
         warnings: Vec::new(),

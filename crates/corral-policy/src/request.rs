@@ -159,12 +159,8 @@ impl Request {
 
     /// The resource entity uid, as the request presents it.
     pub fn resource_uid(&self) -> Result<EntityUid, RequestError> {
-        Ok(self.resource_entity()?.0)
-    }
-
-    fn resource_entity(&self) -> Result<(EntityUid, Vec<EntityUid>), RequestError> {
-        let ((t, id), parents) = self.resource_pairs()?;
-        Ok((uid(t, &id), parents.iter().map(|(t, id)| uid(t, id)).collect()))
+        let ((t, id), _) = self.resource_pairs()?;
+        Ok(uid(t, &id))
     }
 
     /// The resource as `(type, id)` and its ancestors (all of them, as
@@ -338,7 +334,20 @@ impl Request {
 
     /// The Cedar request and entities for this question.
     pub fn to_cedar(&self) -> Result<(cedar_policy::Request, Entities), RequestError> {
-        let (res, parents) = self.resource_entity()?;
+        let (res, parents) = self.resource_pairs()?;
+        self.to_cedar_with(&res, &parents)
+    }
+
+    /// [`Request::to_cedar`] with the resource pairs already computed (the
+    /// evaluator needs them for its index first).
+    pub(crate) fn to_cedar_with(
+        &self,
+        res: &Pair,
+        parents: &[Pair],
+    ) -> Result<(cedar_policy::Request, Entities), RequestError> {
+        let res_uid = uid(res.0, &res.1);
+        let parents: Vec<EntityUid> = parents.iter().map(|(t, id)| uid(t, id)).collect();
+        let res = res_uid;
         let (ctx, mut extra) = self.context()?;
         extra.push(Entity::new_no_attrs(res.clone(), parents.into_iter().collect()));
         // Only the request's own action entity matters for `action in ...`

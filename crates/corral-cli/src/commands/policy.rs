@@ -475,7 +475,8 @@ fn print_path_table(out: &mut String, plan: &Plan, name: &str, t: &PathTable) {
         t.rows()
     );
     let exec = t.action == corral_policy::Action::ProcessExec;
-    for (path, e) in &t.entries {
+    let sorted: std::collections::BTreeMap<_, _> = t.entries.iter().collect();
+    for (path, e) in sorted {
         if let Some(v) = &e.file {
             row(out, plan, path, "file", v);
         }

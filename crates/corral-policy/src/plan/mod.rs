@@ -208,9 +208,7 @@ pub struct CompileOptions {
 /// Compiles a loaded policy document into a plan.
 pub fn compile(doc: &PolicyDoc, opts: &CompileOptions) -> Result<Plan, Vec<Diagnostic>> {
     let ev = Evaluator::new(doc);
-    let facts: Vec<Facts> = (0..doc.policies.len())
-        .map(|i| doc.policy(i).map(Facts::of).unwrap_or_default())
-        .collect();
+    let facts: &[Facts] = &doc.facts;
     let mut diags = Vec::new();
     let mut userspace = Vec::new();
 
@@ -228,7 +226,7 @@ pub fn compile(doc: &PolicyDoc, opts: &CompileOptions) -> Result<Plan, Vec<Diagn
         }
     }
 
-    let proxy = proxy::compile(doc, &ev, &facts, &mut diags, &mut userspace);
+    let proxy = proxy::compile(doc, &ev, facts, &mut diags, &mut userspace);
     if diags.iter().any(Diagnostic::is_error) {
         return Err(diags);
     }
@@ -260,7 +258,7 @@ pub fn compile(doc: &PolicyDoc, opts: &CompileOptions) -> Result<Plan, Vec<Diagn
             diags.push(d);
         }
     }
-    let classes = principal_classes(&facts, opts.principal.as_deref());
+    let classes = principal_classes(facts, opts.principal.as_deref());
     // An agent that no policy of an action names decides that action
     // exactly as any other unnamed agent: share the "other" class's table.
     let named_for = |a: Action| -> BTreeSet<&str> {
@@ -279,11 +277,11 @@ pub fn compile(doc: &PolicyDoc, opts: &CompileOptions) -> Result<Plan, Vec<Diagn
     let mut path_for = |name: &str, a: Action| -> PathTable {
         let own = other_name.is_none() || named_for(a).contains(name);
         if own {
-            return path::compile(&ev, &facts, name, a);
+            return path::compile(&ev, facts, name, a);
         }
         shared
             .entry(a)
-            .or_insert_with(|| path::compile(&ev, &facts, other_name.as_deref().unwrap_or(name), a))
+            .or_insert_with(|| path::compile(&ev, facts, other_name.as_deref().unwrap_or(name), a))
             .clone()
     };
     let mut principals = Vec::new();
@@ -294,7 +292,7 @@ pub fn compile(doc: &PolicyDoc, opts: &CompileOptions) -> Result<Plan, Vec<Diagn
         let net_of = |n: &str| -> Vec<NetTable> {
             [Protocol::Tcp, Protocol::Udp]
                 .into_iter()
-                .map(|proto| net::compile(&ev, &facts, n, proto))
+                .map(|proto| net::compile(&ev, facts, n, proto))
                 .collect()
         };
         let net = if other_name.is_none() || named_for(Action::NetworkConnect).contains(name.as_str()) {

@@ -8,7 +8,7 @@ use crate::request::{ancestor_dirs, Request};
 use crate::schema::{uid, Action};
 use cedar_policy::{Authorizer, RequestBuilder};
 use serde::Serialize;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// Verdicts held by a directory entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -47,12 +47,15 @@ pub struct PathTable {
     /// The action decided.
     pub action: Action,
     /// Key: canonical path without trailing slash (`/` for the root).
-    pub entries: BTreeMap<String, PathEntry>,
+    /// Serialised in path order.
+    #[serde(serialize_with = "sorted")]
+    pub entries: HashMap<String, PathEntry>,
     #[serde(skip)]
     fallback: Verdict,
-    /// Hash index over `entries` for lookups (built after compaction).
-    #[serde(skip)]
-    hashed: std::collections::HashMap<String, PathEntry>,
+}
+
+fn sorted<S: serde::Serializer>(m: &HashMap<String, PathEntry>, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_map(m.iter().collect::<BTreeMap<_, _>>())
 }
 
 impl PathTable {
@@ -62,7 +65,7 @@ impl PathTable {
     pub fn lookup(&self, path: &str, is_dir: bool) -> &Verdict {
         // The root is always a directory.
         let is_dir = is_dir || path == "/";
-        if let Some(e) = self.hashed.get(path) {
+        if let Some(e) = self.entries.get(path) {
             if is_dir {
                 if let Some(d) = &e.dir {
                     return &d.itself;
@@ -73,7 +76,7 @@ impl PathTable {
         }
         for anc in ancestor_dirs(path) {
             let key = if anc.len() > 1 { &anc[..anc.len() - 1] } else { anc };
-            if let Some(d) = self.hashed.get(key).and_then(|e| e.dir.as_ref()) {
+            if let Some(d) = self.entries.get(key).and_then(|e| e.dir.as_ref()) {
                 return if is_dir { &d.dirs } else { &d.files };
             }
         }
@@ -109,7 +112,7 @@ pub(super) fn compile(ev: &Evaluator, facts: &[Facts], principal: &str, action: 
     let literal_paths: BTreeSet<&str> = files.iter().chain(dirs.iter()).map(String::as_str).collect();
     let decide = |path: &str, is_dir: bool| -> Verdict { decide_rep(ev, principal, action, path, is_dir) };
 
-    let mut entries: BTreeMap<String, PathEntry> = BTreeMap::new();
+    let mut entries: HashMap<String, PathEntry> = HashMap::new();
     for f in &files {
         entries.entry(f.clone()).or_default().file = Some(decide(f, false));
     }
@@ -125,14 +128,8 @@ pub(super) fn compile(ev: &Evaluator, facts: &[Facts], principal: &str, action: 
         action,
         entries,
         fallback: Verdict::Deny { by: vec![] },
-        hashed: Default::default(),
     };
     compact(&mut table);
-    table.hashed = table
-        .entries
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
     table
 }
 
