@@ -1,0 +1,83 @@
+/* Shared between corral's BPF programs and the Rust loader (src/abi.rs
+ * mirrors every struct here; a layout test checks the sizes). */
+#ifndef CORRAL_H
+#define CORRAL_H
+
+/* Verdicts stored in tables and reported in events. */
+#define V_NONE 0       /* telemetry: nothing decided */
+#define V_ALLOW 1
+#define V_DENY 2
+#define V_WOULD_DENY 3 /* shadow mode: policy denies, request let through */
+#define V_USERSPACE 4  /* table says: ask the Cedar authorizer */
+
+/* Event kinds. */
+#define EV_CONNECT 1
+#define EV_SENDMSG 2
+#define EV_FILE_OPEN 3
+#define EV_EXEC 4       /* exec decision (LSM) */
+#define EV_EXEC_TRACE 5 /* sched_process_exec: path + argv */
+#define EV_FORK 6
+#define EV_EXIT 7
+#define EV_EXEC_KILLED 8 /* argv did not match the approved argv: killed */
+
+/* Access bits (EV_FILE_OPEN flags). */
+#define ACC_READ 1
+#define ACC_WRITE 2
+#define ACC_EXEC 4
+
+/* Protocol indices of the net tables. */
+#define PROTO_TCP 0
+#define PROTO_UDP 1
+#define PROTO_OTHER 2
+
+#define MODE_ENFORCE 0
+#define MODE_SHADOW 1
+
+#define DATA_MAX 4096
+
+/* Per-session runtime configuration: one element, swapped as a whole. */
+struct corral_cfg {
+	__u32 gen;      /* active table generation (0 or 1) */
+	__u32 mode;     /* MODE_* */
+	__u32 ctl_port; /* corral's own API/UI port, host order; 0 = none */
+	__u32 ready;    /* 0 until the first tables are in place: deny all */
+};
+
+/* Value of every table cell. */
+struct verdict {
+	__u8 v;       /* V_ALLOW, V_DENY, V_USERSPACE */
+	__u8 pad[3];
+	__u32 rule;   /* row in the generation's verdict list (userspace) */
+};
+
+/* LPM trie key of the net table: 48 fixed bits, then the address. */
+struct net_key {
+	__u32 prefixlen; /* 48 + address prefix length */
+	__u8 gen;
+	__u8 proto;      /* PROTO_TCP / PROTO_UDP */
+	__u8 family;     /* 4 or 6 */
+	__u8 pad;
+	__u16 class;     /* port class */
+	__u8 addr[16];   /* v4 in the first 4 bytes */
+};
+
+/* Event header; `data` (path, argv) follows for events that carry it. */
+struct event {
+	__u64 ts_ns;
+	__u32 kind;
+	__u32 pid;      /* tgid */
+	__u32 tid;
+	__u32 ppid;
+	__u32 verdict;
+	__u32 rule;
+	__u32 gen;
+	__u32 flags;    /* ACC_* for files; 1 = udp for net */
+	__u32 aux;      /* child pid, exit code, port */
+	__u32 family;
+	__u8 addr[16];
+	char comm[16];
+	__u32 data_len; /* bytes of data that follow */
+	__u32 data_aux; /* argv: offset where argv starts (after the path) */
+};
+
+#endif

@@ -1,0 +1,1 @@
+//! fanotify permission events: the file-open and exec fallback (being written).

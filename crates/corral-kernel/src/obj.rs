@@ -1,0 +1,18 @@
+//! The BPF objects compiled by build.rs from `bpf/*.bpf.c`, embedded.
+
+/// Aligned storage for an embedded object (the ELF parser reads u64s).
+#[repr(C, align(8))]
+pub struct Aligned<B: ?Sized> {
+    /// The bytes.
+    pub bytes: B,
+}
+
+macro_rules! object {
+    ($name:ident, $file:literal, $doc:literal) => {
+        #[doc = $doc]
+        pub static $name: &Aligned<[u8]> =
+            &Aligned { bytes: *include_bytes!(concat!(env!("OUT_DIR"), "/", $file)) };
+    };
+}
+
+object!(NET, "net.bpf.o", "cgroup connect4/6 and sendmsg4/6: the network table.");

@@ -1,0 +1,1 @@
+//! Capability probe for `corral doctor` (being written).
