@@ -34,6 +34,7 @@
 #define MODE_SHADOW 1
 
 #define DATA_MAX 4096
+#define MAX_CLASSES 4096 /* port classes per (generation, protocol) */
 
 /* Per-session runtime configuration: one element, swapped as a whole. */
 struct corral_cfg {
@@ -59,6 +60,7 @@ struct net_key {
 	__u8 pad;
 	__u16 class;     /* port class */
 	__u8 addr[16];   /* v4 in the first 4 bytes */
+	__u16 tail;      /* beyond every prefix; keeps the key 28 bytes */
 };
 
 /* Event header; `data` (path, argv) follows for events that carry it. */

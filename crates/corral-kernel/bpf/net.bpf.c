@@ -28,13 +28,21 @@ struct {
 	__type(value, struct corral_cfg);
 } cfg SEC(".maps");
 
-/* Port -> class, index ((gen * 2 + proto) << 16) | port. */
+/* Port classes of (generation, protocol) g = gen * 2 + proto: class i covers
+ * ports port_bounds[g * MAX_CLASSES + i] .. the next bound - 1; bound 0 is 0. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 4 * 65536);
+	__uint(max_entries, 4 * MAX_CLASSES);
 	__type(key, __u32);
 	__type(value, __u16);
-} port_class SEC(".maps");
+} port_bounds SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 4);
+	__type(key, __u32);
+	__type(value, __u32);
+} port_nclass SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
@@ -85,6 +93,30 @@ static __always_inline void emit(struct bpf_sock_addr *ctx, __u32 kind, struct n
 	e->data_len = 0;
 	e->data_aux = 0;
 	bpf_ringbuf_submit(e, 0);
+}
+
+/* Binary search: the last class whose lower bound is <= port. */
+static __always_inline int port_class_of(__u32 g, __u16 port, __u16 *out)
+{
+	__u32 *n = bpf_map_lookup_elem(&port_nclass, &g);
+	if (!n || *n == 0 || *n > MAX_CLASSES)
+		return -1;
+	__u32 lo = 0, hi = *n;
+	for (int it = 0; it < 13; it++) {
+		if (hi - lo <= 1)
+			break;
+		__u32 mid = (lo + hi) / 2;
+		__u32 k = g * MAX_CLASSES + mid;
+		__u16 *b = bpf_map_lookup_elem(&port_bounds, &k);
+		if (!b)
+			return -1;
+		if (*b <= port)
+			lo = mid;
+		else
+			hi = mid;
+	}
+	*out = lo;
+	return 0;
 }
 
 static __always_inline int w_is_loopback6(const __u8 *a)
@@ -146,10 +178,9 @@ static __always_inline int decide(struct bpf_sock_addr *ctx, __u32 kind, int v6)
 		/* corral's control plane: never reachable from a session. */
 		rule = 0xfffffffe;
 	} else if (k.proto != PROTO_OTHER) {
-		__u32 pk = ((gen * 2 + k.proto) << 16) | port;
-		__u16 *cls = bpf_map_lookup_elem(&port_class, &pk);
-		if (cls) {
-			k.class = *cls;
+		__u16 cls;
+		if (port_class_of(gen * 2 + k.proto, port, &cls) == 0) {
+			k.class = cls;
 			k.prefixlen = 48 + (k.family == 4 ? 32 : 128);
 			struct verdict *v = bpf_map_lookup_elem(&net_table, &k);
 			if (v) {

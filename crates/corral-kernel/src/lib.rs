@@ -17,10 +17,14 @@
 //!
 //! BPF objects are compiled by clang from build.rs and embedded ([`obj`]).
 
+mod abi;
 pub mod cgroup;
+pub mod events;
 pub mod fanotify;
 pub mod obj;
 pub mod probe;
+mod net;
+pub mod session;
 mod sys;
 
 /// Errors of the kernel layer. Each says which object, program or hook

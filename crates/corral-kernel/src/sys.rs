@@ -46,3 +46,117 @@ pub(crate) fn die_with_parent() -> io::Result<()> {
         Err(last_err())
     }
 }
+
+/// Waits until every BPF program that may have started before this call
+/// has finished (an RCU grace period).
+///
+/// How: updating an element of an `ARRAY_OF_MAPS` makes the kernel call
+/// `synchronize_rcu()` before the syscall returns (`maybe_wait_bpf_programs`
+/// in kernel/bpf/syscall.c), precisely so that userspace knows no program
+/// still uses the old value. Non-sleepable programs (all of corral's) run
+/// inside RCU read-side sections, so after this returns none of them can
+/// still hold a table generation it read before the call.
+pub(crate) struct RcuBarrier {
+    outer: std::os::fd::OwnedFd,
+    inner: std::os::fd::OwnedFd,
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct MapCreate {
+    map_type: u32,
+    key_size: u32,
+    value_size: u32,
+    max_entries: u32,
+    map_flags: u32,
+    inner_map_fd: u32,
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct MapElem {
+    map_fd: u32,
+    pad: u32,
+    key: u64,
+    value: u64,
+    flags: u64,
+}
+
+const BPF_MAP_CREATE: libc::c_long = 0;
+const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
+const BPF_MAP_TYPE_ARRAY: u32 = 2;
+const BPF_MAP_TYPE_ARRAY_OF_MAPS: u32 = 12;
+
+fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<libc::c_long> {
+    // SAFETY: `attr` is a live, fully initialised repr(C) struct whose
+    // layout is a prefix of `union bpf_attr` for `cmd`; the kernel reads at
+    // most size_of::<T>() bytes.
+    let r = unsafe {
+        libc::syscall(libc::SYS_bpf, cmd, attr as *mut T as *mut libc::c_void, std::mem::size_of::<T>())
+    };
+    if r < 0 {
+        Err(last_err())
+    } else {
+        Ok(r)
+    }
+}
+
+fn owned(fd: libc::c_long) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    let fd = libc::c_int::try_from(fd).map_err(|_| io::Error::other("fd out of range"))?;
+    // SAFETY: `fd` was just returned by the kernel for this process and is
+    // owned by nobody else.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+}
+
+impl RcuBarrier {
+    /// Creates the two tiny maps the barrier updates.
+    pub(crate) fn new() -> io::Result<RcuBarrier> {
+        use std::os::fd::AsRawFd;
+        let mut a = MapCreate { map_type: BPF_MAP_TYPE_ARRAY, key_size: 4, value_size: 4, max_entries: 1, ..Default::default() };
+        let inner = owned(bpf(BPF_MAP_CREATE, &mut a)?)?;
+        let mut o = MapCreate {
+            map_type: BPF_MAP_TYPE_ARRAY_OF_MAPS,
+            key_size: 4,
+            value_size: 4,
+            max_entries: 1,
+            inner_map_fd: inner.as_raw_fd() as u32,
+            ..Default::default()
+        };
+        let outer = owned(bpf(BPF_MAP_CREATE, &mut o)?)?;
+        Ok(RcuBarrier { outer, inner })
+    }
+
+    /// Returns after an RCU grace period.
+    pub(crate) fn wait(&self) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let key: u32 = 0;
+        let val: u32 = self.inner.as_raw_fd() as u32;
+        let mut e = MapElem {
+            map_fd: self.outer.as_raw_fd() as u32,
+            key: &key as *const u32 as u64,
+            value: &val as *const u32 as u64,
+            ..Default::default()
+        };
+        bpf(BPF_MAP_UPDATE_ELEM, &mut e).map(|_| ())
+    }
+}
+
+/// `CLOCK_MONOTONIC` in ns: the clock of `bpf_ktime_get_ns`.
+pub(crate) fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a live timespec the kernel fills.
+    let r = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    if r != 0 {
+        return 0;
+    }
+    (ts.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec as u64)
+}
+
+/// Registers `inner`'s fd with the tokio reactor for readability.
+pub(crate) fn async_fd<T: std::os::fd::AsRawFd>(inner: T) -> io::Result<tokio::io::unix::AsyncFd<T>> {
+    // SAFETY: the fd belongs to `inner`, which the AsyncFd owns and drops
+    // only after deregistering; no one else closes it meanwhile.
+    unsafe { tokio::io::unix::AsyncFd::register_with_interest(inner, tokio::io::Interest::READABLE) }
+        .map_err(|e| io::Error::other(e.to_string()))
+}

@@ -31,3 +31,29 @@ pub fn require_root(test: &str) -> bool {
         false
     }
 }
+
+/// Compiles Cedar text into a plan; panics with the diagnostics if it has errors.
+pub fn plan(text: &str) -> corral_policy::Plan {
+    let checked = corral_policy::check(vec![corral_policy::Source::new("test.cedar", text.to_string())]);
+    let errors: Vec<String> =
+        checked.diagnostics.iter().filter(|d| d.is_error()).map(|d| format!("{d:?}")).collect();
+    assert!(errors.is_empty(), "policy errors: {errors:#?}");
+    checked.plan.expect("plan")
+}
+
+/// A unique cgroup name for a test.
+pub fn cgroup_name(test: &str) -> String {
+    format!("corral-test/{test}-{}", std::process::id())
+}
+
+/// Runs the test agent with one action inside (or, with `None`, outside)
+/// a cgroup; returns (exit code, output line).
+pub fn kt(cg: Option<&corral_kernel::cgroup::Cgroup>, action: &str) -> (i32, String) {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_corral-kt"));
+    cmd.args(action.split_whitespace());
+    if let Some(cg) = cg {
+        cg.place(&mut cmd).expect("place in cgroup");
+    }
+    let out = cmd.output().expect("run corral-kt");
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).trim().to_string())
+}

@@ -1,0 +1,175 @@
+//! `corral-kt`: the kernel tests' agent. Performs one action per command
+//! and reports the outcome, so tests can assert the errno a governed
+//! process sees. Runs natively and inside the BPF LSM test VM.
+//!
+//! ```text
+//! corral-kt ACTION ARGS...        one action; exit 0 on success, else the errno
+//! corral-kt serve                 read actions from stdin, one per line; answer each on stdout
+//! ```
+//! Actions: `tcp ADDR PORT`, `udp ADDR PORT` (sendto), `udpc ADDR PORT`
+//! (connect), `tfo ADDR PORT` (TCP Fast Open sendto), `read PATH`,
+//! `write PATH`, `exec PATH [ARGS...]`, `sleep MS`, `comm NAME` (set
+//! comm), `pid`. Output: `ok [detail]` or `err <errno> <name>`.
+
+use std::io::{BufRead, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
+use std::time::Duration;
+
+fn errno_name(e: i32) -> &'static str {
+    match e {
+        libc::EPERM => "EPERM",
+        libc::EACCES => "EACCES",
+        libc::ENOENT => "ENOENT",
+        libc::ECONNREFUSED => "ECONNREFUSED",
+        libc::ETIMEDOUT => "ETIMEDOUT",
+        libc::EINVAL => "EINVAL",
+        libc::ENETUNREACH => "ENETUNREACH",
+        libc::EADDRNOTAVAIL => "EADDRNOTAVAIL",
+        _ => "E?",
+    }
+}
+
+fn io_res(r: std::io::Result<String>) -> (i32, String) {
+    match r {
+        Ok(s) => (0, if s.is_empty() { "ok".into() } else { format!("ok {s}") }),
+        Err(e) => {
+            let n = e.raw_os_error().unwrap_or(255);
+            (n, format!("err {n} {}", errno_name(n)))
+        }
+    }
+}
+
+fn sockaddr(args: &[&str]) -> std::io::Result<SocketAddr> {
+    let bad = || std::io::Error::from_raw_os_error(libc::EINVAL);
+    let ip: IpAddr = args.first().ok_or_else(bad)?.parse().map_err(|_| bad())?;
+    let port: u16 = args.get(1).ok_or_else(bad)?.parse().map_err(|_| bad())?;
+    Ok(SocketAddr::new(ip, port))
+}
+
+fn act(line: &str) -> (i32, String) {
+    let args: Vec<&str> = line.split_whitespace().collect();
+    let Some((cmd, rest)) = args.split_first() else { return (libc::EINVAL, "err 22 EINVAL".into()) };
+    let r: std::io::Result<String> = match *cmd {
+        "tcp" => sockaddr(rest).and_then(|a| {
+            TcpStream::connect_timeout(&a, Duration::from_secs(2)).map(|_| String::new())
+        }),
+        "udp" => sockaddr(rest).and_then(|a| {
+            let s = UdpSocket::bind(if a.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" })?;
+            s.send_to(b"corral", a).map(|_| String::new())
+        }),
+        "udpc" => sockaddr(rest).and_then(|a| {
+            let s = UdpSocket::bind(if a.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" })?;
+            s.connect(a).map(|_| String::new())
+        }),
+        "tfo" => sockaddr(rest).and_then(tfo),
+        "read" => rest.first().map_or(Err(std::io::Error::from_raw_os_error(libc::EINVAL)), |p| {
+            let mut s = String::new();
+            std::fs::File::open(p).and_then(|mut f| f.read_to_string(&mut s)).map(|n| n.to_string())
+        }),
+        "write" => rest.first().map_or(Err(std::io::Error::from_raw_os_error(libc::EINVAL)), |p| {
+            std::fs::OpenOptions::new().write(true).open(p).and_then(|mut f| f.write_all(b"x")).map(|_| String::new())
+        }),
+        "exec" => rest.first().map_or(Err(std::io::Error::from_raw_os_error(libc::EINVAL)), |p| {
+            std::process::Command::new(p).args(&rest[1..]).status().map(|s| s.code().unwrap_or(-1).to_string())
+        }),
+        "sleep" => {
+            std::thread::sleep(Duration::from_millis(rest.first().and_then(|s| s.parse().ok()).unwrap_or(100)));
+            Ok(String::new())
+        }
+        "comm" => set_comm(rest.first().copied().unwrap_or("corral")),
+        "pid" => Ok(std::process::id().to_string()),
+        _ => Err(std::io::Error::from_raw_os_error(libc::EINVAL)),
+    };
+    io_res(r)
+}
+
+#[allow(unsafe_code)]
+fn tfo(a: SocketAddr) -> std::io::Result<String> {
+    use std::os::fd::{FromRawFd, OwnedFd, AsRawFd};
+    let fam = if a.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+    // SAFETY: plain socket(2); the fd is owned below.
+    let fd = unsafe { libc::socket(fam, libc::SOCK_STREAM, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fd was just created and is owned by nobody else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let (storage, len) = to_raw(a);
+    let msg = b"corral";
+    // SAFETY: `storage` holds a valid sockaddr of `len` bytes; `msg` is live.
+    let r = unsafe {
+        libc::sendto(fd.as_raw_fd(), msg.as_ptr().cast(), msg.len(), libc::MSG_FASTOPEN,
+            (&storage as *const libc::sockaddr_storage).cast(), len)
+    };
+    if r < 0 { Err(std::io::Error::last_os_error()) } else { Ok(String::new()) }
+}
+
+fn to_raw(a: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY-free: zeroed storage built field by field.
+    let mut st: libc::sockaddr_storage = unsafe_zeroed();
+    match a {
+        SocketAddr::V4(v4) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as u16,
+                sin_port: v4.port().to_be(),
+                sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(v4.ip().octets()) },
+                sin_zero: [0; 8],
+            };
+            write_into(&mut st, &sin);
+            (st, std::mem::size_of::<libc::sockaddr_in>() as u32)
+        }
+        SocketAddr::V6(v6) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as u16,
+                sin6_port: v6.port().to_be(),
+                sin6_flowinfo: 0,
+                sin6_addr: libc::in6_addr { s6_addr: v6.ip().octets() },
+                sin6_scope_id: 0,
+            };
+            write_into(&mut st, &sin6);
+            (st, std::mem::size_of::<libc::sockaddr_in6>() as u32)
+        }
+    }
+}
+
+#[allow(unsafe_code)]
+fn unsafe_zeroed() -> libc::sockaddr_storage {
+    // SAFETY: sockaddr_storage is plain data; all-zero is a valid value.
+    unsafe { std::mem::zeroed() }
+}
+
+#[allow(unsafe_code)]
+fn write_into<T>(st: &mut libc::sockaddr_storage, v: &T) {
+    // SAFETY: T is a sockaddr_in/in6, smaller than sockaddr_storage, and
+    // both are plain data; the copy stays within `st`.
+    unsafe { std::ptr::copy_nonoverlapping((v as *const T).cast::<u8>(), (st as *mut libc::sockaddr_storage).cast::<u8>(), std::mem::size_of::<T>()) }
+}
+
+#[allow(unsafe_code)]
+fn set_comm(name: &str) -> std::io::Result<String> {
+    let mut buf = [0u8; 16];
+    for (i, b) in name.bytes().take(15).enumerate() {
+        buf[i] = b;
+    }
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes from `buf`.
+    let r = unsafe { libc::prctl(libc::PR_SET_NAME, buf.as_ptr() as libc::c_ulong, 0, 0, 0) };
+    if r == 0 { Ok(String::new()) } else { Err(std::io::Error::last_os_error()) }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("serve") {
+        let stdin = std::io::stdin();
+        let mut out = std::io::stdout();
+        for line in stdin.lock().lines() {
+            let Ok(line) = line else { break };
+            let (_, msg) = act(&line);
+            let _ = writeln!(out, "{msg}");
+            let _ = out.flush();
+        }
+        return;
+    }
+    let (code, msg) = act(&args.join(" "));
+    println!("{msg}");
+    std::process::exit(code.min(255));
+}

@@ -1,0 +1,174 @@
+//! From BPF ring buffers to an async stream of typed events.
+//!
+//! Each loaded object has its own ring buffer and `lost` counter (records
+//! the program could not reserve). A reader task per ring buffer decodes
+//! records, resolves rule indices to policy ids through the table
+//! generation the record names, and `try_send`s into the session's channel.
+//! Neither path ever waits: a full ring buffer or a full channel increments
+//! a counter, surfaced as a `What::Lost` event and by
+//! [`crate::session::KernelSession::lost`]; decisions are never affected.
+
+use crate::abi::{self, RawEvent};
+use corral_core::{Decision, Event, Layer, Proc, SessionId, What};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use tokio::sync::mpsc;
+
+/// Policy ids per table row, per generation: `rows[gen][rule]`.
+#[derive(Debug, Default)]
+pub(crate) struct Rows {
+    pub gens: [Vec<Vec<String>>; 2],
+}
+
+/// Everything a reader needs to turn records into events.
+#[derive(Clone)]
+pub(crate) struct Sink {
+    pub session: SessionId,
+    pub principal: String,
+    pub rows: Arc<RwLock<Rows>>,
+    pub tx: mpsc::Sender<Event>,
+    /// Events dropped: ring buffer full (kernel) plus channel full.
+    pub lost: Arc<AtomicU64>,
+}
+
+impl Sink {
+    /// Policy ids for (gen, rule).
+    pub fn policies(&self, gen: u32, rule: u32) -> Vec<String> {
+        if rule == abi::RULE_CONTROL_PORT {
+            return vec!["corral:control-plane".into()];
+        }
+        let Ok(rows) = self.rows.read() else { return Vec::new() };
+        rows.gens
+            .get(gen as usize & 1)
+            .and_then(|g| g.get(rule as usize))
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Sends without waiting; counts a loss when the channel is full.
+    pub fn send(&self, ev: Event) {
+        if self.tx.try_send(ev).is_err() {
+            self.lost.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Builds the common part of an event.
+    pub fn event(&self, r: &RawEvent, what: What, decision: Option<Decision>, layer: Layer) -> Event {
+        let policies = if decision.is_some() { self.policies(r.gen, r.rule) } else { Vec::new() };
+        Event {
+            session: self.session,
+            principal: self.principal.clone(),
+            ts_ns: r.ts_ns,
+            proc: Proc {
+                pid: r.pid,
+                ppid: if r.ppid != 0 { r.ppid } else { ppid_of(r.pid) },
+                comm: r.comm.clone(),
+                exe: std::fs::read_link(format!("/proc/{}/exe", r.pid))
+                    .ok()
+                    .map(|p| p.to_string_lossy().into_owned()),
+            },
+            what,
+            decision,
+            layer,
+            policies,
+        }
+    }
+}
+
+/// Parent pid from `/proc/<pid>/stat` (0 when the process is gone).
+pub(crate) fn ppid_of(pid: u32) -> u32 {
+    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0 };
+    // comm may contain spaces and parentheses: fields resume after the last ')'.
+    s.rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Runs until the ring buffer's map is gone: decodes records with `decode`
+/// and polls the kernel-side `lost` counter once a second.
+pub(crate) async fn pump(
+    ring: aya::maps::RingBuf<aya::maps::MapData>,
+    lost_map: Option<aya::maps::Array<aya::maps::MapData, u64>>,
+    sink: Sink,
+    decode: fn(&Sink, &RawEvent) -> Option<Event>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let Ok(mut afd) = crate::sys::async_fd(ring) else {
+        return;
+    };
+    let mut seen_lost = 0u64;
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            _ = stop.changed() => {
+                // Drain what is already there, then stop.
+                drain(afd.get_mut(), &sink, decode);
+                report_lost(&lost_map, &mut seen_lost, &sink);
+                return;
+            }
+            _ = tick.tick() => report_lost(&lost_map, &mut seen_lost, &sink),
+            guard = afd.readable_mut() => {
+                let Ok(mut guard) = guard else { return };
+                drain(guard.get_inner_mut(), &sink, decode);
+                guard.clear_ready();
+            }
+        }
+    }
+}
+
+fn drain(
+    ring: &mut aya::maps::RingBuf<aya::maps::MapData>,
+    sink: &Sink,
+    decode: fn(&Sink, &RawEvent) -> Option<Event>,
+) {
+    while let Some(item) = ring.next() {
+        match RawEvent::parse(&item) {
+            Some(r) => {
+                if let Some(ev) = decode(sink, &r) {
+                    sink.send(ev);
+                }
+            }
+            None => {
+                sink.lost.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+fn report_lost(map: &Option<aya::maps::Array<aya::maps::MapData, u64>>, seen: &mut u64, sink: &Sink) {
+    let Some(m) = map else { return };
+    let Ok(n) = m.get(&0, 0) else { return };
+    if n > *seen {
+        let delta = n - *seen;
+        *seen = n;
+        sink.lost.fetch_add(delta, Ordering::Relaxed);
+        let r = RawEvent {
+            ts_ns: now_ns(),
+            kind: 0,
+            pid: 0,
+            tid: 0,
+            ppid: 0,
+            verdict: 0,
+            rule: 0,
+            gen: 0,
+            flags: 0,
+            aux: 0,
+            family: 0,
+            addr: [0; 16],
+            comm: String::new(),
+            data: Vec::new(),
+            data_aux: 0,
+        };
+        let mut ev = sink.event(&r, What::Lost { count: delta }, None, Layer::CgroupBpf);
+        ev.proc = Proc::default();
+        // A loss report itself may be dropped if the channel is full; the
+        // counter still has it.
+        let _ = sink.tx.try_send(ev);
+    }
+}
+
+/// `CLOCK_MONOTONIC` now, ns (the clock `bpf_ktime_get_ns` reads).
+pub fn now_ns() -> u64 {
+    crate::sys::monotonic_ns()
+}
