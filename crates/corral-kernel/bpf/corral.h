@@ -33,7 +33,8 @@
 #define MODE_ENFORCE 0
 #define MODE_SHADOW 1
 
-#define DATA_MAX 4096
+#define PATH_CAP 1024 /* exec telemetry: file name bytes carried */
+#define ARGV_MAX 4096 /* exec telemetry: argv bytes carried */
 #define MAX_CLASSES 4096 /* port classes per (generation, protocol) */
 
 /* Per-session runtime configuration: one element, swapped as a whole. */

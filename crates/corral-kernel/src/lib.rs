@@ -26,6 +26,7 @@ pub mod probe;
 mod net;
 pub mod session;
 mod sys;
+mod trace;
 
 /// Errors of the kernel layer. Each says which object, program or hook
 /// failed and why.

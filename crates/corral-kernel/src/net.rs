@@ -220,12 +220,6 @@ impl NetEnforcer {
         Ok(())
     }
 
-    /// Changes enforce/shadow without touching the tables.
-    pub(crate) fn set_mode(&mut self, mode: Mode) -> Result<()> {
-        self.mode = mode;
-        self.write_cfg(self.gen)
-    }
-
     fn write_cfg(&mut self, gen: u32) -> Result<()> {
         let mut cfg: Array<_, Cfg> =
             Array::try_from(self.ebpf.map_mut("cfg").ok_or_else(|| bpf_err("map cfg", "missing"))?)

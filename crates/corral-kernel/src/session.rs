@@ -1,7 +1,10 @@
 //! A governed session: one cgroup, one principal, one plan, every layer.
 
+use crate::cgroup::Cgroup;
 use crate::events::{self, Rows, Sink};
+use crate::fanotify::{self, Fanotify, FileTables};
 use crate::net::{self, NetEnforcer};
+use crate::trace::{self, Tracer};
 use crate::{Error, Result};
 use corral_core::{Event, Mode, SessionId};
 use corral_policy::Plan;
@@ -25,6 +28,10 @@ pub struct SessionConfig {
     pub ctl_port: Option<u16>,
     /// Capacity of the event channel.
     pub channel: usize,
+    /// Paths on the mounts whose file opens and execs are governed (the
+    /// session's root and bind mounts). Empty: the file and exec tables are
+    /// not enforced (network and telemetry still are) — say so to the user.
+    pub file_mounts: Vec<PathBuf>,
 }
 
 impl SessionConfig {
@@ -37,6 +44,7 @@ impl SessionConfig {
             mode: Mode::Enforce,
             ctl_port: None,
             channel: 65536,
+            file_mounts: Vec::new(),
         }
     }
 }
@@ -47,6 +55,8 @@ impl SessionConfig {
 pub struct KernelSession {
     cfg: SessionConfig,
     net: NetEnforcer,
+    _tracer: Tracer,
+    files: Option<Fanotify>,
     lost: Arc<AtomicU64>,
     stop: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -62,37 +72,80 @@ impl KernelSession {
             .for_principal(&cfg.principal)
             .ok_or_else(|| Error::Plan(format!("the plan has no tables for Agent::{:?}", cfg.principal)))?;
         let img = net::encode(plan, pp)?;
+        let file_tables = if cfg.file_mounts.is_empty() {
+            None
+        } else {
+            Some(FileTables::from_plan(plan, &cfg.principal)?)
+        };
+        let cg = Cgroup::open(&cfg.cgroup)?;
         let (tx, rx) = mpsc::channel(cfg.channel.max(1));
         let rows = Arc::new(RwLock::new(Rows::default()));
         let lost = Arc::new(AtomicU64::new(0));
         let sink = Sink { session: cfg.id, principal: cfg.principal.clone(), rows: rows.clone(), tx, lost: lost.clone() };
+        let (stop, stop_rx) = watch::channel(false);
+        // Telemetry first (the file fallback reads its open flags), then
+        // the file layer, then the network programs; any failure drops
+        // what was attached so far.
+        let (tracer, tring, tlost) = Tracer::start(cg.id()?, cg.level())?;
+        let files = match file_tables {
+            None => None,
+            Some(t) => Some(Fanotify::start(
+                fanotify::Config {
+                    session: cfg.id,
+                    principal: cfg.principal.clone(),
+                    cgroup_rel: cg.rel(),
+                    mounts: cfg.file_mounts.clone(),
+                    mode: cfg.mode,
+                },
+                t,
+                tracer.open_flags(),
+                sink.tx.clone(),
+            )?),
+        };
         let (net, ring, lost_map) =
             NetEnforcer::start(&cfg.cgroup, cfg.id.0, &img, cfg.mode, cfg.ctl_port.unwrap_or(0), rows)?;
-        let (stop, stop_rx) = watch::channel(false);
-        let tasks = vec![tokio::spawn(events::pump(ring, lost_map, sink, net::decode, stop_rx))];
-        Ok((KernelSession { cfg, net, lost, stop, tasks }, rx))
+        let tasks = vec![
+            tokio::spawn(events::pump(ring, lost_map, sink.clone(), net::decode, stop_rx.clone())),
+            tokio::spawn(events::pump(tring, tlost, sink, trace::decode, stop_rx)),
+        ];
+        Ok((KernelSession { cfg, net, _tracer: tracer, files, lost, stop, tasks }, rx))
     }
 
-    /// Replaces the policy atomically: the new tables are written aside and
-    /// activated with one flip. On error the old policy stays in force,
+    /// Replaces the policy: all new tables are computed first, then each
+    /// layer's are written aside and activated with one flip (a request of
+    /// any one kind sees the old policy or the new, never a mix). On error the old policy stays in force,
     /// unchanged.
     pub fn swap(&mut self, plan: &Plan) -> Result<()> {
         let pp = plan
             .for_principal(&self.cfg.principal)
             .ok_or_else(|| Error::Plan(format!("the plan has no tables for Agent::{:?}", self.cfg.principal)))?;
         let img = net::encode(plan, pp)?;
-        self.net.swap(&img)
+        let files = match &self.files {
+            Some(_) => Some(FileTables::from_plan(plan, &self.cfg.principal)?),
+            None => None,
+        };
+        // Everything is computed; now each layer flips atomically.
+        self.net.swap(&img)?;
+        if let (Some(f), Some(t)) = (&self.files, files) {
+            f.swap(t);
+        }
+        Ok(())
     }
 
-    /// Switches between enforce and shadow.
-    pub fn set_mode(&mut self, mode: Mode) -> Result<()> {
-        self.cfg.mode = mode;
-        self.net.set_mode(mode)
-    }
-
-    /// Events lost so far (ring buffer full or channel full).
+    /// Events lost so far (ring buffer full or channel full), all layers.
     pub fn lost(&self) -> u64 {
-        self.lost.load(Ordering::Relaxed)
+        self.lost.load(Ordering::Relaxed) + self.files.as_ref().map_or(0, Fanotify::lost)
+    }
+
+    /// Which layer decides each kind in this session.
+    pub fn layers(&self) -> Vec<(&'static str, &'static str)> {
+        let files = if self.files.is_some() { "fanotify (fallback)" } else { "not enforced: no mounts given" };
+        vec![
+            ("network connect/send", "cgroup-bpf"),
+            ("file open", files),
+            ("exec", files),
+            ("telemetry", "tracepoints"),
+        ]
     }
 
     /// The session's configuration.

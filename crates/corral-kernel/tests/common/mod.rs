@@ -57,3 +57,31 @@ pub fn kt(cg: Option<&corral_kernel::cgroup::Cgroup>, action: &str) -> (i32, Str
     let out = cmd.output().expect("run corral-kt");
     (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
+
+/// A tmpfs mounted on a fresh temp dir; unmounted and removed on drop.
+pub struct Tmpfs {
+    /// The mount point.
+    pub path: std::path::PathBuf,
+}
+
+impl Tmpfs {
+    /// Mounts a new tmpfs.
+    pub fn new(tag: &str) -> Tmpfs {
+        let path = std::env::temp_dir().join(format!("corral-{tag}-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&path);
+        let st = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=64m", "corral-test"])
+            .arg(&path)
+            .status()
+            .expect("run mount");
+        assert!(st.success(), "mount tmpfs on {}", path.display());
+        Tmpfs { path }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.path).status();
+        let _ = std::fs::remove_dir(&self.path);
+    }
+}

@@ -1,0 +1,168 @@
+//! Telemetry tracepoints for one session (`bpf/trace.bpf.c`): exec with
+//! argv, fork and exit, and the open flags the fanotify fallback needs.
+
+use crate::abi::{self, RawEvent};
+use crate::events::Sink;
+use crate::fanotify::OpenFlags;
+use crate::net::chain;
+use crate::{obj, Error, Result};
+use aya::maps::{Array, HashMap, MapData, RingBuf};
+use aya::programs::{BtfTracePoint, TracePoint};
+use aya::{Btf, Ebpf, EbpfLoader};
+use corral_core::{Access, Layer, What};
+use std::sync::{Arc, Mutex};
+
+fn bpf_err(what: &str, detail: String) -> Error {
+    Error::Bpf { what: what.to_string(), detail }
+}
+
+/// Mounts tracefs at /sys/kernel/tracing when nothing is there (tracepoint
+/// ids are read from it).
+fn ensure_tracefs() -> Result<()> {
+    if std::path::Path::new("/sys/kernel/tracing/events").exists()
+        || std::path::Path::new("/sys/kernel/debug/tracing/events").exists()
+    {
+        return Ok(());
+    }
+    let st = std::process::Command::new("mount")
+        .args(["-t", "tracefs", "nodev", "/sys/kernel/tracing"])
+        .status()
+        .map_err(|e| Error::io("mount tracefs", e))?;
+    if st.success() {
+        Ok(())
+    } else {
+        Err(Error::Unsupported("tracefs is not mounted and `mount -t tracefs` failed".into()))
+    }
+}
+
+/// The loaded telemetry programs of one session.
+pub(crate) struct Tracer {
+    _ebpf: Ebpf,
+    flags: Arc<MapFlags>,
+}
+
+/// Open flags from the `open_flags` map.
+pub(crate) struct MapFlags {
+    map: Mutex<HashMap<MapData, u32, u32>>,
+}
+
+impl OpenFlags for MapFlags {
+    fn access_of(&self, _tgid: u32, tid: u32) -> Option<Access> {
+        let m = self.map.lock().ok()?;
+        let f = m.get(&tid, 0).ok()?;
+        let acc = f & libc::O_ACCMODE as u32;
+        // O_TRUNC empties the file even when opened read-only.
+        if acc == libc::O_RDONLY as u32 && f & libc::O_TRUNC as u32 == 0 {
+            Some(Access::Read)
+        } else {
+            Some(Access::Write)
+        }
+    }
+}
+
+impl Tracer {
+    /// Loads and attaches every program. `cgid`/`level` name the session
+    /// cgroup (id and depth).
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn start(
+        cgid: u64,
+        level: u32,
+    ) -> Result<(Tracer, RingBuf<MapData>, Option<Array<MapData, u64>>)> {
+        ensure_tracefs()?;
+        let btf = Btf::from_sys_fs().map_err(|e| bpf_err("read kernel BTF", chain(&e)))?;
+        let mut ebpf = EbpfLoader::new()
+            .override_global("session_cgid", &cgid, true)
+            .override_global("session_level", &level, true)
+            .load(&obj::TRACE.bytes)
+            .map_err(|e| bpf_err("load bpf/trace.bpf.c", chain(&e)))?;
+        for (prog, tp) in
+            [("on_exec", "sched_process_exec"), ("on_fork", "sched_process_fork"), ("on_exit", "sched_process_exit")]
+        {
+            let p: &mut BtfTracePoint = ebpf
+                .program_mut(prog)
+                .ok_or_else(|| bpf_err(prog, "missing from trace.bpf.o".into()))?
+                .try_into()
+                .map_err(|e| bpf_err(prog, chain(&e)))?;
+            p.load(tp, &btf).map_err(|e| bpf_err(&format!("load tp_btf/{tp}"), chain(&e)))?;
+            p.attach().map_err(|e| bpf_err(&format!("attach tp_btf/{tp}"), chain(&e)))?;
+        }
+        // openat is required; open (absent on some architectures), creat
+        // and openat2 are attached where the kernel has them.
+        for (prog, tp, required) in [
+            ("enter_openat", "sys_enter_openat", true),
+            ("exit_openat", "sys_exit_openat", true),
+            ("enter_openat2", "sys_enter_openat2", false),
+            ("exit_openat2", "sys_exit_openat2", false),
+            ("enter_creat", "sys_enter_creat", false),
+            ("exit_creat", "sys_exit_creat", false),
+            ("enter_open", "sys_enter_open", false),
+            ("exit_open", "sys_exit_open", false),
+        ] {
+            let p: &mut TracePoint = ebpf
+                .program_mut(prog)
+                .ok_or_else(|| bpf_err(prog, "missing from trace.bpf.o".into()))?
+                .try_into()
+                .map_err(|e| bpf_err(prog, chain(&e)))?;
+            let r = p.load().and_then(|_| p.attach("syscalls", tp).map(|_| ()));
+            if let Err(e) = r {
+                if required {
+                    return Err(bpf_err(&format!("attach tracepoint/syscalls/{tp}"), chain(&e)));
+                }
+            }
+        }
+        let ring = RingBuf::try_from(
+            ebpf.take_map("events").ok_or_else(|| bpf_err("map events", "missing".into()))?,
+        )
+        .map_err(|e| bpf_err("map events", chain(&e)))?;
+        let lost = ebpf.take_map("lost").and_then(|m| Array::<MapData, u64>::try_from(m).ok());
+        let map = HashMap::<MapData, u32, u32>::try_from(
+            ebpf.take_map("open_flags").ok_or_else(|| bpf_err("map open_flags", "missing".into()))?,
+        )
+        .map_err(|e| bpf_err("map open_flags", chain(&e)))?;
+        let flags = Arc::new(MapFlags { map: Mutex::new(map) });
+        Ok((Tracer { _ebpf: ebpf, flags }, ring, lost))
+    }
+
+    /// The open-flags source for the fanotify fallback.
+    pub(crate) fn open_flags(&self) -> Arc<MapFlags> {
+        self.flags.clone()
+    }
+}
+
+/// Ring-buffer record -> event, for the telemetry programs.
+pub(crate) fn decode(sink: &Sink, r: &RawEvent) -> Option<corral_core::Event> {
+    let what = match r.kind {
+        abi::EV_EXEC_TRACE => {
+            let plen = (r.data_aux as usize).min(r.data.len());
+            let path = String::from_utf8_lossy(r.data.get(..plen)?).trim_end_matches('\0').to_string();
+            What::ExecTrace { path, argv: split_argv(r.data.get(plen..)?) }
+        }
+        abi::EV_FORK => What::Fork { child: r.aux },
+        abi::EV_EXIT => {
+            let st = r.aux as i32;
+            let code = if st & 0x7f != 0 { 128 + (st & 0x7f) } else { (st >> 8) & 0xff };
+            What::Exit { code }
+        }
+        _ => return None,
+    };
+    Some(sink.event(r, what, None, Layer::Tracepoint))
+}
+
+/// NUL-separated arguments; empty arguments are kept, the final NUL is not
+/// an argument.
+fn split_argv(b: &[u8]) -> Vec<String> {
+    let b = b.strip_suffix(&[0]).unwrap_or(b);
+    if b.is_empty() {
+        return Vec::new();
+    }
+    b.split(|c| *c == 0).map(|s| String::from_utf8_lossy(s).into_owned()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn argv_keeps_empty_arguments() {
+        assert_eq!(super::split_argv(b"a\0\0b\0"), vec!["a", "", "b"]);
+        assert!(super::split_argv(b"").is_empty());
+    }
+}

@@ -1,0 +1,105 @@
+//! A whole kernel session on this host: telemetry tracepoints, and the file
+//! layer (fanotify fallback) reading open flags from the tracepoints.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+mod common;
+
+use common::{cgroup_name, kt, plan, require_root, Tmpfs};
+use corral_core::{Decision, Event, What};
+use corral_kernel::cgroup::Cgroup;
+use corral_kernel::session::{KernelSession, SessionConfig};
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap()
+}
+
+fn drain(rt: &tokio::runtime::Runtime, s: &mut KernelSession, rx: &mut tokio::sync::mpsc::Receiver<Event>) -> Vec<Event> {
+    rt.block_on(s.flush());
+    std::iter::from_fn(|| rx.try_recv().ok()).collect()
+}
+
+#[test]
+fn telemetry_exec_argv_fork_exit() {
+    if !require_root("telemetry_exec_argv_fork_exit") {
+        return;
+    }
+    let rt = rt();
+    let _g = rt.enter();
+    let cg = Cgroup::create(&cgroup_name("trace")).unwrap();
+    let (mut s, mut rx) = KernelSession::start(SessionConfig::new(11, "claude", cg.path()), &plan("")).unwrap();
+    let mut cmd = std::process::Command::new("/bin/sh");
+    cmd.args(["-c", "/bin/echo 'a b' '' c >/dev/null; exit 3"]);
+    cg.place(&mut cmd).unwrap();
+    let st = cmd.status().unwrap();
+    assert_eq!(st.code(), Some(3));
+    // Outside the session: no telemetry.
+    let _ = std::process::Command::new("/bin/echo").arg("outside-marker").output().unwrap();
+    let evs = drain(&rt, &mut s, &mut rx);
+    let exec = evs
+        .iter()
+        .find_map(|e| match &e.what {
+            What::ExecTrace { path, argv } if path == "/bin/echo" => Some((e, argv.clone())),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no exec event for /bin/echo: {evs:#?}"));
+    assert_eq!(exec.1, vec!["/bin/echo", "a b", "", "c"]);
+    assert!(exec.0.proc.ppid > 0, "ppid filled");
+    let sh_pid = evs
+        .iter()
+        .find_map(|e| match &e.what {
+            What::ExecTrace { path, .. } if path == "/bin/sh" => Some(e.proc.pid),
+            _ => None,
+        })
+        .expect("exec event for /bin/sh");
+    assert!(
+        evs.iter().any(|e| matches!(e.what, What::Fork { child } if child == exec.0.proc.pid) && e.proc.pid == sh_pid),
+        "fork sh -> echo: {evs:#?}"
+    );
+    assert!(
+        evs.iter().any(|e| e.proc.pid == sh_pid && matches!(e.what, What::Exit { code: 3 })),
+        "exit 3 of sh: {evs:#?}"
+    );
+    assert!(
+        !evs.iter().any(|e| matches!(&e.what, What::ExecTrace { argv, .. } if argv.iter().any(|a| a == "outside-marker"))),
+        "a process outside the session produced telemetry"
+    );
+}
+
+#[test]
+fn file_layer_tells_read_from_write_by_open_flags() {
+    if !require_root("file_layer_tells_read_from_write_by_open_flags") {
+        return;
+    }
+    let rt = rt();
+    let _g = rt.enter();
+    let fs = Tmpfs::new("rw");
+    let f = fs.path.join("notes.txt");
+    std::fs::write(&f, "hello").unwrap();
+    let dir = fs.path.display().to_string();
+    let policy = format!(
+        r#"@id("read-tmp") permit (principal, action == Action::"FileOpenReadOnly", resource in Dir::"{dir}/");
+@id("run-anything") permit (principal, action == Action::"ProcessExec", resource);"#
+    );
+    let cg = Cgroup::create(&cgroup_name("rw")).unwrap();
+    let mut cfg = SessionConfig::new(12, "claude", cg.path());
+    cfg.file_mounts = vec![fs.path.clone()];
+    let (mut s, mut rx) = KernelSession::start(cfg, &plan(&policy)).unwrap();
+    let path = f.display().to_string();
+    assert_eq!(kt(Some(&cg), &format!("read {path}")), (0, "ok 5".to_string()));
+    assert_eq!(kt(Some(&cg), &format!("write {path}")).0, 1, "write is denied with EPERM");
+    // Swap to a policy that also permits writing: the same request flips.
+    let more = format!(
+        "{policy}\n@id(\"write-tmp\") permit (principal, action == Action::\"FileOpenReadWrite\", resource in Dir::\"{dir}/\");"
+    );
+    s.swap(&plan(&more)).unwrap();
+    assert_eq!(kt(Some(&cg), &format!("write {path}")).0, 0, "write allowed after swap");
+    let evs = drain(&rt, &mut s, &mut rx);
+    let denied = evs
+        .iter()
+        .find(|e| e.decision == Some(Decision::Deny) && matches!(&e.what, What::FileOpen { path: p, .. } if *p == path))
+        .unwrap_or_else(|| panic!("no deny event: {evs:#?}"));
+    assert!(matches!(denied.what, What::FileOpen { access: corral_core::Access::Write, .. }));
+    assert!(denied.policies.is_empty(), "default deny names no policy: {:?}", denied.policies);
+    drop(s);
+    drop(cg);
+}
