@@ -83,4 +83,38 @@ struct event {
 	__u32 data_aux; /* argv: offset where argv starts (after the path) */
 };
 
+/* Path tables (BPF LSM): one hash entry per listed path and table. */
+#define T_READ 0
+#define T_WRITE 1
+#define T_EXEC 2
+#define PKEY_MAX 256 /* key bytes; listed paths are at most 254 bytes */
+
+struct path_key {
+	__u8 gen;
+	__u8 table;  /* T_* */
+	__u16 len;   /* bytes of path used; the rest are zero */
+	char path[PKEY_MAX];
+};
+
+struct path_val {
+	__u8 has_file;
+	__u8 has_dir;
+	__u8 pad[2];
+	struct verdict file;   /* File::"<path>" */
+	struct verdict itself; /* Dir::"<path>/" itself */
+	struct verdict files;  /* files below, not covered deeper */
+	struct verdict dirs;   /* directories below, not covered deeper */
+};
+
+/* Inode identity of a binary whose exec a forbid denies: a hardlink or a
+ * rename of it is denied too. */
+struct ino_key {
+	__u64 ino;
+	__u32 dev; /* kernel dev_t: major << 20 | minor */
+	__u32 gen;
+};
+
+/* verdict.pad[0] bit: the deny names a forbid (not just "nothing permits"). */
+#define VF_FORBID 1
+
 #endif

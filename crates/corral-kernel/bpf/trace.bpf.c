@@ -234,3 +234,35 @@ int exit_open(void *ctx)
 	forget();
 	return 0;
 }
+
+/* An execve in flight: its opens of the binary and the interpreter are
+ * exec opens (fanotify reports them as plain opens too). */
+#define OPEN_FLAGS_EXEC 0xffffffffu
+
+SEC("tracepoint/syscalls/sys_enter_execve")
+int enter_execve(void *ctx)
+{
+	remember(OPEN_FLAGS_EXEC);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_execve")
+int exit_execve(void *ctx)
+{
+	forget();
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_execveat")
+int enter_execveat(void *ctx)
+{
+	remember(OPEN_FLAGS_EXEC);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_execveat")
+int exit_execveat(void *ctx)
+{
+	forget();
+	return 0;
+}

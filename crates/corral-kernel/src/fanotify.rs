@@ -497,14 +497,13 @@ fn pread_sha256(fd: BorrowedFd<'_>, size: u64) -> Option<[u8; 32]> {
 #[derive(Debug, Clone, Default)]
 struct Who {
     tgid: u32,
-    tid: u32,
     ppid: u32,
     comm: String,
     exe: Option<String>,
 }
 
 fn who(tid: u32) -> Who {
-    let mut w = Who { tgid: tid, tid, ..Who::default() };
+    let mut w = Who { tgid: tid, ..Who::default() };
     if let Ok(s) = std::fs::read_to_string(format!("/proc/{tid}/status")) {
         for l in s.lines() {
             if let Some(v) = l.strip_prefix("Name:") {

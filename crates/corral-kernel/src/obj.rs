@@ -18,3 +18,4 @@ macro_rules! object {
 object!(NET, "net.bpf.o", "cgroup connect4/6 and sendmsg4/6: the network table.");
 object!(PROBE, "probe.bpf.o", "no-op programs `corral doctor` loads and attaches to find the usable layers.");
 object!(TRACE, "trace.bpf.o", "Telemetry: exec with argv, fork, exit; open flags for the fanotify fallback.");
+object!(LSM, "lsm.bpf.o", "BPF LSM: file_open, bprm_check_security, mmap_file: the path tables.");

@@ -3,6 +3,7 @@
 use crate::cgroup::Cgroup;
 use crate::events::{self, Rows, Sink};
 use crate::fanotify::{self, Fanotify, FileTables};
+use crate::lsm::{self, LsmEnforcer};
 use crate::net::{self, NetEnforcer};
 use crate::trace::{self, Tracer};
 use crate::{Error, Result};
@@ -28,10 +29,33 @@ pub struct SessionConfig {
     pub ctl_port: Option<u16>,
     /// Capacity of the event channel.
     pub channel: usize,
-    /// Paths on the mounts whose file opens and execs are governed (the
-    /// session's root and bind mounts). Empty: the file and exec tables are
-    /// not enforced (network and telemetry still are) — say so to the user.
+    /// Which layer decides file opens and execs.
+    pub file_layer: FileLayer,
+    /// For the fanotify fallback: paths on the mounts whose file opens and
+    /// execs are governed (the session's root and bind mounts).
     pub file_mounts: Vec<PathBuf>,
+}
+
+/// The file-open and exec layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FileLayer {
+    /// BPF LSM when the kernel allows it, else fanotify on `file_mounts`;
+    /// with neither, the session does not start.
+    #[default]
+    Auto,
+    /// BPF LSM or nothing (the session does not start without it).
+    Lsm,
+    /// The fanotify fallback on `file_mounts`.
+    Fanotify,
+    /// Not enforced (network and telemetry only). Reported by
+    /// [`KernelSession::layers`].
+    Off,
+}
+
+enum Files {
+    Lsm(LsmEnforcer),
+    Fanotify(Fanotify),
+    Off,
 }
 
 impl SessionConfig {
@@ -44,6 +68,7 @@ impl SessionConfig {
             mode: Mode::Enforce,
             ctl_port: None,
             channel: 65536,
+            file_layer: FileLayer::Auto,
             file_mounts: Vec::new(),
         }
     }
@@ -56,7 +81,7 @@ pub struct KernelSession {
     cfg: SessionConfig,
     net: NetEnforcer,
     _tracer: Tracer,
-    files: Option<Fanotify>,
+    files: Files,
     lost: Arc<AtomicU64>,
     stop: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -72,11 +97,6 @@ impl KernelSession {
             .for_principal(&cfg.principal)
             .ok_or_else(|| Error::Plan(format!("the plan has no tables for Agent::{:?}", cfg.principal)))?;
         let img = net::encode(plan, pp)?;
-        let file_tables = if cfg.file_mounts.is_empty() {
-            None
-        } else {
-            Some(FileTables::from_plan(plan, &cfg.principal)?)
-        };
         let cg = Cgroup::open(&cfg.cgroup)?;
         let (tx, rx) = mpsc::channel(cfg.channel.max(1));
         let rows = Arc::new(RwLock::new(Rows::default()));
@@ -87,27 +107,59 @@ impl KernelSession {
         // the file layer, then the network programs; any failure drops
         // what was attached so far.
         let (tracer, tring, tlost) = Tracer::start(cg.id()?, cg.level())?;
-        let files = match file_tables {
-            None => None,
-            Some(t) => Some(Fanotify::start(
-                fanotify::Config {
-                    session: cfg.id,
-                    principal: cfg.principal.clone(),
-                    cgroup_rel: cg.rel(),
-                    mounts: cfg.file_mounts.clone(),
-                    mode: cfg.mode,
-                },
-                t,
-                tracer.open_flags(),
-                sink.tx.clone(),
-            )?),
+        let mut tasks = Vec::new();
+        let use_lsm = match cfg.file_layer {
+            FileLayer::Lsm => true,
+            FileLayer::Auto => lsm::bpf_lsm_active(),
+            FileLayer::Fanotify | FileLayer::Off => false,
+        };
+        let files = if use_lsm {
+            let path_img = lsm::encode(plan, pp)?;
+            let lsm_sink = Sink { rows: Arc::new(RwLock::new(Rows::default())), ..sink.clone() };
+            match LsmEnforcer::start(cg.id()?, cg.level(), &path_img, cfg.mode, lsm_sink.rows.clone()) {
+                Ok((l, ring, lost_map)) => {
+                    tasks.push(tokio::spawn(events::pump(ring, lost_map, lsm_sink, lsm::decode, stop_rx.clone())));
+                    Files::Lsm(l)
+                }
+                // Auto: BPF LSM is listed but cannot attach here; fall back
+                // only where the caller gave mounts for fanotify.
+                Err(e) if cfg.file_layer == FileLayer::Auto && !cfg.file_mounts.is_empty() => {
+                    let _ = e;
+                    Files::Off
+                }
+                Err(e) => return Err(e),
+            }
+        } else {
+            Files::Off
+        };
+        let files = match (files, cfg.file_layer) {
+            (Files::Off, FileLayer::Auto | FileLayer::Fanotify) => {
+                if cfg.file_mounts.is_empty() {
+                    return Err(Error::Unsupported(
+                        "file and exec enforcement: BPF LSM is unavailable on this kernel and no mounts were \
+                         given for the fanotify fallback"
+                            .into(),
+                    ));
+                }
+                Files::Fanotify(Fanotify::start(
+                    fanotify::Config {
+                        session: cfg.id,
+                        principal: cfg.principal.clone(),
+                        cgroup_rel: cg.rel(),
+                        mounts: cfg.file_mounts.clone(),
+                        mode: cfg.mode,
+                    },
+                    FileTables::from_plan(plan, &cfg.principal)?,
+                    tracer.open_flags(),
+                    sink.tx.clone(),
+                )?)
+            }
+            (f, _) => f,
         };
         let (net, ring, lost_map) =
             NetEnforcer::start(&cfg.cgroup, cfg.id.0, &img, cfg.mode, cfg.ctl_port.unwrap_or(0), rows)?;
-        let tasks = vec![
-            tokio::spawn(events::pump(ring, lost_map, sink.clone(), net::decode, stop_rx.clone())),
-            tokio::spawn(events::pump(tring, tlost, sink, trace::decode, stop_rx)),
-        ];
+        tasks.push(tokio::spawn(events::pump(ring, lost_map, sink.clone(), net::decode, stop_rx.clone())));
+        tasks.push(tokio::spawn(events::pump(tring, tlost, sink, trace::decode, stop_rx)));
         Ok((KernelSession { cfg, net, _tracer: tracer, files, lost, stop, tasks }, rx))
     }
 
@@ -120,26 +172,45 @@ impl KernelSession {
             .for_principal(&self.cfg.principal)
             .ok_or_else(|| Error::Plan(format!("the plan has no tables for Agent::{:?}", self.cfg.principal)))?;
         let img = net::encode(plan, pp)?;
-        let files = match &self.files {
-            Some(_) => Some(FileTables::from_plan(plan, &self.cfg.principal)?),
-            None => None,
+        let path_img = match &self.files {
+            Files::Lsm(_) => Some(lsm::encode(plan, pp)?),
+            _ => None,
+        };
+        let tables = match &self.files {
+            Files::Fanotify(_) => Some(FileTables::from_plan(plan, &self.cfg.principal)?),
+            _ => None,
         };
         // Everything is computed; now each layer flips atomically.
         self.net.swap(&img)?;
-        if let (Some(f), Some(t)) = (&self.files, files) {
-            f.swap(t);
+        match &mut self.files {
+            Files::Lsm(l) => {
+                if let Some(img) = &path_img {
+                    l.swap(img)?;
+                }
+            }
+            Files::Fanotify(f) => {
+                if let Some(t) = tables {
+                    f.swap(t);
+                }
+            }
+            Files::Off => {}
         }
         Ok(())
     }
 
     /// Events lost so far (ring buffer full or channel full), all layers.
     pub fn lost(&self) -> u64 {
-        self.lost.load(Ordering::Relaxed) + self.files.as_ref().map_or(0, Fanotify::lost)
+        let files = if let Files::Fanotify(f) = &self.files { f.lost() } else { 0 };
+        self.lost.load(Ordering::Relaxed) + files
     }
 
     /// Which layer decides each kind in this session.
     pub fn layers(&self) -> Vec<(&'static str, &'static str)> {
-        let files = if self.files.is_some() { "fanotify (fallback)" } else { "not enforced: no mounts given" };
+        let files = match self.files {
+            Files::Lsm(_) => "bpf-lsm",
+            Files::Fanotify(_) => "fanotify (fallback)",
+            Files::Off => "not enforced (file layer off)",
+        };
         vec![
             ("network connect/send", "cgroup-bpf"),
             ("file open", files),

@@ -35,6 +35,9 @@ fn ensure_tracefs() -> Result<()> {
     }
 }
 
+/// `open_flags` value while an execve is in flight (`OPEN_FLAGS_EXEC`).
+const OPEN_FLAGS_EXEC: u32 = u32::MAX;
+
 /// The loaded telemetry programs of one session.
 pub(crate) struct Tracer {
     _ebpf: Ebpf,
@@ -50,6 +53,9 @@ impl OpenFlags for MapFlags {
     fn access_of(&self, _tgid: u32, tid: u32) -> Option<Access> {
         let m = self.map.lock().ok()?;
         let f = m.get(&tid, 0).ok()?;
+        if f == OPEN_FLAGS_EXEC {
+            return Some(Access::Exec);
+        }
         let acc = f & libc::O_ACCMODE as u32;
         // O_TRUNC empties the file even when opened read-only.
         if acc == libc::O_RDONLY as u32 && f & libc::O_TRUNC as u32 == 0 {
@@ -95,6 +101,10 @@ impl Tracer {
             ("exit_openat2", "sys_exit_openat2", false),
             ("enter_creat", "sys_enter_creat", false),
             ("exit_creat", "sys_exit_creat", false),
+            ("enter_execve", "sys_enter_execve", true),
+            ("exit_execve", "sys_exit_execve", true),
+            ("enter_execveat", "sys_enter_execveat", false),
+            ("exit_execveat", "sys_exit_execveat", false),
             ("enter_open", "sys_enter_open", false),
             ("exit_open", "sys_exit_open", false),
         ] {

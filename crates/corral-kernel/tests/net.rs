@@ -7,7 +7,7 @@ mod common;
 use common::{cgroup_name, kt, plan, require_root};
 use corral_core::{Decision, Mode, Transport, What};
 use corral_kernel::cgroup::Cgroup;
-use corral_kernel::session::{KernelSession, SessionConfig};
+use corral_kernel::session::KernelSession;
 use std::net::{TcpListener, UdpSocket};
 
 const EPERM: i32 = 1;
@@ -75,7 +75,7 @@ fn connect_decisions_v4_v6_cidr_port_udp() {
     let _g = rt.enter();
     let p = listeners();
     let cg = Cgroup::create(&cgroup_name("net-decisions")).unwrap();
-    let (session, _rx) = KernelSession::start(SessionConfig::new(1, "claude", cg.path()), &plan(&policy(&p))).unwrap();
+    let (session, _rx) = KernelSession::start(common::net_only(1, cg.path()), &plan(&policy(&p))).unwrap();
     let (a, b) = (p.a, p.b);
     let cases: Vec<(String, bool)> = vec![
         (format!("tcp 127.0.0.1 {a}"), true),
@@ -134,7 +134,7 @@ fn events_carry_decision_fields() {
     let p = listeners();
     let cg = Cgroup::create(&cgroup_name("net-events")).unwrap();
     let (mut session, mut rx) =
-        KernelSession::start(SessionConfig::new(7, "claude", cg.path()), &plan(&policy(&p))).unwrap();
+        KernelSession::start(common::net_only(7, cg.path()), &plan(&policy(&p))).unwrap();
     assert_eq!(kt(Some(&cg), &format!("tcp 127.0.0.2 {}", p.a)).0, EPERM);
     assert_eq!(kt(Some(&cg), &format!("udp ::1 {}", p.b)).0, 0);
     rt.block_on(session.flush());
@@ -178,7 +178,7 @@ fn hot_swap_flips_a_running_process() {
     let p = listeners();
     let cg = Cgroup::create(&cgroup_name("net-swap")).unwrap();
     let (mut session, _rx) =
-        KernelSession::start(SessionConfig::new(2, "claude", cg.path()), &plan(&policy(&p))).unwrap();
+        KernelSession::start(common::net_only(2, cg.path()), &plan(&policy(&p))).unwrap();
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_corral-kt"));
     cmd.arg("serve").stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped());
     cg.place(&mut cmd).unwrap();
@@ -215,7 +215,7 @@ fn shadow_mode_lets_through_and_reports_would_deny() {
     let _g = rt.enter();
     let p = listeners();
     let cg = Cgroup::create(&cgroup_name("net-shadow")).unwrap();
-    let mut cfg = SessionConfig::new(3, "claude", cg.path());
+    let mut cfg = common::net_only(3, cg.path());
     cfg.mode = Mode::Shadow;
     let (mut session, mut rx) = KernelSession::start(cfg, &plan(&policy(&p))).unwrap();
     assert_eq!(kt(Some(&cg), &format!("tcp 127.0.0.1 {}", p.b)).0, 0);
@@ -235,7 +235,7 @@ fn control_port_is_unreachable_even_when_permitted() {
     let _g = rt.enter();
     let p = listeners();
     let cg = Cgroup::create(&cgroup_name("net-ctl")).unwrap();
-    let mut cfg = SessionConfig::new(4, "claude", cg.path());
+    let mut cfg = common::net_only(4, cg.path());
     cfg.ctl_port = Some(p.a);
     let all = r#"permit (principal, action == Action::"NetworkConnect", resource);"#;
     let (_session, _rx) = KernelSession::start(cfg, &plan(all)).unwrap();
@@ -253,7 +253,7 @@ fn a_full_event_channel_is_counted_and_changes_no_decision() {
     let _g = rt.enter();
     let p = listeners();
     let cg = Cgroup::create(&cgroup_name("net-lost")).unwrap();
-    let mut cfg = SessionConfig::new(5, "claude", cg.path());
+    let mut cfg = common::net_only(5, cg.path());
     cfg.channel = 1;
     let (mut session, _rx) = KernelSession::start(cfg, &plan(&policy(&p))).unwrap();
     let mut cmd = std::process::Command::new("/bin/sh");

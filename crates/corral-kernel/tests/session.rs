@@ -26,7 +26,7 @@ fn telemetry_exec_argv_fork_exit() {
     let rt = rt();
     let _g = rt.enter();
     let cg = Cgroup::create(&cgroup_name("trace")).unwrap();
-    let (mut s, mut rx) = KernelSession::start(SessionConfig::new(11, "claude", cg.path()), &plan("")).unwrap();
+    let (mut s, mut rx) = KernelSession::start(common::net_only(11, cg.path()), &plan("")).unwrap();
     let mut cmd = std::process::Command::new("/bin/sh");
     cmd.args(["-c", "/bin/echo 'a b' '' c >/dev/null; exit 3"]);
     cg.place(&mut cmd).unwrap();

@@ -8,7 +8,8 @@
 //! ```
 //! Actions: `tcp ADDR PORT`, `udp ADDR PORT` (sendto), `udpc ADDR PORT`
 //! (connect), `tfo ADDR PORT` (TCP Fast Open sendto), `read PATH`,
-//! `write PATH`, `exec PATH [ARGS...]`, `sleep MS`, `comm NAME` (set
+//! `write PATH`, `reopen PATH` (O_PATH, then open /proc/self/fd/N),
+//! `exec PATH [ARGS...]`, `sleep MS`, `comm NAME` (set
 //! comm), `pid`. Output: `ok [detail]` or `err <errno> <name>`.
 
 use std::io::{BufRead, Read, Write};
@@ -66,6 +67,7 @@ fn act(line: &str) -> (i32, String) {
             let mut s = String::new();
             std::fs::File::open(p).and_then(|mut f| f.read_to_string(&mut s)).map(|n| n.to_string())
         }),
+        "reopen" => rest.first().map_or(Err(std::io::Error::from_raw_os_error(libc::EINVAL)), |p| reopen(p)),
         "write" => rest.first().map_or(Err(std::io::Error::from_raw_os_error(libc::EINVAL)), |p| {
             std::fs::OpenOptions::new().write(true).open(p).and_then(|mut f| f.write_all(b"x")).map(|_| String::new())
         }),
@@ -143,6 +145,18 @@ fn write_into<T>(st: &mut libc::sockaddr_storage, v: &T) {
     // SAFETY: T is a sockaddr_in/in6, smaller than sockaddr_storage, and
     // both are plain data; the copy stays within `st`.
     unsafe { std::ptr::copy_nonoverlapping((v as *const T).cast::<u8>(), (st as *mut libc::sockaddr_storage).cast::<u8>(), std::mem::size_of::<T>()) }
+}
+
+/// Opens `p` with O_PATH (no open check), then reads it again through
+/// /proc/self/fd/N: the second open must be decided on the object.
+fn reopen(p: &str) -> std::io::Result<String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::fd::AsRawFd;
+    let f = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_PATH).open(p)?;
+    let mut s = String::new();
+    std::fs::File::open(format!("/proc/self/fd/{}", f.as_raw_fd()))
+        .and_then(|mut g| g.read_to_string(&mut s))
+        .map(|n| n.to_string())
 }
 
 #[allow(unsafe_code)]

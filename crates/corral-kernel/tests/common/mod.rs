@@ -85,3 +85,11 @@ impl Drop for Tmpfs {
         let _ = std::fs::remove_dir(&self.path);
     }
 }
+
+/// A session config for `claude` with the file layer off (network and
+/// telemetry tests; their plans permit no file access).
+pub fn net_only(id: u32, cgroup: &std::path::Path) -> corral_kernel::session::SessionConfig {
+    let mut c = corral_kernel::session::SessionConfig::new(id, "claude", cgroup);
+    c.file_layer = corral_kernel::session::FileLayer::Off;
+    c
+}
