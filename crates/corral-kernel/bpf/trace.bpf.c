@@ -42,6 +42,29 @@ struct {
 	__type(value, __u32);
 } open_flags SEC(".maps");
 
+/* [0]: 0 = exec arguments are not decided; 1 = stop each new image before
+ * its first instruction until userspace decides (enforce); 2 = report only
+ * (shadow). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} argv_mode SEC(".maps");
+
+/* tgid -> 1 while stopped awaiting an argv decision. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, __u32);
+} pending SEC(".maps");
+
+#define SIGCONT 18
+#define SIGSTOP 19
+#define EPERM 1
+#define EXEC_STOPPED 2
+
 struct scratch {
 	struct event e;
 	char data[PATH_CAP + ARGV_MAX];
@@ -115,6 +138,16 @@ int BPF_PROG(on_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm 
 		alen = want & (ARGV_MAX - 1);
 		if (bpf_probe_read_user(s->data + plen, alen, (void *)a0) < 0)
 			alen = 0;
+	}
+	__u32 *am = bpf_map_lookup_elem(&argv_mode, &z);
+	if (am && *am == 1) {
+		/* Stop-and-decide: SIGSTOP is delivered on the way back to user
+		 * mode, before the new image's first instruction; userspace
+		 * continues or kills it. */
+		__u32 tgid = s->e.pid, one = 1;
+		bpf_map_update_elem(&pending, &tgid, &one, BPF_ANY);
+		bpf_send_signal(SIGSTOP);
+		s->e.flags |= EXEC_STOPPED;
 	}
 	__u64 size = sizeof(struct event) + plen + alen;
 	s->e.data_len = plen + alen;
@@ -264,5 +297,21 @@ SEC("tracepoint/syscalls/sys_exit_execveat")
 int exit_execveat(void *ctx)
 {
 	forget();
+	return 0;
+}
+
+/* BPF LSM only (loaded where available): no process of the session may
+ * resume a process stopped for an argv decision; only the supervisor,
+ * outside the session, continues it. */
+SEC("lsm/task_kill")
+int BPF_PROG(task_kill, struct task_struct *p, struct kernel_siginfo *info, int sig, const struct cred *cred, int ret)
+{
+	if (ret)
+		return ret;
+	if (sig != SIGCONT || !in_session())
+		return 0;
+	__u32 tgid = BPF_CORE_READ(p, tgid);
+	if (bpf_map_lookup_elem(&pending, &tgid))
+		return -EPERM;
 	return 0;
 }

@@ -29,6 +29,8 @@ pub(crate) struct Sink {
     pub tx: mpsc::Sender<Event>,
     /// Events dropped: ring buffer full (kernel) plus channel full.
     pub lost: Arc<AtomicU64>,
+    /// Exec argument decisions (when the plan has any).
+    pub gate: Option<Arc<crate::argv::Gate>>,
 }
 
 impl Sink {

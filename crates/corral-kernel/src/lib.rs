@@ -18,6 +18,7 @@
 //! BPF objects are compiled by clang from build.rs and embedded ([`obj`]).
 
 mod abi;
+pub mod argv;
 pub mod cgroup;
 pub mod events;
 pub mod fanotify;

@@ -1,5 +1,6 @@
 //! A governed session: one cgroup, one principal, one plan, every layer.
 
+use crate::argv::{ExecJudge, Gate};
 use crate::cgroup::Cgroup;
 use crate::events::{self, Rows, Sink};
 use crate::fanotify::{self, Fanotify, FileTables};
@@ -31,9 +32,22 @@ pub struct SessionConfig {
     pub channel: usize,
     /// Which layer decides file opens and execs.
     pub file_layer: FileLayer,
+    /// Decides execs whose verdict depends on their arguments (required
+    /// when the plan has such execs).
+    pub exec_judge: Option<JudgeRef>,
     /// For the fanotify fallback: paths on the mounts whose file opens and
     /// execs are governed (the session's root and bind mounts).
     pub file_mounts: Vec<PathBuf>,
+}
+
+/// A shared exec judge.
+#[derive(Clone)]
+pub struct JudgeRef(pub Arc<dyn ExecJudge>);
+
+impl std::fmt::Debug for JudgeRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ExecJudge")
+    }
 }
 
 /// The file-open and exec layer.
@@ -69,6 +83,7 @@ impl SessionConfig {
             ctl_port: None,
             channel: 65536,
             file_layer: FileLayer::Auto,
+            exec_judge: None,
             file_mounts: Vec::new(),
         }
     }
@@ -80,7 +95,8 @@ impl SessionConfig {
 pub struct KernelSession {
     cfg: SessionConfig,
     net: NetEnforcer,
-    _tracer: Tracer,
+    tracer: Tracer,
+    gate: Option<Arc<Gate>>,
     files: Files,
     lost: Arc<AtomicU64>,
     stop: watch::Sender<bool>,
@@ -101,18 +117,22 @@ impl KernelSession {
         let (tx, rx) = mpsc::channel(cfg.channel.max(1));
         let rows = Arc::new(RwLock::new(Rows::default()));
         let lost = Arc::new(AtomicU64::new(0));
-        let sink = Sink { session: cfg.id, principal: cfg.principal.clone(), rows: rows.clone(), tx, lost: lost.clone() };
+        let mut sink = Sink {
+            session: cfg.id,
+            principal: cfg.principal.clone(),
+            rows: rows.clone(),
+            tx,
+            lost: lost.clone(),
+            gate: None,
+        };
         let (stop, stop_rx) = watch::channel(false);
-        // Telemetry first (the file fallback reads its open flags), then
-        // the file layer, then the network programs; any failure drops
-        // what was attached so far.
-        let (tracer, tring, tlost) = Tracer::start(cg.id()?, cg.level())?;
-        let mut tasks = Vec::new();
         let use_lsm = match cfg.file_layer {
             FileLayer::Lsm => true,
             FileLayer::Auto => lsm::bpf_lsm_active(),
             FileLayer::Fanotify | FileLayer::Off => false,
         };
+        let argv_mode = argv_mode(pp, &cfg)?;
+        let mut tasks = Vec::new();
         let files = if use_lsm {
             let path_img = lsm::encode(plan, pp)?;
             let lsm_sink = Sink { rows: Arc::new(RwLock::new(Rows::default())), ..sink.clone() };
@@ -132,6 +152,22 @@ impl KernelSession {
         } else {
             Files::Off
         };
+        // Telemetry (the file fallback reads its open flags; the argv gate
+        // reads its exec events; with BPF LSM, task_kill guards stopped
+        // execs), then the fallback, then the network programs; any
+        // failure drops what was attached so far.
+        let (mut tracer, tring, tlost) = Tracer::start(cg.id()?, cg.level(), matches!(files, Files::Lsm(_)))?;
+        let gate = match (&cfg.exec_judge, tracer.pending.take()) {
+            (Some(judge), Some(pending)) => Some(Arc::new(Gate {
+                judge: RwLock::new(judge.0.clone()),
+                pending: std::sync::Mutex::new(pending),
+                mode: cfg.mode,
+                active: std::sync::atomic::AtomicU32::new(argv_mode),
+            })),
+            _ => None,
+        };
+        sink.gate = gate.clone();
+        tracer.set_argv_mode(argv_mode)?;
         let files = match (files, cfg.file_layer) {
             (Files::Off, FileLayer::Auto | FileLayer::Fanotify) => {
                 if cfg.file_mounts.is_empty() {
@@ -160,14 +196,20 @@ impl KernelSession {
             NetEnforcer::start(&cfg.cgroup, cfg.id.0, &img, cfg.mode, cfg.ctl_port.unwrap_or(0), rows)?;
         tasks.push(tokio::spawn(events::pump(ring, lost_map, sink.clone(), net::decode, stop_rx.clone())));
         tasks.push(tokio::spawn(events::pump(tring, tlost, sink, trace::decode, stop_rx)));
-        Ok((KernelSession { cfg, net, _tracer: tracer, files, lost, stop, tasks }, rx))
+        Ok((KernelSession { cfg, net, tracer, gate, files, lost, stop, tasks }, rx))
     }
 
     /// Replaces the policy: all new tables are computed first, then each
     /// layer's are written aside and activated with one flip (a request of
     /// any one kind sees the old policy or the new, never a mix). On error the old policy stays in force,
     /// unchanged.
-    pub fn swap(&mut self, plan: &Plan) -> Result<()> {
+    ///
+    /// `judge` replaces the exec judge (it must come from the same policy
+    /// document as `plan`); `None` keeps the current one.
+    pub fn swap(&mut self, plan: &Plan, judge: Option<JudgeRef>) -> Result<()> {
+        if let Some(j) = judge {
+            self.cfg.exec_judge = Some(j);
+        }
         let pp = plan
             .for_principal(&self.cfg.principal)
             .ok_or_else(|| Error::Plan(format!("the plan has no tables for Agent::{:?}", self.cfg.principal)))?;
@@ -180,8 +222,16 @@ impl KernelSession {
             Files::Fanotify(_) => Some(FileTables::from_plan(plan, &self.cfg.principal)?),
             _ => None,
         };
+        let argv_mode = argv_mode(pp, &self.cfg)?;
         // Everything is computed; now each layer flips atomically.
         self.net.swap(&img)?;
+        if let (Some(g), Some(j)) = (&self.gate, &self.cfg.exec_judge) {
+            if let Ok(mut cur) = g.judge.write() {
+                *cur = j.0.clone();
+            }
+            g.active.store(argv_mode, std::sync::atomic::Ordering::Relaxed);
+        }
+        self.tracer.set_argv_mode(argv_mode)?;
         match &mut self.files {
             Files::Lsm(l) => {
                 if let Some(img) = &path_img {
@@ -232,4 +282,19 @@ impl KernelSession {
             let _ = t.await;
         }
     }
+}
+
+/// `argv_mode` for a principal's tables: 0 when no exec verdict depends on
+/// arguments; else 1 (stop-and-decide) or 2 (shadow: report only). Errors
+/// when arguments must be decided and no judge was given.
+fn argv_mode(pp: &corral_policy::plan::PrincipalPlan, cfg: &SessionConfig) -> Result<u32> {
+    let needs = cfg.file_layer != FileLayer::Off
+        && pp.exec.entries.values().flat_map(|e| e.verdicts()).any(|v| v.allowed().is_none());
+    if !needs {
+        return Ok(0);
+    }
+    if cfg.exec_judge.is_none() {
+        return Err(Error::Plan("the policy decides some execs by their arguments, and no exec judge was given".into()));
+    }
+    Ok(if cfg.mode == Mode::Shadow { 2 } else { 1 })
 }

@@ -160,3 +160,15 @@ pub(crate) fn async_fd<T: std::os::fd::AsRawFd>(inner: T) -> io::Result<tokio::i
     unsafe { tokio::io::unix::AsyncFd::register_with_interest(inner, tokio::io::Interest::READABLE) }
         .map_err(|e| io::Error::other(e.to_string()))
 }
+
+/// Sends `sig` to process `pid` (errors ignored: the process may be gone).
+pub(crate) fn signal(pid: u32, sig: libc::c_int) {
+    let Ok(pid) = libc::pid_t::try_from(pid) else { return };
+    if pid <= 0 {
+        return;
+    }
+    // SAFETY: kill(2) with integer arguments; pid > 0 names one process.
+    unsafe {
+        libc::kill(pid, sig);
+    }
+}

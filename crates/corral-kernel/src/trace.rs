@@ -42,6 +42,8 @@ const OPEN_FLAGS_EXEC: u32 = u32::MAX;
 pub(crate) struct Tracer {
     _ebpf: Ebpf,
     flags: Arc<MapFlags>,
+    /// The `pending` map, until a gate takes it.
+    pub pending: Option<HashMap<MapData, u32, u32>>,
 }
 
 /// Open flags from the `open_flags` map.
@@ -70,9 +72,12 @@ impl Tracer {
     /// Loads and attaches every program. `cgid`/`level` name the session
     /// cgroup (id and depth).
     #[allow(clippy::type_complexity)]
+    /// `lsm`: also load `lsm/task_kill` (no SIGCONT to a process stopped
+    /// for an argv decision from inside the session).
     pub(crate) fn start(
         cgid: u64,
         level: u32,
+        lsm: bool,
     ) -> Result<(Tracer, RingBuf<MapData>, Option<Array<MapData, u64>>)> {
         ensure_tracefs()?;
         let btf = Btf::from_sys_fs().map_err(|e| bpf_err("read kernel BTF", chain(&e)))?;
@@ -120,6 +125,16 @@ impl Tracer {
                 }
             }
         }
+        if lsm {
+            let p: &mut aya::programs::Lsm = ebpf
+                .program_mut("task_kill")
+                .ok_or_else(|| bpf_err("task_kill", "missing from trace.bpf.o".into()))?
+                .try_into()
+                .map_err(|e| bpf_err("task_kill", chain(&e)))?;
+            p.load("task_kill", &btf).map_err(|e| bpf_err("load lsm/task_kill", chain(&e)))?;
+            p.attach().map_err(|e| bpf_err("attach lsm/task_kill", chain(&e)))?;
+        }
+        let pending = ebpf.take_map("pending").and_then(|m| HashMap::<MapData, u32, u32>::try_from(m).ok());
         let ring = RingBuf::try_from(
             ebpf.take_map("events").ok_or_else(|| bpf_err("map events", "missing".into()))?,
         )
@@ -130,7 +145,16 @@ impl Tracer {
         )
         .map_err(|e| bpf_err("map open_flags", chain(&e)))?;
         let flags = Arc::new(MapFlags { map: Mutex::new(map) });
-        Ok((Tracer { _ebpf: ebpf, flags }, ring, lost))
+        Ok((Tracer { _ebpf: ebpf, flags, pending }, ring, lost))
+    }
+
+    /// Sets `argv_mode`: 0 off, 1 stop-and-decide, 2 report only.
+    pub(crate) fn set_argv_mode(&mut self, mode: u32) -> Result<()> {
+        let mut m: Array<_, u32> = Array::try_from(
+            self._ebpf.map_mut("argv_mode").ok_or_else(|| bpf_err("map argv_mode", "missing".into()))?,
+        )
+        .map_err(|e| bpf_err("map argv_mode", chain(&e)))?;
+        m.set(0, mode, 0).map_err(|e| bpf_err("set argv_mode", chain(&e)))
     }
 
     /// The open-flags source for the fanotify fallback.
@@ -145,7 +169,11 @@ pub(crate) fn decode(sink: &Sink, r: &RawEvent) -> Option<corral_core::Event> {
         abi::EV_EXEC_TRACE => {
             let plen = (r.data_aux as usize).min(r.data.len());
             let path = String::from_utf8_lossy(r.data.get(..plen)?).trim_end_matches('\0').to_string();
-            What::ExecTrace { path, argv: split_argv(r.data.get(plen..)?) }
+            let argv = split_argv(r.data.get(plen..)?);
+            if let Some(g) = &sink.gate {
+                g.handle(sink, r, &argv);
+            }
+            What::ExecTrace { path, argv }
         }
         abi::EV_FORK => What::Fork { child: r.aux },
         abi::EV_EXIT => {

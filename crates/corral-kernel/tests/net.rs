@@ -198,9 +198,9 @@ fn hot_swap_flips_a_running_process() {
         policy(&p),
         p.a
     );
-    session.swap(&plan(&forbid)).unwrap();
+    session.swap(&plan(&forbid), None).unwrap();
     assert_eq!(ask(&target), "err 1 EPERM");
-    session.swap(&plan(&policy(&p))).unwrap();
+    session.swap(&plan(&policy(&p)), None).unwrap();
     assert_eq!(ask(&target), "ok");
     let _ = child.kill();
     let _ = child.wait();

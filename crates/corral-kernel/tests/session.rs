@@ -91,7 +91,7 @@ fn file_layer_tells_read_from_write_by_open_flags() {
     let more = format!(
         "{policy}\n@id(\"write-tmp\") permit (principal, action == Action::\"FileOpenReadWrite\", resource in Dir::\"{dir}/\");"
     );
-    s.swap(&plan(&more)).unwrap();
+    s.swap(&plan(&more), None).unwrap();
     assert_eq!(kt(Some(&cg), &format!("write {path}")).0, 0, "write allowed after swap");
     let evs = drain(&rt, &mut s, &mut rx);
     let denied = evs
@@ -102,4 +102,58 @@ fn file_layer_tells_read_from_write_by_open_flags() {
     assert!(denied.policies.is_empty(), "default deny names no policy: {:?}", denied.policies);
     drop(s);
     drop(cg);
+}
+
+#[test]
+fn exec_arguments_are_decided_before_the_first_instruction() {
+    if !require_root("exec_arguments_are_decided_before_the_first_instruction") {
+        return;
+    }
+    use std::os::unix::process::ExitStatusExt;
+    let rt = rt();
+    let _g = rt.enter();
+    let fs = Tmpfs::new("argv");
+    let policy = r#"@id("read-all") permit (principal, action == Action::"FileOpenReadOnly", resource in Dir::"/");
+@id("write-all") permit (principal, action == Action::"FileOpenReadWrite", resource in Dir::"/");
+@id("exec-all") permit (principal, action == Action::"ProcessExec", resource in Dir::"/");
+@id("no-force") forbid (principal, action == Action::"ProcessExec", resource) when { context.argv.contains("--force") };"#;
+    let (p, judge) = common::plan_and_judge(policy);
+    let cg = Cgroup::create(&cgroup_name("argv")).unwrap();
+    let mut cfg = SessionConfig::new(13, "claude", cg.path());
+    cfg.file_mounts = vec![fs.path.clone()];
+    cfg.exec_judge = Some(judge);
+    let (mut s, mut rx) = KernelSession::start(cfg, &p).unwrap();
+    let marker = fs.path.join("ran");
+    // Allowed: the program runs.
+    let mut ok = std::process::Command::new("/bin/sh");
+    ok.args(["-c", &format!("echo yes > {}", marker.display())]);
+    cg.place(&mut ok).unwrap();
+    assert!(ok.status().unwrap().success());
+    assert_eq!(std::fs::read_to_string(&marker).unwrap().trim(), "yes");
+    std::fs::remove_file(&marker).unwrap();
+    // Denied by argv: killed before its first instruction, so the file it
+    // would write never appears.
+    let mut bad = std::process::Command::new("/bin/sh");
+    bad.args(["-c", &format!("echo yes > {}", marker.display()), "--force"]);
+    cg.place(&mut bad).unwrap();
+    let st = bad.status().unwrap();
+    assert_eq!(st.signal(), Some(libc_sigkill()), "killed by SIGKILL: {st:?}");
+    assert!(!marker.exists(), "the denied program ran");
+    let evs = drain(&rt, &mut s, &mut rx);
+    let d = evs
+        .iter()
+        .find(|e| e.decision == Some(Decision::Deny) && matches!(&e.what, What::Exec { .. }))
+        .unwrap_or_else(|| panic!("no exec deny event: {evs:#?}"));
+    assert_eq!(d.policies, vec!["no-force".to_string()]);
+    match &d.what {
+        What::Exec { path, argv } => {
+            assert!(path.ends_with("sh") || path.contains("dash") || path.contains("bash"), "{path}");
+            assert!(argv.as_ref().unwrap().contains(&"--force".to_string()));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+fn libc_sigkill() -> i32 {
+    9
 }

@@ -20,6 +20,7 @@ const POLICY: &str = r#"
 @id("no-private") forbid (principal, action in Action::"FileOpen", resource in Dir::"/tmp/work/private/");
 @id("exec-all") permit (principal, action == Action::"ProcessExec", resource in Dir::"/");
 @id("no-forbidden") forbid (principal, action == Action::"ProcessExec", resource == File::"/tmp/work/bin/forbidden");
+@id("no-force") forbid (principal, action == Action::"ProcessExec", resource == File::"/tmp/work/bin/ok") when { context.argv.contains("--force") };
 @id("net") permit (principal, action == Action::"NetworkConnect", resource) when { context.port == PORT_A };
 "#;
 
@@ -64,6 +65,9 @@ fn verdict(want: &str, code: i32, out: &str) -> bool {
         "EPERM" => code == 1 && out.contains("EPERM"),
         // `exec` prints the program's output, then `ok <its exit code>`.
         "ok0" => code == 0 && out.lines().last() == Some("ok 0"),
+        // Killed by a signal (the exec helper reports -1).
+        // ... and printed nothing: it never ran.
+        "killed" => code == 0 && out.trim() == "ok -1",
         "nonzero" => code == 0 && out.lines().last().is_some_and(|l| l.starts_with("ok ") && l != "ok 0"),
         _ => false,
     }
@@ -98,9 +102,12 @@ fn run(kt_bin: &str, fanotify: bool) -> Result<bool, Box<dyn std::error::Error>>
         "guest.cedar",
         POLICY.replace("PORT_A", &pa.to_string()),
     )]);
+    let doc = checked.doc.ok_or("policy did not load")?;
+    let judge = corral_kernel::session::JudgeRef(std::sync::Arc::new(corral_kernel::argv::CedarJudge::new(&doc)));
     let plan = checked.plan.ok_or("policy did not compile")?;
     let cg = Cgroup::create(&format!("corral-guest-{}", std::process::id()))?;
     let mut cfg = SessionConfig::new(1, "claude", cg.path());
+    cfg.exec_judge = Some(judge);
     if fanotify {
         cfg.file_layer = FileLayer::Fanotify;
         cfg.file_mounts = vec!["/tmp".into()];
@@ -126,6 +133,8 @@ fn run(kt_bin: &str, fanotify: bool) -> Result<bool, Box<dyn std::error::Error>>
         c("exec-hardlink-of-forbidden", "exec /tmp/work/bin/hardlink pid".into(), "EPERM"),
         c("exec-via-ld-so", "exec /lib64/ld-linux-x86-64.so.2 /tmp/work/bin/forbidden pid".into(), "nonzero"),
         c("script-with-forbidden-interpreter", "exec /tmp/work/script.sh".into(), "EPERM"),
+        c("exec-argv-allowed", "exec /tmp/work/bin/ok pid --gentle".into(), "ok0"),
+        c("exec-argv-forbidden-killed-before-running", "exec /tmp/work/bin/ok pid --force".into(), "killed"),
         c("connect-allowed", format!("tcp 127.0.0.1 {pa}"), "ok"),
         c("connect-denied", format!("tcp 127.0.0.1 {pb}"), "EPERM"),
         c("connect-v4-mapped-denied", format!("tcp ::ffff:127.0.0.1 {pb}"), "EPERM"),
@@ -176,7 +185,7 @@ fn run(kt_bin: &str, fanotify: bool) -> Result<bool, Box<dyn std::error::Error>>
     let plan2 = corral_policy::check(vec![corral_policy::Source::new("guest2.cedar", swapped)])
         .plan
         .ok_or("swapped policy did not compile")?;
-    session.swap(&plan2)?;
+    session.swap(&plan2, None)?;
     let got = ask("read /tmp/work/secret.txt")?;
     let pass = got == "ok 6";
     all &= pass;

@@ -35,8 +35,12 @@ pub fn require_root(test: &str) -> bool {
 /// Compiles Cedar text into a plan; panics with the diagnostics if it has errors.
 pub fn plan(text: &str) -> corral_policy::Plan {
     let checked = corral_policy::check(vec![corral_policy::Source::new("test.cedar", text.to_string())]);
-    let errors: Vec<String> =
-        checked.diagnostics.iter().filter(|d| d.is_error()).map(|d| format!("{d:?}")).collect();
+    let errors: Vec<String> = checked
+        .diagnostics
+        .iter()
+        .filter(|d| d.is_error())
+        .map(|d| format!("{d:?}"))
+        .collect();
     assert!(errors.is_empty(), "policy errors: {errors:#?}");
     checked.plan.expect("plan")
 }
@@ -55,7 +59,10 @@ pub fn kt(cg: Option<&corral_kernel::cgroup::Cgroup>, action: &str) -> (i32, Str
         cg.place(&mut cmd).expect("place in cgroup");
     }
     let out = cmd.output().expect("run corral-kt");
-    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).trim().to_string())
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).trim().to_string(),
+    )
 }
 
 /// A tmpfs mounted on a fresh temp dir; unmounted and removed on drop.
@@ -81,7 +88,10 @@ impl Tmpfs {
 
 impl Drop for Tmpfs {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg("-l").arg(&self.path).status();
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.path)
+            .status();
         let _ = std::fs::remove_dir(&self.path);
     }
 }
@@ -92,4 +102,22 @@ pub fn net_only(id: u32, cgroup: &std::path::Path) -> corral_kernel::session::Se
     let mut c = corral_kernel::session::SessionConfig::new(id, "claude", cgroup);
     c.file_layer = corral_kernel::session::FileLayer::Off;
     c
+}
+
+/// A plan and the exec judge from the same policy text.
+pub fn plan_and_judge(text: &str) -> (corral_policy::Plan, corral_kernel::session::JudgeRef) {
+    let checked = corral_policy::check(vec![corral_policy::Source::new("test.cedar", text.to_string())]);
+    let errors: Vec<String> = checked
+        .diagnostics
+        .iter()
+        .filter(|d| d.is_error())
+        .map(|d| format!("{d:?}"))
+        .collect();
+    assert!(errors.is_empty(), "policy errors: {errors:#?}");
+    let doc = checked.doc.expect("doc");
+    let judge = corral_kernel::argv::CedarJudge::new(&doc);
+    (
+        checked.plan.expect("plan"),
+        corral_kernel::session::JudgeRef(std::sync::Arc::new(judge)),
+    )
 }
