@@ -20,12 +20,16 @@ enum Command {
     /// Validate, explain and compile policies.
     #[command(subcommand)]
     Policy(commands::policy::PolicyCmd),
+    /// Probe this host (by loading and attaching tiny programs) and show
+    /// which layer enforces each decision kind. Exit 1 if a kind has none.
+    Doctor(commands::doctor::DoctorArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Policy(cmd) => commands::policy::run(cmd),
+        Command::Doctor(args) => commands::doctor::run(args),
     };
     match result {
         Ok(code) => code,

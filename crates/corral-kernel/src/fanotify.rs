@@ -50,10 +50,10 @@
 //!    yields `userspace`; if it did, it would deny (fail closed).
 //! 7. Loader processes: when `/proc/<pid>/exe` is a dynamic loader
 //!    (`ld-linux*.so*`, `ld-musl*`, `ld.so`, `ld64.so*`), the process is
-//!    running the loader directly (`ld.so /path/bin`), and every open it
-//!    makes is decided by the file table *and* the exec table with the exec
-//!    identity; a `userspace` exec verdict denies there (argv is not
-//!    known). Cost: such a process can only load (or read) files that
+//!    running the loader directly (`ld.so /path/bin`), and every open of a
+//!    non-directory it makes is decided by the file table *and* the exec
+//!    table with the exec identity; a `userspace` exec verdict denies there
+//!    (argv is not known). Cost: such a process can only load (or read) files that
 //!    `ProcessExec` permits — including its libraries, when the library
 //!    directories are on a marked mount.
 //!
@@ -124,8 +124,13 @@
 //!
 //! # Known limits
 //! * `FAN_MARK_MOUNT` sees opens through the marked mounts only: a mount
-//!   made later (a new mount namespace, a bind mount in a user namespace)
-//!   is a different mount. Sessions must not be able to create mounts.
+//!   made later is a different mount and is not asked about. Measured on
+//!   6.18: a session process that runs `unshare -m` (the copies of the
+//!   marked mounts in its new namespace) or bind-mounts a marked directory
+//!   elsewhere reads a denied file. Sessions must not be able to create
+//!   mount namespaces or mounts (no `CAP_SYS_ADMIN`, and no user
+//!   namespaces: `unshare -Urm` needs neither). `FAN_MARK_FILESYSTEM`
+//!   would see those opens, but under the alias path of a bind mount.
 //! * The listener's fd for a device node is a real open of the device.
 //!   Mounts with device nodes should not be marked.
 //! * With the ELF interpreter on a marked mount, the kernel's open of it
@@ -138,7 +143,8 @@ use corral_core::{Access, Decision, Event, Layer, Mode, Proc, SessionId, What};
 use corral_policy::plan::{PathTable, Plan, Verdict};
 use nix::errno::Errno;
 use nix::sys::fanotify::{
-    EventFFlags, Fanotify as Group, FanotifyEvent, FanotifyResponse, InitFlags, MarkFlags, MaskFlags, Response,
+    EventFFlags, Fanotify as Group, FanotifyEvent, FanotifyResponse, InitFlags, MarkFlags, MaskFlags,
+    Response,
 };
 use nix::sys::stat::{fstat, FileStat, SFlag};
 use sha2::{Digest, Sha256};
@@ -245,13 +251,25 @@ impl FileTables {
         if !obj.is_reg || !self.denied_sizes.contains(&obj.size) {
             return None;
         }
-        if let Some(d) = self.denied.iter().find(|d| d.dev == obj.dev && d.ino == obj.ino && d.size == obj.size) {
+        if let Some(d) = self
+            .denied
+            .iter()
+            .find(|d| d.dev == obj.dev && d.ino == obj.ino && d.size == obj.size)
+        {
             return Some(d.by.clone());
         }
         match content.sha256() {
-            Some(h) => self.denied.iter().find(|d| d.size == obj.size && d.sha256 == h).map(|d| d.by.clone()),
+            Some(h) => self
+                .denied
+                .iter()
+                .find(|d| d.size == obj.size && d.sha256 == h)
+                .map(|d| d.by.clone()),
             // Unreadable with a denied binary's size: fail closed.
-            None => self.denied.iter().find(|d| d.size == obj.size).map(|d| d.by.clone()),
+            None => self
+                .denied
+                .iter()
+                .find(|d| d.size == obj.size)
+                .map(|d| d.by.clone()),
         }
     }
 
@@ -292,7 +310,9 @@ fn identity_of(path: &str, by: &[usize]) -> Result<Option<Identity>> {
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
     loop {
-        let n = f.read(&mut buf).map_err(|e| Error::io(format!("exec identity: read {path}"), e))?;
+        let n = f
+            .read(&mut buf)
+            .map_err(|e| Error::io(format!("exec identity: read {path}"), e))?;
         if n == 0 {
             break;
         }
@@ -404,10 +424,16 @@ struct Outcome {
 
 impl Outcome {
     fn allow(by: Vec<usize>) -> Outcome {
-        Outcome { allow: Some(true), by }
+        Outcome {
+            allow: Some(true),
+            by,
+        }
     }
     fn deny(by: Vec<usize>) -> Outcome {
-        Outcome { allow: Some(false), by }
+        Outcome {
+            allow: Some(false),
+            by,
+        }
     }
     fn deferred(by: Vec<usize>) -> Outcome {
         Outcome { allow: None, by }
@@ -426,7 +452,14 @@ fn both(a: Outcome, b: Outcome) -> Outcome {
         v
     };
     match (a.denied(), b.denied()) {
-        (false, false) => Outcome { allow: if a.allow.is_none() || b.allow.is_none() { None } else { Some(true) }, by: merge(a.by, b.by) },
+        (false, false) => Outcome {
+            allow: if a.allow.is_none() || b.allow.is_none() {
+                None
+            } else {
+                Some(true)
+            },
+            by: merge(a.by, b.by),
+        },
         (true, false) => a,
         (false, true) => b,
         (true, true) => Outcome::deny(merge(a.by, b.by)),
@@ -455,7 +488,12 @@ struct Content<'a> {
 
 impl<'a> Content<'a> {
     fn new(fd: BorrowedFd<'a>, size: u64) -> Content<'a> {
-        Content { fd, size, hash: None, read: false }
+        Content {
+            fd,
+            size,
+            hash: None,
+            read: false,
+        }
     }
 
     fn sha256(&mut self) -> Option<[u8; 32]> {
@@ -503,7 +541,10 @@ struct Who {
 }
 
 fn who(tid: u32) -> Who {
-    let mut w = Who { tgid: tid, ..Who::default() };
+    let mut w = Who {
+        tgid: tid,
+        ..Who::default()
+    };
     if let Ok(s) = std::fs::read_to_string(format!("/proc/{tid}/status")) {
         for l in s.lines() {
             if let Some(v) = l.strip_prefix("Name:") {
@@ -533,7 +574,11 @@ fn is_loader(exe: &str) -> bool {
 
 fn monotonic_ns() -> u64 {
     nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
-        .map(|t| (t.tv_sec() as u64).saturating_mul(1_000_000_000).saturating_add(t.tv_nsec() as u64))
+        .map(|t| {
+            (t.tv_sec() as u64)
+                .saturating_mul(1_000_000_000)
+                .saturating_add(t.tv_nsec() as u64)
+        })
         .unwrap_or(0)
 }
 
@@ -561,22 +606,27 @@ impl Fanotify {
             | InitFlags::FAN_UNLIMITED_QUEUE
             | InitFlags::FAN_UNLIMITED_MARKS;
         // O_NONBLOCK: the listener's fd for a FIFO must not wait for a writer.
-        let ev_flags = EventFFlags::O_RDONLY | EventFFlags::O_LARGEFILE | EventFFlags::O_CLOEXEC | EventFFlags::O_NONBLOCK;
-        let (group, report_tid) = match Group::init(base | InitFlags::FAN_REPORT_TID, ev_flags) {
-            Ok(g) => (g, true),
-            Err(Errno::EINVAL) => (
-                Group::init(base, ev_flags).map_err(|e| {
-                    Error::io("fanotify_init(FAN_CLASS_CONTENT|FAN_UNLIMITED_QUEUE|FAN_UNLIMITED_MARKS)", os_err(e))
-                })?,
-                false,
-            ),
-            Err(e) => {
-                return Err(Error::io(
+        let ev_flags = EventFFlags::O_RDONLY
+            | EventFFlags::O_LARGEFILE
+            | EventFFlags::O_CLOEXEC
+            | EventFFlags::O_NONBLOCK;
+        let (group, report_tid) =
+            match Group::init(base | InitFlags::FAN_REPORT_TID, ev_flags) {
+                Ok(g) => (g, true),
+                Err(Errno::EINVAL) => (
+                    Group::init(base, ev_flags).map_err(|e| {
+                        Error::io(
+                            "fanotify_init(FAN_CLASS_CONTENT|FAN_UNLIMITED_QUEUE|FAN_UNLIMITED_MARKS)",
+                            os_err(e),
+                        )
+                    })?,
+                    false,
+                ),
+                Err(e) => return Err(Error::io(
                     "fanotify_init(FAN_CLASS_CONTENT|FAN_REPORT_TID|FAN_UNLIMITED_QUEUE|FAN_UNLIMITED_MARKS)",
                     os_err(e),
-                ))
-            }
-        };
+                )),
+            };
         for m in &cfg.mounts {
             check_mount(m)?;
             group
@@ -588,7 +638,10 @@ impl Fanotify {
                 )
                 .map_err(|e| {
                     Error::io(
-                        format!("fanotify_mark(FAN_MARK_MOUNT, FAN_OPEN_PERM|FAN_OPEN_EXEC_PERM) on {}", m.display()),
+                        format!(
+                            "fanotify_mark(FAN_MARK_MOUNT, FAN_OPEN_PERM|FAN_OPEN_EXEC_PERM) on {}",
+                            m.display()
+                        ),
                         os_err(e),
                     )
                 })?;
@@ -601,7 +654,11 @@ impl Fanotify {
             report_tid,
             flags,
             events,
-            state: Mutex::new(State { tables, cache: HashMap::new(), pending_exec: HashMap::new() }),
+            state: Mutex::new(State {
+                tables,
+                cache: HashMap::new(),
+                pending_exec: HashMap::new(),
+            }),
             lost: AtomicU64::new(0),
             decisions: AtomicU64::new(0),
         });
@@ -610,7 +667,11 @@ impl Fanotify {
             .name("corral-fanotify".into())
             .spawn(move || s.run(stop_r))
             .map_err(|e| Error::io("fanotify: spawn the event thread", e))?;
-        Ok(Fanotify { shared, stop_w: Some(stop_w), thread: Some(thread) })
+        Ok(Fanotify {
+            shared,
+            stop_w: Some(stop_w),
+            thread: Some(thread),
+        })
     }
 
     /// Replaces the tables atomically: every decision made after `swap`
@@ -711,7 +772,12 @@ impl Shared {
     fn flush_ignore_marks(&self) {
         // FAN_MARK_FLUSH without a mount/filesystem flag: inode marks only.
         // The dirfd is not used by the kernel for a flush.
-        let _ = self.group.mark(MarkFlags::FAN_MARK_FLUSH, MaskFlags::empty(), self.group.as_fd(), None::<&Path>);
+        let _ = self.group.mark(
+            MarkFlags::FAN_MARK_FLUSH,
+            MaskFlags::empty(),
+            self.group.as_fd(),
+            None::<&Path>,
+        );
     }
 
     fn run(&self, stop_r: OwnedFd) {
@@ -762,8 +828,16 @@ impl Shared {
         if !mask.intersects(MaskFlags::FAN_OPEN_PERM | MaskFlags::FAN_OPEN_EXEC_PERM) {
             return;
         }
-        let allow = if ev.check_version() { self.decide(ev.pid(), mask, fd) } else { true };
-        let resp = if allow { Response::FAN_ALLOW } else { Response::FAN_DENY };
+        let allow = if ev.check_version() {
+            self.decide(ev.pid(), mask, fd)
+        } else {
+            true
+        };
+        let resp = if allow {
+            Response::FAN_ALLOW
+        } else {
+            Response::FAN_DENY
+        };
         // ENOENT: the opener was killed and the event withdrawn.
         let _ = self.group.write_response(FanotifyResponse::new(fd, resp));
     }
@@ -804,11 +878,22 @@ impl Shared {
         let kind = if exec {
             Kind::Exec
         } else {
-            let loader = who.exe.as_deref().is_some_and(is_loader);
-            let access = if obj.is_dir { Some(Access::Read) } else { self.flags.access_of(who.tgid, tid) };
+            // Directories cannot be loaded: the exec table does not judge them.
+            let loader = !obj.is_dir && who.exe.as_deref().is_some_and(is_loader);
+            let access = if obj.is_dir {
+                Some(Access::Read)
+            } else {
+                self.flags.access_of(who.tgid, tid)
+            };
             Kind::Open { access, loader }
         };
-        let key = CacheKey { dev: obj.dev, ino: obj.ino, size: obj.size, path: obj.path.clone(), kind: kind.code() };
+        let key = CacheKey {
+            dev: obj.dev,
+            ino: obj.ino,
+            size: obj.size,
+            path: obj.path.clone(),
+            kind: kind.code(),
+        };
         let outcome = match st.cache.get(&key) {
             Some(o) => o.clone(),
             None => {
@@ -840,7 +925,8 @@ impl Shared {
         };
         let allow_now = !outcome.denied() || self.cfg.mode == Mode::Shadow;
         if exec && allow_now {
-            st.pending_exec.insert(key_tid, (obj.dev, obj.ino, Instant::now()));
+            st.pending_exec
+                .insert(key_tid, (obj.dev, obj.ino, Instant::now()));
         }
         if outcome.allow == Some(true) && st.tables.ignorable(&obj) {
             // Under the lock: a concurrent swap() flushes after this mark,
@@ -862,7 +948,10 @@ impl Shared {
             (None, _) => None,
         };
         let what = match kind {
-            Kind::Exec => What::Exec { path: obj.path.clone(), argv: None },
+            Kind::Exec => What::Exec {
+                path: obj.path.clone(),
+                argv: None,
+            },
             Kind::Open { access, .. } => What::FileOpen {
                 path: obj.path.clone(),
                 access: match access {
@@ -875,7 +964,12 @@ impl Shared {
             session: self.cfg.session,
             principal: self.cfg.principal.clone(),
             ts_ns,
-            proc: Proc { pid: who.tgid, ppid: who.ppid, comm: who.comm, exe: who.exe },
+            proc: Proc {
+                pid: who.tgid,
+                ppid: who.ppid,
+                comm: who.comm,
+                exe: who.exe,
+            },
             what,
             decision,
             layer: Layer::Fanotify,
@@ -936,8 +1030,14 @@ mod tests {
     fn both_merges() {
         let a = Outcome::allow(vec![1]);
         let d = Outcome::deny(vec![3, 2]);
-        assert_eq!(both(a.clone(), Outcome::allow(vec![0])), Outcome::allow(vec![0, 1]));
+        assert_eq!(
+            both(a.clone(), Outcome::allow(vec![0])),
+            Outcome::allow(vec![0, 1])
+        );
         assert_eq!(both(a, d.clone()), d);
-        assert_eq!(both(Outcome::deny(vec![2]), Outcome::deny(vec![4])), Outcome::deny(vec![2, 4]));
+        assert_eq!(
+            both(Outcome::deny(vec![2]), Outcome::deny(vec![4])),
+            Outcome::deny(vec![2, 4])
+        );
     }
 }

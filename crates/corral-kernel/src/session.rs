@@ -99,6 +99,8 @@ pub struct KernelSession {
     gate: Option<Arc<Gate>>,
     files: Files,
     lost: Arc<AtomicU64>,
+    _reaper: crate::sys::Reaper,
+    _reaper_fds: (std::fs::File, std::fs::File),
     stop: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -196,7 +198,35 @@ impl KernelSession {
             NetEnforcer::start(&cfg.cgroup, cfg.id.0, &img, cfg.mode, cfg.ctl_port.unwrap_or(0), rows)?;
         tasks.push(tokio::spawn(events::pump(ring, lost_map, sink.clone(), net::decode, stop_rx.clone())));
         tasks.push(tokio::spawn(events::pump(tring, tlost, sink, trace::decode, stop_rx)));
-        Ok((KernelSession { cfg, net, tracer, gate, files, lost, stop, tasks }, rx))
+        // Last: the watchdog that kills the session if this process dies,
+        // holding every link (inherited at fork) until the cgroup is empty.
+        let kill_path = cfg.cgroup.join("cgroup.kill");
+        let kill_f = std::fs::OpenOptions::new().write(true).open(&kill_path).map_err(|e| {
+            Error::io(format!("open {} (kernels before 5.14 lack it; corral needs it)", kill_path.display()), e)
+        })?;
+        let events_path = cfg.cgroup.join("cgroup.events");
+        let events_f =
+            std::fs::File::open(&events_path).map_err(|e| Error::io(format!("open {}", events_path.display()), e))?;
+        let reaper = {
+            use std::os::fd::AsRawFd;
+            crate::sys::Reaper::spawn(kill_f.as_raw_fd(), events_f.as_raw_fd())
+                .map_err(|e| Error::io("start the session watchdog", e))?
+        };
+        Ok((
+            KernelSession {
+                cfg,
+                net,
+                tracer,
+                gate,
+                files,
+                lost,
+                _reaper: reaper,
+                _reaper_fds: (kill_f, events_f),
+                stop,
+                tasks,
+            },
+            rx,
+        ))
     }
 
     /// Replaces the policy: all new tables are computed first, then each

@@ -172,3 +172,153 @@ pub(crate) fn signal(pid: u32, sig: libc::c_int) {
         libc::kill(pid, sig);
     }
 }
+
+/// A forked watchdog that kills the session's cgroup when the supervisor
+/// dies, while still holding every BPF link the supervisor held (it
+/// inherits them at fork), so enforcement never lapses before the session's
+/// processes are dead.
+pub(crate) struct Reaper {
+    pid: libc::pid_t,
+    /// Write end of the pipe: closed by the supervisor's death (kill the
+    /// session) or written by [`Reaper::dismiss`] (exit quietly).
+    pipe_w: libc::c_int,
+}
+
+impl Reaper {
+    /// Forks the watchdog. `kill_fd`: `cgroup.kill` (or `cgroup.procs` of a
+    /// kernel without it: then the watchdog cannot kill and says so by
+    /// returning an error here) opened for writing; `events_fd`:
+    /// `cgroup.events` opened for reading, polled until the cgroup is empty.
+    pub(crate) fn spawn(kill_fd: libc::c_int, events_fd: libc::c_int) -> io::Result<Reaper> {
+        let mut fds = [0 as libc::c_int; 2];
+        // SAFETY: pipe2 fills the two-element array.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+            return Err(last_err());
+        }
+        let (r, w) = (fds[0], fds[1]);
+        // SAFETY: after fork the child only makes async-signal-safe calls
+        // (close, poll, read, write, pread, _exit) on descriptors it owns,
+        // and never returns into Rust code: it ends with _exit.
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            // SAFETY: closing our own fresh descriptors.
+            unsafe {
+                libc::close(r);
+                libc::close(w);
+            }
+            return Err(last_err());
+        }
+        if pid == 0 {
+            // SAFETY: see above; child side.
+            unsafe { reaper_main(r, w, kill_fd, events_fd) }
+        }
+        // SAFETY: the parent keeps only the write end.
+        unsafe {
+            libc::close(r);
+        }
+        Ok(Reaper { pid, pipe_w: w })
+    }
+
+    /// Normal shutdown: the watchdog exits without killing anything.
+    pub(crate) fn dismiss(&mut self) {
+        if self.pipe_w < 0 {
+            return;
+        }
+        let b = [1u8];
+        // SAFETY: writing one byte to our pipe, closing it, then reaping our
+        // own child.
+        unsafe {
+            libc::write(self.pipe_w, b.as_ptr().cast(), 1);
+            libc::close(self.pipe_w);
+            let mut st = 0;
+            libc::waitpid(self.pid, &mut st, 0);
+        }
+        self.pipe_w = -1;
+    }
+}
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        self.dismiss();
+    }
+}
+
+/// The watchdog's body (child of fork; async-signal-safe calls only).
+unsafe fn reaper_main(r: libc::c_int, w: libc::c_int, kill_fd: libc::c_int, events_fd: libc::c_int) -> ! {
+    // SAFETY (whole body): async-signal-safe libc calls on owned fds.
+    unsafe {
+        libc::close(w);
+        // Keep only what the watchdog needs: its pipe, the two cgroup
+        // files, and BPF objects (links keep the programs attached). Every
+        // other inherited descriptor is closed, so that closing it in the
+        // supervisor still means what its owner expects (e.g. a stop pipe).
+        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        let max = if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+            (lim.rlim_cur as u64).min(1 << 16) as libc::c_int
+        } else {
+            4096
+        };
+        let mut path = *b"/proc/self/fd/\0\0\0\0\0\0\0\0";
+        let mut link = [0u8; 64];
+        for fd in 0..max {
+            if fd == r || fd == kill_fd || fd == events_fd {
+                continue;
+            }
+            // "/proc/self/fd/<fd>" without allocating.
+            let mut digits = [0u8; 8];
+            let mut n = fd;
+            let mut k = 0;
+            loop {
+                digits[k] = b'0' + (n % 10) as u8;
+                k += 1;
+                n /= 10;
+                if n == 0 || k == digits.len() {
+                    break;
+                }
+            }
+            for i in 0..k {
+                path[14 + i] = digits[k - 1 - i];
+            }
+            path[14 + k] = 0;
+            let got = libc::readlink(path.as_ptr().cast(), link.as_mut_ptr().cast(), link.len());
+            if got < 0 {
+                continue;
+            }
+            if link[..got as usize].starts_with(b"anon_inode:bpf") {
+                continue;
+            }
+            libc::close(fd);
+        }
+        let mut pfd = libc::pollfd { fd: r, events: libc::POLLIN, revents: 0 };
+        loop {
+            let n = libc::poll(&mut pfd, 1, -1);
+            if n < 0 && *libc::__errno_location() == libc::EINTR {
+                continue;
+            }
+            break;
+        }
+        let mut b = [0u8; 1];
+        let got = libc::read(r, b.as_mut_ptr().cast(), 1);
+        if got == 1 {
+            // Dismissed: the supervisor shut the session down itself.
+            libc::_exit(0);
+        }
+        // EOF: the supervisor died. Kill the session, then hold the links
+        // until the cgroup is empty (at most ~5 s).
+        let one = b"1";
+        libc::write(kill_fd, one.as_ptr().cast(), 1);
+        let mut buf = [0u8; 256];
+        for _ in 0..500 {
+            let n = libc::pread(events_fd, buf.as_mut_ptr().cast(), buf.len(), 0);
+            if n > 0 {
+                let s = &buf[..n as usize];
+                if s.windows(11).any(|x| x == b"populated 0") {
+                    break;
+                }
+            }
+            let mut p = libc::pollfd { fd: events_fd, events: libc::POLLPRI, revents: 0 };
+            libc::poll(&mut p, 1, 10);
+        }
+        libc::_exit(0)
+    }
+}

@@ -157,3 +157,35 @@ fn exec_arguments_are_decided_before_the_first_instruction() {
 fn libc_sigkill() -> i32 {
     9
 }
+
+#[test]
+fn supervisor_death_kills_the_session_without_a_lapse() {
+    if !require_root("supervisor_death_kills_the_session_without_a_lapse") {
+        return;
+    }
+    use std::io::BufRead;
+    let cg = Cgroup::create(&cgroup_name("reaper")).unwrap();
+    let mut sup = std::process::Command::new(env!("CARGO_BIN_EXE_corral-kguest"))
+        .arg("--hold")
+        .arg(cg.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(sup.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let pid: u32 = line.trim().strip_prefix("READY ").unwrap_or_else(|| panic!("{line}")).parse().unwrap();
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    // Enforced while the supervisor lives.
+    assert_eq!(kt(Some(&cg), &format!("tcp 127.0.0.1 {port}")).0, 1);
+    sup.kill().unwrap();
+    let _ = sup.wait();
+    // The watchdog kills the session's processes...
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while std::path::Path::new(&format!("/proc/{pid}")).exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    assert!(stat.is_empty() || stat.contains(") Z"), "session process {pid} survived its supervisor: {stat}");
+    assert!(cg.pids().is_empty(), "cgroup still has {:?}", cg.pids());
+}

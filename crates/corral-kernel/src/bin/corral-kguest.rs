@@ -30,6 +30,16 @@ fn main() {
         eprintln!("usage: corral-kguest KT_BINARY [--fanotify]");
         std::process::exit(2);
     };
+    if kt == "--hold" {
+        // `corral-kguest --hold CGROUP_DIR`: a supervisor that starts a
+        // deny-all network session on CGROUP_DIR, runs `sleep 1000` in it,
+        // prints `READY <pid>` and waits to be killed (the watchdog test).
+        if let Err(e) = hold(args.get(2).map(String::as_str).unwrap_or("")) {
+            println!("ERROR {e}");
+            std::process::exit(3);
+        }
+        return;
+    }
     let fanotify = args.iter().any(|a| a == "--fanotify");
     match run(&kt, fanotify) {
         Ok(true) => {}
@@ -212,4 +222,26 @@ fn run(kt_bin: &str, fanotify: bool) -> Result<bool, Box<dyn std::error::Error>>
     drop(child);
     drop(cg);
     Ok(all)
+}
+
+fn hold(dir: &str) -> Result<(), Box<dyn std::error::Error>> {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    let _g = rt.enter();
+    let cg = Cgroup::open(Path::new(dir))?;
+    let plan = corral_policy::check(vec![corral_policy::Source::new("hold.cedar", String::new())])
+        .plan
+        .ok_or("empty policy did not compile")?;
+    let mut cfg = SessionConfig::new(9, "claude", cg.path());
+    cfg.file_layer = FileLayer::Off;
+    let (_session, _rx) = KernelSession::start(cfg, &plan)?;
+    let mut cmd = Command::new("/bin/sleep");
+    cmd.arg("1000");
+    cg.place(&mut cmd)?;
+    let child = cmd.spawn()?;
+    println!("READY {}", child.id());
+    use std::io::Write;
+    std::io::stdout().flush()?;
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(60));
+    }
 }

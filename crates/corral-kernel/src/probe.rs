@@ -1,1 +1,0 @@
-//! Capability probe for `corral doctor` (being written).
