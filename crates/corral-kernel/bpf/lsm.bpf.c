@@ -291,3 +291,33 @@ int BPF_PROG(mmap_file, struct file *file, unsigned long reqprot, unsigned long 
 	emit(w, EV_EXEC, verdict, gen, ACC_EXEC, len);
 	return verdict == V_DENY ? -EPERM : 0;
 }
+
+/* Mount tricks: a process of the session could bind a forbidden file or
+ * directory somewhere its policy allows (in a private mount namespace) and
+ * open it under that alias. Session processes may not mount, move mounts,
+ * or create user namespaces (which would give them CAP_SYS_ADMIN over a
+ * new mount namespace). */
+SEC("lsm/sb_mount")
+int BPF_PROG(sb_mount, const char *dev_name, const struct path *path, const char *type, unsigned long flags,
+	     void *data, int ret)
+{
+	if (ret)
+		return ret;
+	return in_session() ? -EPERM : 0;
+}
+
+SEC("lsm/move_mount")
+int BPF_PROG(move_mount, const struct path *from_path, const struct path *to_path, int ret)
+{
+	if (ret)
+		return ret;
+	return in_session() ? -EPERM : 0;
+}
+
+SEC("lsm/userns_create")
+int BPF_PROG(userns_create, const struct cred *cred, int ret)
+{
+	if (ret)
+		return ret;
+	return in_session() ? -EPERM : 0;
+}

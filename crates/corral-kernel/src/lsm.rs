@@ -200,7 +200,14 @@ impl LsmEnforcer {
             rows,
         };
         me.swap(img)?;
-        for (prog, hook) in [("file_open", "file_open"), ("bprm_check", "bprm_check_security"), ("mmap_file", "mmap_file")] {
+        for (prog, hook) in [
+            ("file_open", "file_open"),
+            ("bprm_check", "bprm_check_security"),
+            ("mmap_file", "mmap_file"),
+            ("sb_mount", "sb_mount"),
+            ("move_mount", "move_mount"),
+            ("userns_create", "userns_create"),
+        ] {
             let p: &mut Lsm = me
                 .ebpf
                 .program_mut(prog)

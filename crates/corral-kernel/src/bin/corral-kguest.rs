@@ -97,12 +97,19 @@ fn run(kt_bin: &str, fanotify: bool) -> Result<bool, Box<dyn std::error::Error>>
     std::fs::write(w.join("secret.txt"), "secret")?;
     std::fs::write(w.join("private/key"), "key")?;
     std::fs::copy(kt_bin, w.join("bin/ok"))?;
-    std::fs::copy(kt_bin, w.join("bin/forbidden"))?;
+    // The forbidden binary must differ from corral-kt itself: the fanotify
+    // fallback also denies byte-identical copies of a forbidden binary.
+    let mut forbidden = std::fs::read(kt_bin)?;
+    forbidden.extend_from_slice(b"\0corral-forbidden");
+    std::fs::write(w.join("bin/forbidden"), forbidden)?;
     std::os::unix::fs::symlink(w.join("secret.txt"), w.join("link-to-secret"))?;
     std::fs::hard_link(w.join("bin/forbidden"), w.join("bin/hardlink"))?;
+    std::fs::copy(w.join("bin/forbidden"), w.join("bin/copy-of-forbidden"))?;
     std::fs::write(w.join("script.sh"), "#!/tmp/work/bin/forbidden pid\n")?;
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(w.join("script.sh"), std::fs::Permissions::from_mode(0o755))?;
+    for f in ["script.sh", "bin/forbidden", "bin/copy-of-forbidden"] {
+        std::fs::set_permissions(w.join(f), std::fs::Permissions::from_mode(0o755))?;
+    }
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let pa = listener.local_addr()?.port();
     let other = std::net::TcpListener::bind("127.0.0.1:0")?;
@@ -141,10 +148,12 @@ fn run(kt_bin: &str, fanotify: bool) -> Result<bool, Box<dyn std::error::Error>>
         c("exec-allowed", "exec /tmp/work/bin/ok pid".into(), "ok0"),
         c("exec-forbidden", "exec /tmp/work/bin/forbidden pid".into(), "EPERM"),
         c("exec-hardlink-of-forbidden", "exec /tmp/work/bin/hardlink pid".into(), "EPERM"),
+        c("exec-copy-of-forbidden", "exec /tmp/work/bin/copy-of-forbidden pid".into(), if fanotify { "EPERM" } else { "gap" }),
         c("exec-via-ld-so", "exec /lib64/ld-linux-x86-64.so.2 /tmp/work/bin/forbidden pid".into(), "nonzero"),
         c("script-with-forbidden-interpreter", "exec /tmp/work/script.sh".into(), "EPERM"),
         c("exec-argv-allowed", "exec /tmp/work/bin/ok pid --gentle".into(), "ok0"),
         c("exec-argv-forbidden-killed-before-running", "exec /tmp/work/bin/ok pid --force".into(), "killed"),
+        c("bind-mount-alias", "bindread /tmp/work/secret.txt /tmp/work/allowed.txt".into(), if fanotify { "gap" } else { "EPERM" }),
         c("connect-allowed", format!("tcp 127.0.0.1 {pa}"), "ok"),
         c("connect-denied", format!("tcp 127.0.0.1 {pb}"), "EPERM"),
         c("connect-v4-mapped-denied", format!("tcp ::ffff:127.0.0.1 {pb}"), "EPERM"),
@@ -152,9 +161,15 @@ fn run(kt_bin: &str, fanotify: bool) -> Result<bool, Box<dyn std::error::Error>>
     let mut all = true;
     for case in &cases {
         let (code, out) = kt(kt_bin, Some(&cg), &case.action)?;
+        let shown = out.replace('\n', " | ");
+        if case.want == "gap" {
+            // A known gap of this layer (docs/SECURITY.md): reported, not
+            // counted; the line says whether the escape worked here.
+            println!("CASE {} KNOWN-GAP {shown}", case.name);
+            continue;
+        }
         let pass = verdict(case.want, code, &out);
         all &= pass;
-        let shown = out.replace('\n', " | ");
         println!("CASE {} {} {shown} (want {})", case.name, if pass { "PASS" } else { "FAIL" }, case.want);
     }
     // A cgroup created after attach is governed.

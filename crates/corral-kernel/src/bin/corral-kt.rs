@@ -9,6 +9,7 @@
 //! Actions: `tcp ADDR PORT`, `udp ADDR PORT` (sendto), `udpc ADDR PORT`
 //! (connect), `tfo ADDR PORT` (TCP Fast Open sendto), `read PATH`,
 //! `write PATH`, `reopen PATH` (O_PATH, then open /proc/self/fd/N),
+//! `bindread SRC DST` (private mount namespace, bind SRC on DST, read DST),
 //! `exec PATH [ARGS...]`, `sleep MS`, `comm NAME` (set
 //! comm), `pid`. Output: `ok [detail]` or `err <errno> <name>`.
 
@@ -68,6 +69,10 @@ fn act(line: &str) -> (i32, String) {
             std::fs::File::open(p).and_then(|mut f| f.read_to_string(&mut s)).map(|n| n.to_string())
         }),
         "reopen" => rest.first().map_or(Err(std::io::Error::from_raw_os_error(libc::EINVAL)), |p| reopen(p)),
+        "bindread" => match (rest.first(), rest.get(1)) {
+            (Some(src), Some(dst)) => bindread(src, dst),
+            _ => Err(std::io::Error::from_raw_os_error(libc::EINVAL)),
+        },
         "write" => rest.first().map_or(Err(std::io::Error::from_raw_os_error(libc::EINVAL)), |p| {
             std::fs::OpenOptions::new().write(true).open(p).and_then(|mut f| f.write_all(b"x")).map(|_| String::new())
         }),
@@ -157,6 +162,30 @@ fn reopen(p: &str) -> std::io::Result<String> {
     std::fs::File::open(format!("/proc/self/fd/{}", f.as_raw_fd()))
         .and_then(|mut g| g.read_to_string(&mut s))
         .map(|n| n.to_string())
+}
+
+/// In a new mount namespace, binds `src` over `dst` and reads `dst`: the
+/// mount-alias escape. Fails at unshare or mount where sessions may not.
+#[allow(unsafe_code)]
+fn bindread(src: &str, dst: &str) -> std::io::Result<String> {
+    use std::ffi::CString;
+    let bad = |_| std::io::Error::from_raw_os_error(libc::EINVAL);
+    let (s, d) = (CString::new(src).map_err(bad)?, CString::new(dst).map_err(bad)?);
+    // SAFETY: unshare with a flag; mount with valid C strings and no data.
+    unsafe {
+        if libc::unshare(libc::CLONE_NEWNS) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let none = CString::new("none").map_err(bad)?;
+        if libc::mount(none.as_ptr(), c"/".as_ptr(), std::ptr::null(), libc::MS_REC | libc::MS_PRIVATE, std::ptr::null()) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if libc::mount(s.as_ptr(), d.as_ptr(), std::ptr::null(), libc::MS_BIND, std::ptr::null()) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    let mut out = String::new();
+    std::fs::File::open(dst).and_then(|mut f| f.read_to_string(&mut out)).map(|n| n.to_string())
 }
 
 #[allow(unsafe_code)]
