@@ -25,8 +25,11 @@ corral_apt_install() {
 }
 
 corral_build_deps() {
-    # A C compiler for crates with build scripts (cedar's stack-growth helper).
-    corral_apt_install build-essential pkg-config
+    # A C compiler for crates with build scripts (cedar's stack-growth helper);
+    # clang, llvm and bpftool build the BPF programs (corral-kernel/build.rs
+    # compiles bpf/*.bpf.c against the running kernel's BTF); libbpf-dev
+    # provides bpf_helpers.h.
+    corral_apt_install build-essential pkg-config clang llvm bpftool libbpf-dev
     if ! corral_need_cmd cargo; then
         if [ -x "$HOME/.cargo/bin/cargo" ]; then
             export PATH="$HOME/.cargo/bin:$PATH"
@@ -36,4 +39,11 @@ corral_build_deps() {
             exit 3
         fi
     fi
+}
+
+corral_vm_deps() {
+    # The BPF LSM tests boot Debian's own kernel under QEMU (the host
+    # kernel may refuse BPF LSM programs): qemu, the kernel, and a static
+    # busybox for the initramfs.
+    corral_apt_install qemu-system-x86 linux-image-amd64 busybox-static
 }

@@ -8,7 +8,8 @@ use std::process::Command;
 
 fn main() {
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap_or_else(|_| fail("OUT_DIR is not set")));
-    let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| fail("no manifest dir")));
+    let manifest =
+        PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| fail("no manifest dir")));
     let bpf_dir = manifest.join("bpf");
     println!("cargo:rerun-if-changed=bpf");
 
@@ -18,7 +19,11 @@ fn main() {
         let dump = Command::new("bpftool")
             .args(["btf", "dump", "file", &btf, "format", "c"])
             .output()
-            .unwrap_or_else(|e| fail(&format!("cannot run bpftool ({e}); install the Debian package bpftool")));
+            .unwrap_or_else(|e| {
+                fail(&format!(
+                    "cannot run bpftool ({e}); install the Debian package bpftool"
+                ))
+            });
         if !dump.status.success() {
             fail(&format!(
                 "bpftool btf dump {btf} failed: {}",
@@ -40,10 +45,21 @@ fn main() {
 }
 
 fn compile(src: &Path, include: &Path, out: &Path) {
-    let name = src.file_name().map(|n| n.to_string_lossy().replace(".bpf.c", ".bpf.o")).unwrap_or_default();
+    let name = src
+        .file_name()
+        .map(|n| n.to_string_lossy().replace(".bpf.c", ".bpf.o"))
+        .unwrap_or_default();
     let obj = out.join(name);
     let status = Command::new("clang")
-        .args(["-g", "-O2", "-target", "bpf", "-D__TARGET_ARCH_x86", "-Wall", "-Werror"])
+        .args([
+            "-g",
+            "-O2",
+            "-target",
+            "bpf",
+            "-D__TARGET_ARCH_x86",
+            "-Wall",
+            "-Werror",
+        ])
         .arg("-I")
         .arg(out)
         .arg("-I")
@@ -53,7 +69,11 @@ fn compile(src: &Path, include: &Path, out: &Path) {
         .arg("-o")
         .arg(&obj)
         .status()
-        .unwrap_or_else(|e| fail(&format!("cannot run clang ({e}); install the Debian package clang")));
+        .unwrap_or_else(|e| {
+            fail(&format!(
+                "cannot run clang ({e}); install the Debian package clang"
+            ))
+        });
     if !status.success() {
         fail(&format!("clang failed on {}", src.display()));
     }

@@ -18,7 +18,6 @@
 #define EV_EXEC_TRACE 5 /* sched_process_exec: path + argv */
 #define EV_FORK 6
 #define EV_EXIT 7
-#define EV_EXEC_KILLED 8 /* argv did not match the approved argv: killed */
 
 /* Access bits (EV_FILE_OPEN flags). */
 #define ACC_READ 1

@@ -21,15 +21,12 @@ pub(crate) const EV_EXEC: u32 = 4;
 pub(crate) const EV_EXEC_TRACE: u32 = 5;
 pub(crate) const EV_FORK: u32 = 6;
 pub(crate) const EV_EXIT: u32 = 7;
-pub(crate) const EV_EXEC_KILLED: u32 = 8;
 
 pub(crate) const PROTO_TCP: u8 = 0;
 pub(crate) const PROTO_UDP: u8 = 1;
 
 /// Rule index the programs report for corral's own control port.
 pub(crate) const RULE_CONTROL_PORT: u32 = 0xffff_fffe;
-/// Rule index reported when no table cell matched (default deny).
-pub(crate) const RULE_NONE: u32 = 0xffff_ffff;
 
 /// `struct corral_cfg`.
 #[repr(C)]
@@ -82,7 +79,6 @@ pub(crate) struct RawEvent {
     pub ts_ns: u64,
     pub kind: u32,
     pub pid: u32,
-    pub tid: u32,
     pub ppid: u32,
     pub verdict: u32,
     pub rule: u32,
@@ -115,12 +111,13 @@ impl RawEvent {
         let comm = String::from_utf8_lossy(&comm_raw[..end]).into_owned();
         let data_len = u32_at(b, 80)? as usize;
         let data_aux = u32_at(b, 84)?;
-        let data = b.get(EVENT_HDR..EVENT_HDR + data_len.min(b.len() - EVENT_HDR))?.to_vec();
+        let data = b
+            .get(EVENT_HDR..EVENT_HDR + data_len.min(b.len() - EVENT_HDR))?
+            .to_vec();
         Some(RawEvent {
             ts_ns,
             kind: f(0)?,
             pid: f(1)?,
-            tid: f(2)?,
             ppid: f(3)?,
             verdict: f(4)?,
             rule: f(5)?,
@@ -138,7 +135,12 @@ impl RawEvent {
     /// The destination address of a network event.
     pub fn ip(&self) -> IpAddr {
         if self.family == 4 {
-            IpAddr::V4(Ipv4Addr::new(self.addr[0], self.addr[1], self.addr[2], self.addr[3]))
+            IpAddr::V4(Ipv4Addr::new(
+                self.addr[0],
+                self.addr[1],
+                self.addr[2],
+                self.addr[3],
+            ))
         } else {
             IpAddr::V6(Ipv6Addr::from(self.addr))
         }
@@ -161,16 +163,5 @@ impl RawEvent {
             V_WOULD_DENY => Some(Decision::WouldDeny),
             _ => None,
         }
-    }
-
-    /// NUL-separated strings of `data` from `from`.
-    pub fn strings(&self, from: usize) -> Vec<String> {
-        self.data
-            .get(from..)
-            .unwrap_or_default()
-            .split(|c| *c == 0)
-            .filter(|s| !s.is_empty())
-            .map(|s| String::from_utf8_lossy(s).into_owned())
-            .collect()
     }
 }

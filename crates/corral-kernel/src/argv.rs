@@ -37,15 +37,28 @@ pub struct CedarJudge {
 impl CedarJudge {
     /// A judge for `doc` (the same document the plan was compiled from).
     pub fn new(doc: &PolicyDoc) -> CedarJudge {
-        CedarJudge { ev: Evaluator::new(doc), ids: doc.policies.iter().map(|p| p.id.clone()).collect() }
+        CedarJudge {
+            ev: Evaluator::new(doc),
+            ids: doc.policies.iter().map(|p| p.id.clone()).collect(),
+        }
     }
 }
 
 impl ExecJudge for CedarJudge {
     fn decide(&self, principal: &str, path: &str, argv: &[String]) -> (bool, Vec<String>) {
-        let req = Request::Exec { principal: principal.to_string(), path: path.to_string(), argv: argv.to_vec() };
+        let req = Request::Exec {
+            principal: principal.to_string(),
+            path: path.to_string(),
+            argv: argv.to_vec(),
+        };
         match self.ev.decide(&req) {
-            Ok(d) => (d.allowed, d.determining.iter().filter_map(|i| self.ids.get(*i).cloned()).collect()),
+            Ok(d) => (
+                d.allowed,
+                d.determining
+                    .iter()
+                    .filter_map(|i| self.ids.get(*i).cloned())
+                    .collect(),
+            ),
             // A request Cedar cannot even form (e.g. a non-canonical path)
             // is denied.
             Err(e) => (false, vec![format!("corral:invalid-request: {e}")]),
@@ -99,10 +112,22 @@ impl Gate {
             if let Ok(mut p) = self.pending.lock() {
                 let _ = p.remove(&r.pid);
             }
-            let sig = if decision == Decision::Deny { libc::SIGKILL } else { libc::SIGCONT };
+            let sig = if decision == Decision::Deny {
+                libc::SIGKILL
+            } else {
+                libc::SIGCONT
+            };
             crate::sys::signal(r.pid, sig);
         }
-        let mut ev = sink.event(r, What::Exec { path, argv: Some(argv.to_vec()) }, Some(decision), Layer::Userspace);
+        let mut ev = sink.event(
+            r,
+            What::Exec {
+                path,
+                argv: Some(argv.to_vec()),
+            },
+            Some(decision),
+            Layer::Userspace,
+        );
         ev.policies = policies;
         sink.send(ev);
     }

@@ -14,10 +14,13 @@ use std::process::Command;
 
 /// The mount point of the cgroup-v2 hierarchy, from `/proc/self/mountinfo`.
 pub fn v2_root() -> Result<PathBuf> {
-    let info = fs::read_to_string("/proc/self/mountinfo").map_err(|e| Error::io("read /proc/self/mountinfo", e))?;
+    let info =
+        fs::read_to_string("/proc/self/mountinfo").map_err(|e| Error::io("read /proc/self/mountinfo", e))?;
     for line in info.lines() {
         // ... mount-point ... - fstype source options
-        let Some((left, right)) = line.split_once(" - ") else { continue };
+        let Some((left, right)) = line.split_once(" - ") else {
+            continue;
+        };
         if right.split_whitespace().next() == Some("cgroup2") {
             if let Some(mp) = left.split_whitespace().nth(4) {
                 return Ok(PathBuf::from(unescape(mp)));
@@ -61,7 +64,11 @@ impl Cgroup {
         let root = v2_root()?;
         let path = root.join(rel.trim_start_matches('/'));
         fs::create_dir_all(&path).map_err(|e| Error::io(format!("create cgroup {}", path.display()), e))?;
-        Ok(Cgroup { root, path, owned: true })
+        Ok(Cgroup {
+            root,
+            path,
+            owned: true,
+        })
     }
 
     /// An existing cgroup (e.g. a container's), not removed on drop.
@@ -75,14 +82,22 @@ impl Cgroup {
             )));
         }
         fs::metadata(path).map_err(|e| Error::io(format!("cgroup {}", path.display()), e))?;
-        Ok(Cgroup { root, path: path.to_path_buf(), owned: false })
+        Ok(Cgroup {
+            root,
+            path: path.to_path_buf(),
+            owned: false,
+        })
     }
 
     /// A child cgroup (created now), owned by its parent's lifetime.
     pub fn child(&self, name: &str) -> Result<Cgroup> {
         let path = self.path.join(name);
         fs::create_dir_all(&path).map_err(|e| Error::io(format!("create cgroup {}", path.display()), e))?;
-        Ok(Cgroup { root: self.root.clone(), path, owned: true })
+        Ok(Cgroup {
+            root: self.root.clone(),
+            path,
+            owned: true,
+        })
     }
 
     /// The directory.
@@ -92,7 +107,11 @@ impl Cgroup {
 
     /// The path as `/proc/<pid>/cgroup` shows it (`/a/b`).
     pub fn rel(&self) -> String {
-        let r = self.path.strip_prefix(&self.root).map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+        let r = self
+            .path
+            .strip_prefix(&self.root)
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
         format!("/{r}")
     }
 

@@ -39,7 +39,9 @@ impl Sink {
         if rule == abi::RULE_CONTROL_PORT {
             return vec!["corral:control-plane".into()];
         }
-        let Ok(rows) = self.rows.read() else { return Vec::new() };
+        let Ok(rows) = self.rows.read() else {
+            return Vec::new();
+        };
         rows.gens
             .get(gen as usize & 1)
             .and_then(|g| g.get(rule as usize))
@@ -56,7 +58,11 @@ impl Sink {
 
     /// Builds the common part of an event.
     pub fn event(&self, r: &RawEvent, what: What, decision: Option<Decision>, layer: Layer) -> Event {
-        let policies = if decision.is_some() { self.policies(r.gen, r.rule) } else { Vec::new() };
+        let policies = if decision.is_some() {
+            self.policies(r.gen, r.rule)
+        } else {
+            Vec::new()
+        };
         Event {
             session: self.session,
             principal: self.principal.clone(),
@@ -79,7 +85,9 @@ impl Sink {
 
 /// Parent pid from `/proc/<pid>/stat` (0 when the process is gone).
 pub(crate) fn ppid_of(pid: u32) -> u32 {
-    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0 };
+    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0;
+    };
     // comm may contain spaces and parentheses: fields resume after the last ')'.
     s.rsplit_once(')')
         .and_then(|(_, rest)| rest.split_whitespace().nth(1))
@@ -149,7 +157,6 @@ fn report_lost(map: &Option<aya::maps::Array<aya::maps::MapData, u64>>, seen: &m
             ts_ns: now_ns(),
             kind: 0,
             pid: 0,
-            tid: 0,
             ppid: 0,
             verdict: 0,
             rule: 0,

@@ -23,10 +23,10 @@ pub mod cgroup;
 pub mod events;
 pub mod fanotify;
 pub use lsm::bpf_lsm_active;
+mod lsm;
+mod net;
 pub mod obj;
 pub mod probe;
-mod net;
-mod lsm;
 pub mod session;
 mod sys;
 mod trace;
@@ -62,7 +62,10 @@ pub enum Error {
 
 impl Error {
     pub(crate) fn io(what: impl Into<String>, source: std::io::Error) -> Error {
-        Error::Io { what: what.into(), source }
+        Error::Io {
+            what: what.into(),
+            source,
+        }
     }
 }
 

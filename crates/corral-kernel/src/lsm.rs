@@ -90,12 +90,25 @@ pub(crate) fn encode(plan: &Plan, pp: &PrincipalPlan) -> Result<PathImage> {
             Verdict::Userspace { policies } => (abi::V_USERSPACE, policies, false),
         };
         let rule = *row_of.entry(pols.clone()).or_insert_with(|| {
-            img.rows.push(pols.iter().filter_map(|i| plan.policies.get(*i)).map(|p| p.id.clone()).collect());
+            img.rows.push(
+                pols.iter()
+                    .filter_map(|i| plan.policies.get(*i))
+                    .map(|p| p.id.clone())
+                    .collect(),
+            );
             (img.rows.len() - 1) as u32
         });
-        VerdictCell { v: code, pad: [if forbid { VF_FORBID } else { 0 }, 0, 0], rule }
+        VerdictCell {
+            v: code,
+            pad: [if forbid { VF_FORBID } else { 0 }, 0, 0],
+            rule,
+        }
     };
-    let tables: [(u8, &PathTable); 3] = [(T_READ, &pp.file_read), (T_WRITE, &pp.file_write), (T_EXEC, &pp.exec)];
+    let tables: [(u8, &PathTable); 3] = [
+        (T_READ, &pp.file_read),
+        (T_WRITE, &pp.file_write),
+        (T_EXEC, &pp.exec),
+    ];
     for (t, table) in tables {
         let mut paths: Vec<&String> = table.entries.keys().collect();
         paths.sort();
@@ -107,7 +120,12 @@ pub(crate) fn encode(plan: &Plan, pp: &PrincipalPlan) -> Result<PathImage> {
                     p.len()
                 )));
             }
-            let mut key = PathKey { gen: 0, table: t, len: p.len() as u16, path: [0; PKEY_MAX] };
+            let mut key = PathKey {
+                gen: 0,
+                table: t,
+                len: p.len() as u16,
+                path: [0; PKEY_MAX],
+            };
             key.path[..p.len()].copy_from_slice(p.as_bytes());
             let mut val = PathVal::default();
             if let Some(f) = &e.file {
@@ -138,7 +156,11 @@ fn inode_of(path: &str) -> Option<InoKey> {
     let dev = m.dev();
     // The kernel's internal dev_t is major << 20 | minor.
     let (major, minor) = (libc::major(dev), libc::minor(dev));
-    Some(InoKey { ino: m.ino(), dev: (major << 20) | minor, gen: 0 })
+    Some(InoKey {
+        ino: m.ino(),
+        dev: (major << 20) | minor,
+        gen: 0,
+    })
 }
 
 /// The loaded and attached LSM programs of one session.
@@ -153,7 +175,10 @@ pub(crate) struct LsmEnforcer {
 }
 
 fn bpf_err(what: &str, detail: String) -> Error {
-    Error::Bpf { what: what.to_string(), detail }
+    Error::Bpf {
+        what: what.to_string(),
+        detail,
+    }
 }
 
 /// Whether `bpf` is in the active LSM list (mounting securityfs if needed).
@@ -164,7 +189,9 @@ pub fn bpf_lsm_active() -> bool {
             .args(["-t", "securityfs", "securityfs", "/sys/kernel/security"])
             .status();
     }
-    std::fs::read_to_string(list).map(|s| s.trim().split(',').any(|l| l == "bpf")).unwrap_or(false)
+    std::fs::read_to_string(list)
+        .map(|s| s.trim().split(',').any(|l| l == "bpf"))
+        .unwrap_or(false)
 }
 
 impl LsmEnforcer {
@@ -178,7 +205,9 @@ impl LsmEnforcer {
         rows: Arc<RwLock<Rows>>,
     ) -> Result<(LsmEnforcer, RingBuf<MapData>, Option<Array<MapData, u64>>)> {
         if !bpf_lsm_active() {
-            return Err(Error::Unsupported("BPF LSM is not active (`bpf` is not in /sys/kernel/security/lsm)".into()));
+            return Err(Error::Unsupported(
+                "BPF LSM is not active (`bpf` is not in /sys/kernel/security/lsm)".into(),
+            ));
         }
         let btf = Btf::from_sys_fs().map_err(|e| bpf_err("read kernel BTF", chain(&e)))?;
         let mut ebpf = EbpfLoader::new()
@@ -186,9 +215,14 @@ impl LsmEnforcer {
             .override_global("session_level", &level, true)
             .load(&obj::LSM.bytes)
             .map_err(|e| bpf_err("load bpf/lsm.bpf.c", chain(&e)))?;
-        let ring = RingBuf::try_from(ebpf.take_map("events").ok_or_else(|| bpf_err("map events", "missing".into()))?)
-            .map_err(|e| bpf_err("map events", chain(&e)))?;
-        let lost = ebpf.take_map("lost").and_then(|m| Array::<MapData, u64>::try_from(m).ok());
+        let ring = RingBuf::try_from(
+            ebpf.take_map("events")
+                .ok_or_else(|| bpf_err("map events", "missing".into()))?,
+        )
+        .map_err(|e| bpf_err("map events", chain(&e)))?;
+        let lost = ebpf
+            .take_map("lost")
+            .and_then(|m| Array::<MapData, u64>::try_from(m).ok());
         let barrier = sys::RcuBarrier::new().map_err(|e| Error::io("create the RCU barrier maps", e))?;
         let mut me = LsmEnforcer {
             ebpf,
@@ -214,8 +248,10 @@ impl LsmEnforcer {
                 .ok_or_else(|| bpf_err(prog, "missing from lsm.bpf.o".into()))?
                 .try_into()
                 .map_err(|e| bpf_err(prog, chain(&e)))?;
-            p.load(hook, &btf).map_err(|e| bpf_err(&format!("load lsm/{hook}"), chain(&e)))?;
-            p.attach().map_err(|e| bpf_err(&format!("attach lsm/{hook}"), chain(&e)))?;
+            p.load(hook, &btf)
+                .map_err(|e| bpf_err(&format!("load lsm/{hook}"), chain(&e)))?;
+            p.attach()
+                .map_err(|e| bpf_err(&format!("attach lsm/{hook}"), chain(&e)))?;
         }
         Ok((me, ring, lost))
     }
@@ -223,16 +259,24 @@ impl LsmEnforcer {
     /// Writes `img` into the inactive generation, then activates it.
     pub(crate) fn swap(&mut self, img: &PathImage) -> Result<()> {
         let next = self.gen ^ 1;
-        self.barrier.wait().map_err(|e| Error::io("wait for an RCU grace period", e))?;
+        self.barrier
+            .wait()
+            .map_err(|e| Error::io("wait for an RCU grace period", e))?;
         {
-            let mut map: HashMap<_, PathKey, PathVal> =
-                HashMap::try_from(self.ebpf.map_mut("paths").ok_or_else(|| bpf_err("map paths", "missing".into()))?)
-                    .map_err(|e| bpf_err("map paths", chain(&e)))?;
+            let mut map: HashMap<_, PathKey, PathVal> = HashMap::try_from(
+                self.ebpf
+                    .map_mut("paths")
+                    .ok_or_else(|| bpf_err("map paths", "missing".into()))?,
+            )
+            .map_err(|e| bpf_err("map paths", chain(&e)))?;
             for k in self.written[next as usize].drain(..) {
                 let _ = map.remove(&k);
             }
             for (key, val) in &img.entries {
-                let k = PathKey { gen: next as u8, ..*key };
+                let k = PathKey {
+                    gen: next as u8,
+                    ..*key
+                };
                 if let Err(e) = map.insert(k, val, 0) {
                     for k in self.written[next as usize].drain(..) {
                         let _ = map.remove(&k);
@@ -244,7 +288,9 @@ impl LsmEnforcer {
         }
         {
             let mut map: HashMap<_, InoKey, VerdictCell> = HashMap::try_from(
-                self.ebpf.map_mut("denied_ino").ok_or_else(|| bpf_err("map denied_ino", "missing".into()))?,
+                self.ebpf
+                    .map_mut("denied_ino")
+                    .ok_or_else(|| bpf_err("map denied_ino", "missing".into()))?,
             )
             .map_err(|e| bpf_err("map denied_ino", chain(&e)))?;
             for k in self.written_ino[next as usize].drain(..) {
@@ -252,18 +298,28 @@ impl LsmEnforcer {
             }
             for (key, val) in &img.inodes {
                 let k = InoKey { gen: next, ..*key };
-                map.insert(k, val, 0).map_err(|e| bpf_err("write the inode identities", chain(&e)))?;
+                map.insert(k, val, 0)
+                    .map_err(|e| bpf_err("write the inode identities", chain(&e)))?;
                 self.written_ino[next as usize].push(k);
             }
         }
         if let Ok(mut rows) = self.rows.write() {
             rows.gens[next as usize] = img.rows.clone();
         }
-        let mut cfg: Array<_, Cfg> =
-            Array::try_from(self.ebpf.map_mut("cfg").ok_or_else(|| bpf_err("map cfg", "missing".into()))?)
-                .map_err(|e| bpf_err("map cfg", chain(&e)))?;
-        let c = Cfg { gen: next, mode: u32::from(self.mode == Mode::Shadow), ctl_port: 0, ready: 1 };
-        cfg.set(0, c, 0).map_err(|e| bpf_err("activate the path table", chain(&e)))?;
+        let mut cfg: Array<_, Cfg> = Array::try_from(
+            self.ebpf
+                .map_mut("cfg")
+                .ok_or_else(|| bpf_err("map cfg", "missing".into()))?,
+        )
+        .map_err(|e| bpf_err("map cfg", chain(&e)))?;
+        let c = Cfg {
+            gen: next,
+            mode: u32::from(self.mode == Mode::Shadow),
+            ctl_port: 0,
+            ready: 1,
+        };
+        cfg.set(0, c, 0)
+            .map_err(|e| bpf_err("activate the path table", chain(&e)))?;
         self.gen = next;
         Ok(())
     }
@@ -271,16 +327,26 @@ impl LsmEnforcer {
 
 /// Ring-buffer record -> event, for the LSM programs.
 pub(crate) fn decode(sink: &Sink, r: &RawEvent) -> Option<corral_core::Event> {
-    let path = String::from_utf8_lossy(&r.data).trim_end_matches('\0').to_string();
+    let path = String::from_utf8_lossy(&r.data)
+        .trim_end_matches('\0')
+        .to_string();
     let what = match r.kind {
         abi::EV_FILE_OPEN => What::FileOpen {
             path,
-            access: if r.flags & 2 != 0 { Access::Write } else { Access::Read },
+            access: if r.flags & 2 != 0 {
+                Access::Write
+            } else {
+                Access::Read
+            },
         },
         abi::EV_EXEC => What::Exec { path, argv: None },
         _ => return None,
     };
     // V_USERSPACE: allowed here, argv decided at exec (see `argv`).
-    let decision = if r.verdict == 4 { Some(corral_core::Decision::Allow) } else { r.decision() };
+    let decision = if r.verdict == 4 {
+        Some(corral_core::Decision::Allow)
+    } else {
+        r.decision()
+    };
     Some(sink.event(r, what, decision, Layer::BpfLsm))
 }

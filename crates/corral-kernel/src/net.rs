@@ -47,7 +47,10 @@ pub(crate) fn encode(plan: &Plan, pp: &PrincipalPlan) -> Result<NetImage> {
             Protocol::Udp => abi::PROTO_UDP,
         };
         if t.ports.first().map(|r| r.lo) != Some(0) {
-            return Err(Error::Plan(format!("{} port classes do not start at port 0", t.protocol.as_str())));
+            return Err(Error::Plan(format!(
+                "{} port classes do not start at port 0",
+                t.protocol.as_str()
+            )));
         }
         if t.ports.len() > MAX_CLASSES {
             return Err(Error::Plan(format!(
@@ -76,11 +79,32 @@ pub(crate) fn encode(plan: &Plan, pp: &PrincipalPlan) -> Result<NetImage> {
                     Verdict::Userspace { policies } => (abi::V_DENY, policies),
                 };
                 let rule = *row_of.entry(pols.clone()).or_insert_with(|| {
-                    img.rows.push(pols.iter().filter_map(|i| plan.policies.get(*i)).map(|p| p.id.clone()).collect());
+                    img.rows.push(
+                        pols.iter()
+                            .filter_map(|i| plan.policies.get(*i))
+                            .map(|p| p.id.clone())
+                            .collect(),
+                    );
                     (img.rows.len() - 1) as u32
                 });
-                let key = NetKey { gen: 0, proto, family, pad: 0, class: class as u16, addr, tail: 0 };
-                img.cells.push((key, NET_KEY_FIXED_BITS + plen, VerdictCell { v: code, pad: [0; 3], rule }));
+                let key = NetKey {
+                    gen: 0,
+                    proto,
+                    family,
+                    pad: 0,
+                    class: class as u16,
+                    addr,
+                    tail: 0,
+                };
+                img.cells.push((
+                    key,
+                    NET_KEY_FIXED_BITS + plen,
+                    VerdictCell {
+                        v: code,
+                        pad: [0; 3],
+                        rule,
+                    },
+                ));
             }
         }
     }
@@ -106,7 +130,10 @@ pub(crate) struct NetEnforcer {
 }
 
 fn bpf_err(what: &str, e: impl std::fmt::Display) -> Error {
-    Error::Bpf { what: what.to_string(), detail: e.to_string() }
+    Error::Bpf {
+        what: what.to_string(),
+        detail: e.to_string(),
+    }
 }
 
 /// An error with its whole source chain (aya puts the errno in a source).
@@ -138,14 +165,28 @@ impl NetEnforcer {
             .override_global("session_id", &session, true)
             .load(&obj::NET.bytes)
             .map_err(|e| bpf_err("load bpf/net.bpf.c", chain(&e)))?;
-        let ring = RingBuf::try_from(ebpf.take_map("events").ok_or_else(|| bpf_err("map events", "missing"))?)
-            .map_err(|e| bpf_err("map events", e))?;
-        let lost = ebpf.take_map("lost").and_then(|m| Array::<MapData, u64>::try_from(m).ok());
+        let ring = RingBuf::try_from(
+            ebpf.take_map("events")
+                .ok_or_else(|| bpf_err("map events", "missing"))?,
+        )
+        .map_err(|e| bpf_err("map events", e))?;
+        let lost = ebpf
+            .take_map("lost")
+            .and_then(|m| Array::<MapData, u64>::try_from(m).ok());
         let barrier = sys::RcuBarrier::new().map_err(|e| Error::io("create the RCU barrier maps", e))?;
-        let mut me = NetEnforcer { ebpf, gen: 1, mode, ctl_port, written: Default::default(), barrier, rows };
+        let mut me = NetEnforcer {
+            ebpf,
+            gen: 1,
+            mode,
+            ctl_port,
+            written: Default::default(),
+            barrier,
+            rows,
+        };
         // First tables go to generation 0 (`swap` flips 1 -> 0).
         me.swap(img)?;
-        let dir = std::fs::File::open(cgroup).map_err(|e| Error::io(format!("open cgroup {}", cgroup.display()), e))?;
+        let dir = std::fs::File::open(cgroup)
+            .map_err(|e| Error::io(format!("open cgroup {}", cgroup.display()), e))?;
         for name in ["connect4", "connect6", "sendmsg4", "sendmsg6"] {
             let prog: &mut CgroupSockAddr = me
                 .ebpf
@@ -153,13 +194,18 @@ impl NetEnforcer {
                 .ok_or_else(|| bpf_err(name, "program missing from net.bpf.o"))?
                 .try_into()
                 .map_err(|e| bpf_err(name, e))?;
-            prog.load().map_err(|e| bpf_err(&format!("load cgroup/{name}"), chain(&e)))?;
+            prog.load()
+                .map_err(|e| bpf_err(&format!("load cgroup/{name}"), chain(&e)))?;
             // On kernels >= 5.7 aya attaches with a BPF link, which the
             // kernel always treats as BPF_F_ALLOW_MULTI (and rejects any
             // flag with EINVAL): descendants can add programs, never
             // override this one. `Single` is how aya asks for flags = 0.
-            prog.attach(&dir, CgroupAttachMode::Single)
-                .map_err(|e| bpf_err(&format!("attach cgroup/{name} to {}", cgroup.display()), chain(&e)))?;
+            prog.attach(&dir, CgroupAttachMode::Single).map_err(|e| {
+                bpf_err(
+                    &format!("attach cgroup/{name} to {}", cgroup.display()),
+                    chain(&e),
+                )
+            })?;
         }
         Ok((me, ring, lost))
     }
@@ -169,17 +215,27 @@ impl NetEnforcer {
         let next = self.gen ^ 1;
         // No program may still be reading generation `next` (it was the
         // active one before the previous flip).
-        self.barrier.wait().map_err(|e| Error::io("wait for an RCU grace period", e))?;
+        self.barrier
+            .wait()
+            .map_err(|e| Error::io("wait for an RCU grace period", e))?;
         {
             let mut trie: LpmTrie<_, NetKey, VerdictCell> = LpmTrie::try_from(
-                self.ebpf.map_mut("net_table").ok_or_else(|| bpf_err("map net_table", "missing"))?,
+                self.ebpf
+                    .map_mut("net_table")
+                    .ok_or_else(|| bpf_err("map net_table", "missing"))?,
             )
             .map_err(|e| bpf_err("map net_table", e))?;
             for k in self.written[next as usize].drain(..) {
                 let _ = trie.remove(&k);
             }
             for (key, plen, cell) in &img.cells {
-                let k = Key::new(*plen, NetKey { gen: next as u8, ..*key });
+                let k = Key::new(
+                    *plen,
+                    NetKey {
+                        gen: next as u8,
+                        ..*key
+                    },
+                );
                 if let Err(e) = trie.insert(&k, cell, 0) {
                     // Leave the active generation untouched: the swap failed.
                     for k in self.written[next as usize].drain(..) {
@@ -192,19 +248,25 @@ impl NetEnforcer {
         }
         {
             let mut bounds: Array<_, u16> = Array::try_from(
-                self.ebpf.map_mut("port_bounds").ok_or_else(|| bpf_err("map port_bounds", "missing"))?,
+                self.ebpf
+                    .map_mut("port_bounds")
+                    .ok_or_else(|| bpf_err("map port_bounds", "missing"))?,
             )
             .map_err(|e| bpf_err("map port_bounds", e))?;
             for (proto, b) in img.bounds.iter().enumerate() {
                 let g = (next as usize * 2 + proto) * MAX_CLASSES;
                 for (i, lo) in b.iter().enumerate() {
-                    bounds.set((g + i) as u32, lo, 0).map_err(|e| bpf_err("write port classes", e))?;
+                    bounds
+                        .set((g + i) as u32, lo, 0)
+                        .map_err(|e| bpf_err("write port classes", e))?;
                 }
             }
         }
         {
             let mut n: Array<_, u32> = Array::try_from(
-                self.ebpf.map_mut("port_nclass").ok_or_else(|| bpf_err("map port_nclass", "missing"))?,
+                self.ebpf
+                    .map_mut("port_nclass")
+                    .ok_or_else(|| bpf_err("map port_nclass", "missing"))?,
             )
             .map_err(|e| bpf_err("map port_nclass", e))?;
             for (proto, b) in img.bounds.iter().enumerate() {
@@ -221,16 +283,20 @@ impl NetEnforcer {
     }
 
     fn write_cfg(&mut self, gen: u32) -> Result<()> {
-        let mut cfg: Array<_, Cfg> =
-            Array::try_from(self.ebpf.map_mut("cfg").ok_or_else(|| bpf_err("map cfg", "missing"))?)
-                .map_err(|e| bpf_err("map cfg", e))?;
+        let mut cfg: Array<_, Cfg> = Array::try_from(
+            self.ebpf
+                .map_mut("cfg")
+                .ok_or_else(|| bpf_err("map cfg", "missing"))?,
+        )
+        .map_err(|e| bpf_err("map cfg", e))?;
         let c = Cfg {
             gen,
             mode: u32::from(self.mode == Mode::Shadow),
             ctl_port: u32::from(self.ctl_port),
             ready: 1,
         };
-        cfg.set(0, c, 0).map_err(|e| bpf_err("activate the network table", e))
+        cfg.set(0, c, 0)
+            .map_err(|e| bpf_err("activate the network table", e))
     }
 }
 
@@ -238,7 +304,11 @@ impl NetEnforcer {
 pub(crate) fn decode(sink: &Sink, r: &RawEvent) -> Option<corral_core::Event> {
     match r.kind {
         abi::EV_CONNECT | abi::EV_SENDMSG => {
-            let what = What::Connect { ip: r.ip(), port: r.aux as u16, transport: r.transport() };
+            let what = What::Connect {
+                ip: r.ip(),
+                port: r.aux as u16,
+                transport: r.transport(),
+            };
             Some(sink.event(r, what, r.decision(), Layer::CgroupBpf))
         }
         _ => None,

@@ -137,10 +137,19 @@ impl KernelSession {
         let mut tasks = Vec::new();
         let files = if use_lsm {
             let path_img = lsm::encode(plan, pp)?;
-            let lsm_sink = Sink { rows: Arc::new(RwLock::new(Rows::default())), ..sink.clone() };
+            let lsm_sink = Sink {
+                rows: Arc::new(RwLock::new(Rows::default())),
+                ..sink.clone()
+            };
             match LsmEnforcer::start(cg.id()?, cg.level(), &path_img, cfg.mode, lsm_sink.rows.clone()) {
                 Ok((l, ring, lost_map)) => {
-                    tasks.push(tokio::spawn(events::pump(ring, lost_map, lsm_sink, lsm::decode, stop_rx.clone())));
+                    tasks.push(tokio::spawn(events::pump(
+                        ring,
+                        lost_map,
+                        lsm_sink,
+                        lsm::decode,
+                        stop_rx.clone(),
+                    )));
                     Files::Lsm(l)
                 }
                 // Auto: BPF LSM is listed but cannot attach here; fall back
@@ -194,19 +203,46 @@ impl KernelSession {
             }
             (f, _) => f,
         };
-        let (net, ring, lost_map) =
-            NetEnforcer::start(&cfg.cgroup, cfg.id.0, &img, cfg.mode, cfg.ctl_port.unwrap_or(0), rows)?;
-        tasks.push(tokio::spawn(events::pump(ring, lost_map, sink.clone(), net::decode, stop_rx.clone())));
-        tasks.push(tokio::spawn(events::pump(tring, tlost, sink, trace::decode, stop_rx)));
+        let (net, ring, lost_map) = NetEnforcer::start(
+            &cfg.cgroup,
+            cfg.id.0,
+            &img,
+            cfg.mode,
+            cfg.ctl_port.unwrap_or(0),
+            rows,
+        )?;
+        tasks.push(tokio::spawn(events::pump(
+            ring,
+            lost_map,
+            sink.clone(),
+            net::decode,
+            stop_rx.clone(),
+        )));
+        tasks.push(tokio::spawn(events::pump(
+            tring,
+            tlost,
+            sink,
+            trace::decode,
+            stop_rx,
+        )));
         // Last: the watchdog that kills the session if this process dies,
         // holding every link (inherited at fork) until the cgroup is empty.
         let kill_path = cfg.cgroup.join("cgroup.kill");
-        let kill_f = std::fs::OpenOptions::new().write(true).open(&kill_path).map_err(|e| {
-            Error::io(format!("open {} (kernels before 5.14 lack it; corral needs it)", kill_path.display()), e)
-        })?;
+        let kill_f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&kill_path)
+            .map_err(|e| {
+                Error::io(
+                    format!(
+                        "open {} (kernels before 5.14 lack it; corral needs it)",
+                        kill_path.display()
+                    ),
+                    e,
+                )
+            })?;
         let events_path = cfg.cgroup.join("cgroup.events");
-        let events_f =
-            std::fs::File::open(&events_path).map_err(|e| Error::io(format!("open {}", events_path.display()), e))?;
+        let events_f = std::fs::File::open(&events_path)
+            .map_err(|e| Error::io(format!("open {}", events_path.display()), e))?;
         let reaper = {
             use std::os::fd::AsRawFd;
             crate::sys::Reaper::spawn(kill_f.as_raw_fd(), events_f.as_raw_fd())
@@ -240,9 +276,12 @@ impl KernelSession {
         if let Some(j) = judge {
             self.cfg.exec_judge = Some(j);
         }
-        let pp = plan
-            .for_principal(&self.cfg.principal)
-            .ok_or_else(|| Error::Plan(format!("the plan has no tables for Agent::{:?}", self.cfg.principal)))?;
+        let pp = plan.for_principal(&self.cfg.principal).ok_or_else(|| {
+            Error::Plan(format!(
+                "the plan has no tables for Agent::{:?}",
+                self.cfg.principal
+            ))
+        })?;
         let img = net::encode(plan, pp)?;
         let path_img = match &self.files {
             Files::Lsm(_) => Some(lsm::encode(plan, pp)?),
@@ -280,7 +319,11 @@ impl KernelSession {
 
     /// Events lost so far (ring buffer full or channel full), all layers.
     pub fn lost(&self) -> u64 {
-        let files = if let Files::Fanotify(f) = &self.files { f.lost() } else { 0 };
+        let files = if let Files::Fanotify(f) = &self.files {
+            f.lost()
+        } else {
+            0
+        };
         self.lost.load(Ordering::Relaxed) + files
     }
 
@@ -319,12 +362,19 @@ impl KernelSession {
 /// when arguments must be decided and no judge was given.
 fn argv_mode(pp: &corral_policy::plan::PrincipalPlan, cfg: &SessionConfig) -> Result<u32> {
     let needs = cfg.file_layer != FileLayer::Off
-        && pp.exec.entries.values().flat_map(|e| e.verdicts()).any(|v| v.allowed().is_none());
+        && pp
+            .exec
+            .entries
+            .values()
+            .flat_map(|e| e.verdicts())
+            .any(|v| v.allowed().is_none());
     if !needs {
         return Ok(0);
     }
     if cfg.exec_judge.is_none() {
-        return Err(Error::Plan("the policy decides some execs by their arguments, and no exec judge was given".into()));
+        return Err(Error::Plan(
+            "the policy decides some execs by their arguments, and no exec judge was given".into(),
+        ));
     }
     Ok(if cfg.mode == Mode::Shadow { 2 } else { 1 })
 }

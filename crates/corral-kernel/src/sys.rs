@@ -36,17 +36,6 @@ pub(crate) fn pre_exec(
     }
 }
 
-/// Asks the kernel to send SIGKILL to this process when its parent dies.
-pub(crate) fn die_with_parent() -> io::Result<()> {
-    // SAFETY: prctl with integer arguments only.
-    let r = unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(last_err())
-    }
-}
-
 /// Waits until every BPF program that may have started before this call
 /// has finished (an RCU grace period).
 ///
@@ -92,7 +81,12 @@ fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<libc::c_long> {
     // layout is a prefix of `union bpf_attr` for `cmd`; the kernel reads at
     // most size_of::<T>() bytes.
     let r = unsafe {
-        libc::syscall(libc::SYS_bpf, cmd, attr as *mut T as *mut libc::c_void, std::mem::size_of::<T>())
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            attr as *mut T as *mut libc::c_void,
+            std::mem::size_of::<T>(),
+        )
     };
     if r < 0 {
         Err(last_err())
@@ -113,7 +107,13 @@ impl RcuBarrier {
     /// Creates the two tiny maps the barrier updates.
     pub(crate) fn new() -> io::Result<RcuBarrier> {
         use std::os::fd::AsRawFd;
-        let mut a = MapCreate { map_type: BPF_MAP_TYPE_ARRAY, key_size: 4, value_size: 4, max_entries: 1, ..Default::default() };
+        let mut a = MapCreate {
+            map_type: BPF_MAP_TYPE_ARRAY,
+            key_size: 4,
+            value_size: 4,
+            max_entries: 1,
+            ..Default::default()
+        };
         let inner = owned(bpf(BPF_MAP_CREATE, &mut a)?)?;
         let mut o = MapCreate {
             map_type: BPF_MAP_TYPE_ARRAY_OF_MAPS,
@@ -144,13 +144,18 @@ impl RcuBarrier {
 
 /// `CLOCK_MONOTONIC` in ns: the clock of `bpf_ktime_get_ns`.
 pub(crate) fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: `ts` is a live timespec the kernel fills.
     let r = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     if r != 0 {
         return 0;
     }
-    (ts.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec as u64)
+    (ts.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(ts.tv_nsec as u64)
 }
 
 /// Registers `inner`'s fd with the tokio reactor for readability.
@@ -163,7 +168,9 @@ pub(crate) fn async_fd<T: std::os::fd::AsRawFd>(inner: T) -> io::Result<tokio::i
 
 /// Sends `sig` to process `pid` (errors ignored: the process may be gone).
 pub(crate) fn signal(pid: u32, sig: libc::c_int) {
-    let Ok(pid) = libc::pid_t::try_from(pid) else { return };
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return;
+    };
     if pid <= 0 {
         return;
     }
@@ -252,9 +259,12 @@ unsafe fn reaper_main(r: libc::c_int, w: libc::c_int, kill_fd: libc::c_int, even
         // files, and BPF objects (links keep the programs attached). Every
         // other inherited descriptor is closed, so that closing it in the
         // supervisor still means what its owner expects (e.g. a stop pipe).
-        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        let mut lim = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
         let max = if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
-            (lim.rlim_cur as u64).min(1 << 16) as libc::c_int
+            lim.rlim_cur.min(1 << 16) as libc::c_int
         } else {
             4096
         };
@@ -289,7 +299,11 @@ unsafe fn reaper_main(r: libc::c_int, w: libc::c_int, kill_fd: libc::c_int, even
             }
             libc::close(fd);
         }
-        let mut pfd = libc::pollfd { fd: r, events: libc::POLLIN, revents: 0 };
+        let mut pfd = libc::pollfd {
+            fd: r,
+            events: libc::POLLIN,
+            revents: 0,
+        };
         loop {
             let n = libc::poll(&mut pfd, 1, -1);
             if n < 0 && *libc::__errno_location() == libc::EINTR {
@@ -316,7 +330,11 @@ unsafe fn reaper_main(r: libc::c_int, w: libc::c_int, kill_fd: libc::c_int, even
                     break;
                 }
             }
-            let mut p = libc::pollfd { fd: events_fd, events: libc::POLLPRI, revents: 0 };
+            let mut p = libc::pollfd {
+                fd: events_fd,
+                events: libc::POLLPRI,
+                revents: 0,
+            };
             libc::poll(&mut p, 1, 10);
         }
         libc::_exit(0)

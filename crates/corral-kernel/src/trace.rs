@@ -13,7 +13,10 @@ use corral_core::{Access, Layer, What};
 use std::sync::{Arc, Mutex};
 
 fn bpf_err(what: &str, detail: String) -> Error {
-    Error::Bpf { what: what.to_string(), detail }
+    Error::Bpf {
+        what: what.to_string(),
+        detail,
+    }
 }
 
 /// Mounts tracefs at /sys/kernel/tracing when nothing is there (tracepoint
@@ -31,7 +34,9 @@ fn ensure_tracefs() -> Result<()> {
     if st.success() {
         Ok(())
     } else {
-        Err(Error::Unsupported("tracefs is not mounted and `mount -t tracefs` failed".into()))
+        Err(Error::Unsupported(
+            "tracefs is not mounted and `mount -t tracefs` failed".into(),
+        ))
     }
 }
 
@@ -86,16 +91,20 @@ impl Tracer {
             .override_global("session_level", &level, true)
             .load(&obj::TRACE.bytes)
             .map_err(|e| bpf_err("load bpf/trace.bpf.c", chain(&e)))?;
-        for (prog, tp) in
-            [("on_exec", "sched_process_exec"), ("on_fork", "sched_process_fork"), ("on_exit", "sched_process_exit")]
-        {
+        for (prog, tp) in [
+            ("on_exec", "sched_process_exec"),
+            ("on_fork", "sched_process_fork"),
+            ("on_exit", "sched_process_exit"),
+        ] {
             let p: &mut BtfTracePoint = ebpf
                 .program_mut(prog)
                 .ok_or_else(|| bpf_err(prog, "missing from trace.bpf.o".into()))?
                 .try_into()
                 .map_err(|e| bpf_err(prog, chain(&e)))?;
-            p.load(tp, &btf).map_err(|e| bpf_err(&format!("load tp_btf/{tp}"), chain(&e)))?;
-            p.attach().map_err(|e| bpf_err(&format!("attach tp_btf/{tp}"), chain(&e)))?;
+            p.load(tp, &btf)
+                .map_err(|e| bpf_err(&format!("load tp_btf/{tp}"), chain(&e)))?;
+            p.attach()
+                .map_err(|e| bpf_err(&format!("attach tp_btf/{tp}"), chain(&e)))?;
         }
         // openat is required; open (absent on some architectures), creat
         // and openat2 are attached where the kernel has them.
@@ -131,27 +140,45 @@ impl Tracer {
                 .ok_or_else(|| bpf_err("task_kill", "missing from trace.bpf.o".into()))?
                 .try_into()
                 .map_err(|e| bpf_err("task_kill", chain(&e)))?;
-            p.load("task_kill", &btf).map_err(|e| bpf_err("load lsm/task_kill", chain(&e)))?;
-            p.attach().map_err(|e| bpf_err("attach lsm/task_kill", chain(&e)))?;
+            p.load("task_kill", &btf)
+                .map_err(|e| bpf_err("load lsm/task_kill", chain(&e)))?;
+            p.attach()
+                .map_err(|e| bpf_err("attach lsm/task_kill", chain(&e)))?;
         }
-        let pending = ebpf.take_map("pending").and_then(|m| HashMap::<MapData, u32, u32>::try_from(m).ok());
+        let pending = ebpf
+            .take_map("pending")
+            .and_then(|m| HashMap::<MapData, u32, u32>::try_from(m).ok());
         let ring = RingBuf::try_from(
-            ebpf.take_map("events").ok_or_else(|| bpf_err("map events", "missing".into()))?,
+            ebpf.take_map("events")
+                .ok_or_else(|| bpf_err("map events", "missing".into()))?,
         )
         .map_err(|e| bpf_err("map events", chain(&e)))?;
-        let lost = ebpf.take_map("lost").and_then(|m| Array::<MapData, u64>::try_from(m).ok());
+        let lost = ebpf
+            .take_map("lost")
+            .and_then(|m| Array::<MapData, u64>::try_from(m).ok());
         let map = HashMap::<MapData, u32, u32>::try_from(
-            ebpf.take_map("open_flags").ok_or_else(|| bpf_err("map open_flags", "missing".into()))?,
+            ebpf.take_map("open_flags")
+                .ok_or_else(|| bpf_err("map open_flags", "missing".into()))?,
         )
         .map_err(|e| bpf_err("map open_flags", chain(&e)))?;
         let flags = Arc::new(MapFlags { map: Mutex::new(map) });
-        Ok((Tracer { _ebpf: ebpf, flags, pending }, ring, lost))
+        Ok((
+            Tracer {
+                _ebpf: ebpf,
+                flags,
+                pending,
+            },
+            ring,
+            lost,
+        ))
     }
 
     /// Sets `argv_mode`: 0 off, 1 stop-and-decide, 2 report only.
     pub(crate) fn set_argv_mode(&mut self, mode: u32) -> Result<()> {
         let mut m: Array<_, u32> = Array::try_from(
-            self._ebpf.map_mut("argv_mode").ok_or_else(|| bpf_err("map argv_mode", "missing".into()))?,
+            self._ebpf
+                .map_mut("argv_mode")
+                .ok_or_else(|| bpf_err("map argv_mode", "missing".into()))?,
         )
         .map_err(|e| bpf_err("map argv_mode", chain(&e)))?;
         m.set(0, mode, 0).map_err(|e| bpf_err("set argv_mode", chain(&e)))
@@ -168,7 +195,9 @@ pub(crate) fn decode(sink: &Sink, r: &RawEvent) -> Option<corral_core::Event> {
     let what = match r.kind {
         abi::EV_EXEC_TRACE => {
             let plen = (r.data_aux as usize).min(r.data.len());
-            let path = String::from_utf8_lossy(r.data.get(..plen)?).trim_end_matches('\0').to_string();
+            let path = String::from_utf8_lossy(r.data.get(..plen)?)
+                .trim_end_matches('\0')
+                .to_string();
             let argv = split_argv(r.data.get(plen..)?);
             if let Some(g) = &sink.gate {
                 g.handle(sink, r, &argv);
@@ -178,7 +207,11 @@ pub(crate) fn decode(sink: &Sink, r: &RawEvent) -> Option<corral_core::Event> {
         abi::EV_FORK => What::Fork { child: r.aux },
         abi::EV_EXIT => {
             let st = r.aux as i32;
-            let code = if st & 0x7f != 0 { 128 + (st & 0x7f) } else { (st >> 8) & 0xff };
+            let code = if st & 0x7f != 0 {
+                128 + (st & 0x7f)
+            } else {
+                (st >> 8) & 0xff
+            };
             What::Exit { code }
         }
         _ => return None,
@@ -193,7 +226,9 @@ fn split_argv(b: &[u8]) -> Vec<String> {
     if b.is_empty() {
         return Vec::new();
     }
-    b.split(|c| *c == 0).map(|s| String::from_utf8_lossy(s).into_owned()).collect()
+    b.split(|c| *c == 0)
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect()
 }
 
 #[cfg(test)]

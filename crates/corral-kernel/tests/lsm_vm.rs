@@ -22,10 +22,22 @@ fn bpf_lsm_scenarios_in_a_vm() {
     let out = corral_vmtest::run(&guest).unwrap_or_else(|e| panic!("VM run failed: {e}"));
     eprintln!("{}", out.output);
     eprintln!("boot {} ms, total {} ms", out.boot_ms, out.total_ms);
-    assert!(out.output.contains("(\"file open\", \"bpf-lsm\")"), "the file layer was BPF LSM:\n{}", out.output);
+    assert!(
+        out.output.contains("(\"file open\", \"bpf-lsm\")"),
+        "the file layer was BPF LSM:\n{}",
+        out.output
+    );
     let cases: Vec<&str> = out.output.lines().filter(|l| l.starts_with("CASE ")).collect();
     assert!(cases.len() >= 20, "every case ran:\n{}", out.output);
     let failed: Vec<&&str> = cases.iter().filter(|l| !l.contains(" PASS")).collect();
-    assert!(failed.is_empty(), "failed in the VM:\n{}", failed.iter().map(|s| s.to_string()).collect::<Vec<_>>().join("\n"));
+    assert!(
+        failed.is_empty(),
+        "failed in the VM:\n{}",
+        failed
+            .iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     assert_eq!(out.exit_code, 0, "{}", out.output);
 }

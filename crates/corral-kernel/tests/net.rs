@@ -63,7 +63,11 @@ when {{ context.protocol == "udp" && context.port == {a} }};
 }
 
 fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap()
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 #[test]
@@ -102,7 +106,10 @@ fn connect_decisions_v4_v6_cidr_port_udp() {
         let (code, out) = kt(Some(&cg), action);
         let ok = if *allowed { code == 0 } else { code == EPERM };
         if !ok {
-            wrong.push(format!("{action}: expected {}, got {out}", if *allowed { "ok" } else { "EPERM" }));
+            wrong.push(format!(
+                "{action}: expected {}, got {out}",
+                if *allowed { "ok" } else { "EPERM" }
+            ));
         }
     }
     // Outside the session nothing is decided.
@@ -180,7 +187,9 @@ fn hot_swap_flips_a_running_process() {
     let (mut session, _rx) =
         KernelSession::start(common::net_only(2, cg.path()), &plan(&policy(&p))).unwrap();
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_corral-kt"));
-    cmd.arg("serve").stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped());
+    cmd.arg("serve")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped());
     cg.place(&mut cmd).unwrap();
     let mut child = cmd.spawn().unwrap();
     let mut stdin = child.stdin.take().unwrap();
@@ -264,7 +273,15 @@ fn a_full_event_channel_is_counted_and_changes_no_decision() {
     ));
     cg.place(&mut cmd).unwrap();
     let out = cmd.output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "20", "every allowed connect succeeded");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "20",
+        "every allowed connect succeeded"
+    );
     rt.block_on(session.flush());
-    assert!(session.lost() >= 19, "lost {} of 20 events with a 1-slot channel", session.lost());
+    assert!(
+        session.lost() >= 19,
+        "lost {} of 20 events with a 1-slot channel",
+        session.lost()
+    );
 }

@@ -17,10 +17,18 @@ fn fanotify_fallback_scenarios() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     eprintln!("{text}");
-    assert!(text.contains("(\"file open\", \"fanotify (fallback)\")"), "{text}");
+    assert!(
+        text.contains("(\"file open\", \"fanotify (fallback)\")"),
+        "{text}"
+    );
     let cases: Vec<&str> = text.lines().filter(|l| l.starts_with("CASE ")).collect();
     assert!(cases.len() >= 20, "every case ran:\n{text}");
     let failed: Vec<&&str> = cases.iter().filter(|l| l.contains(" FAIL")).collect();
     assert!(failed.is_empty(), "failed:\n{failed:#?}");
-    assert_eq!(out.status.code(), Some(0), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

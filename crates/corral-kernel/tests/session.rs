@@ -10,10 +10,18 @@ use corral_kernel::cgroup::Cgroup;
 use corral_kernel::session::{KernelSession, SessionConfig};
 
 fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap()
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
-fn drain(rt: &tokio::runtime::Runtime, s: &mut KernelSession, rx: &mut tokio::sync::mpsc::Receiver<Event>) -> Vec<Event> {
+fn drain(
+    rt: &tokio::runtime::Runtime,
+    s: &mut KernelSession,
+    rx: &mut tokio::sync::mpsc::Receiver<Event>,
+) -> Vec<Event> {
     rt.block_on(s.flush());
     std::iter::from_fn(|| rx.try_recv().ok()).collect()
 }
@@ -33,7 +41,10 @@ fn telemetry_exec_argv_fork_exit() {
     let st = cmd.status().unwrap();
     assert_eq!(st.code(), Some(3));
     // Outside the session: no telemetry.
-    let _ = std::process::Command::new("/bin/echo").arg("outside-marker").output().unwrap();
+    let _ = std::process::Command::new("/bin/echo")
+        .arg("outside-marker")
+        .output()
+        .unwrap();
     let evs = drain(&rt, &mut s, &mut rx);
     let exec = evs
         .iter()
@@ -52,15 +63,20 @@ fn telemetry_exec_argv_fork_exit() {
         })
         .expect("exec event for /bin/sh");
     assert!(
-        evs.iter().any(|e| matches!(e.what, What::Fork { child } if child == exec.0.proc.pid) && e.proc.pid == sh_pid),
+        evs.iter().any(
+            |e| matches!(e.what, What::Fork { child } if child == exec.0.proc.pid) && e.proc.pid == sh_pid
+        ),
         "fork sh -> echo: {evs:#?}"
     );
     assert!(
-        evs.iter().any(|e| e.proc.pid == sh_pid && matches!(e.what, What::Exit { code: 3 })),
+        evs.iter()
+            .any(|e| e.proc.pid == sh_pid && matches!(e.what, What::Exit { code: 3 })),
         "exit 3 of sh: {evs:#?}"
     );
     assert!(
-        !evs.iter().any(|e| matches!(&e.what, What::ExecTrace { argv, .. } if argv.iter().any(|a| a == "outside-marker"))),
+        !evs.iter().any(
+            |e| matches!(&e.what, What::ExecTrace { argv, .. } if argv.iter().any(|a| a == "outside-marker"))
+        ),
         "a process outside the session produced telemetry"
     );
 }
@@ -86,20 +102,41 @@ fn file_layer_tells_read_from_write_by_open_flags() {
     let (mut s, mut rx) = KernelSession::start(cfg, &plan(&policy)).unwrap();
     let path = f.display().to_string();
     assert_eq!(kt(Some(&cg), &format!("read {path}")), (0, "ok 5".to_string()));
-    assert_eq!(kt(Some(&cg), &format!("write {path}")).0, 1, "write is denied with EPERM");
+    assert_eq!(
+        kt(Some(&cg), &format!("write {path}")).0,
+        1,
+        "write is denied with EPERM"
+    );
     // Swap to a policy that also permits writing: the same request flips.
     let more = format!(
         "{policy}\n@id(\"write-tmp\") permit (principal, action == Action::\"FileOpenReadWrite\", resource in Dir::\"{dir}/\");"
     );
     s.swap(&plan(&more), None).unwrap();
-    assert_eq!(kt(Some(&cg), &format!("write {path}")).0, 0, "write allowed after swap");
+    assert_eq!(
+        kt(Some(&cg), &format!("write {path}")).0,
+        0,
+        "write allowed after swap"
+    );
     let evs = drain(&rt, &mut s, &mut rx);
     let denied = evs
         .iter()
-        .find(|e| e.decision == Some(Decision::Deny) && matches!(&e.what, What::FileOpen { path: p, .. } if *p == path))
+        .find(|e| {
+            e.decision == Some(Decision::Deny)
+                && matches!(&e.what, What::FileOpen { path: p, .. } if *p == path)
+        })
         .unwrap_or_else(|| panic!("no deny event: {evs:#?}"));
-    assert!(matches!(denied.what, What::FileOpen { access: corral_core::Access::Write, .. }));
-    assert!(denied.policies.is_empty(), "default deny names no policy: {:?}", denied.policies);
+    assert!(matches!(
+        denied.what,
+        What::FileOpen {
+            access: corral_core::Access::Write,
+            ..
+        }
+    ));
+    assert!(
+        denied.policies.is_empty(),
+        "default deny names no policy: {:?}",
+        denied.policies
+    );
     drop(s);
     drop(cg);
 }
@@ -147,7 +184,10 @@ fn exec_arguments_are_decided_before_the_first_instruction() {
     assert_eq!(d.policies, vec!["no-force".to_string()]);
     match &d.what {
         What::Exec { path, argv } => {
-            assert!(path.ends_with("sh") || path.contains("dash") || path.contains("bash"), "{path}");
+            assert!(
+                path.ends_with("sh") || path.contains("dash") || path.contains("bash"),
+                "{path}"
+            );
             assert!(argv.as_ref().unwrap().contains(&"--force".to_string()));
         }
         other => panic!("{other:?}"),
@@ -172,8 +212,15 @@ fn supervisor_death_kills_the_session_without_a_lapse() {
         .spawn()
         .unwrap();
     let mut line = String::new();
-    std::io::BufReader::new(sup.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let pid: u32 = line.trim().strip_prefix("READY ").unwrap_or_else(|| panic!("{line}")).parse().unwrap();
+    std::io::BufReader::new(sup.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let pid: u32 = line
+        .trim()
+        .strip_prefix("READY ")
+        .unwrap_or_else(|| panic!("{line}"))
+        .parse()
+        .unwrap();
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     // Enforced while the supervisor lives.
@@ -186,6 +233,9 @@ fn supervisor_death_kills_the_session_without_a_lapse() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    assert!(stat.is_empty() || stat.contains(") Z"), "session process {pid} survived its supervisor: {stat}");
+    assert!(
+        stat.is_empty() || stat.contains(") Z"),
+        "session process {pid} survived its supervisor: {stat}"
+    );
     assert!(cg.pids().is_empty(), "cgroup still has {:?}", cg.pids());
 }

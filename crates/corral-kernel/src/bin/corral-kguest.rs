@@ -65,8 +65,13 @@ fn kt(bin: &str, cg: Option<&Cgroup>, action: &str) -> std::io::Result<(i32, Str
     if let Some(cg) = cg {
         cg.place(&mut cmd).map_err(std::io::Error::other)?;
     }
-    let out = cmd.output().map_err(|e| std::io::Error::new(e.kind(), format!("run {bin} {action}: {e}")))?;
-    Ok((out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).trim().to_string()))
+    let out = cmd
+        .output()
+        .map_err(|e| std::io::Error::new(e.kind(), format!("run {bin} {action}: {e}")))?;
+    Ok((
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).trim().to_string(),
+    ))
 }
 
 fn verdict(want: &str, code: i32, out: &str) -> bool {
@@ -78,13 +83,22 @@ fn verdict(want: &str, code: i32, out: &str) -> bool {
         // Killed by a signal (the exec helper reports -1).
         // ... and printed nothing: it never ran.
         "killed" => code == 0 && out.trim() == "ok -1",
-        "nonzero" => code == 0 && out.lines().last().is_some_and(|l| l.starts_with("ok ") && l != "ok 0"),
+        "nonzero" => {
+            code == 0
+                && out
+                    .lines()
+                    .last()
+                    .is_some_and(|l| l.starts_with("ok ") && l != "ok 0")
+        }
         _ => false,
     }
 }
 
 fn run(kt_bin: &str, fanotify: bool) -> Result<bool, Box<dyn std::error::Error>> {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
     let _g = rt.enter();
     // Files.
     let w = Path::new("/tmp/work");
@@ -120,7 +134,8 @@ fn run(kt_bin: &str, fanotify: bool) -> Result<bool, Box<dyn std::error::Error>>
         POLICY.replace("PORT_A", &pa.to_string()),
     )]);
     let doc = checked.doc.ok_or("policy did not load")?;
-    let judge = corral_kernel::session::JudgeRef(std::sync::Arc::new(corral_kernel::argv::CedarJudge::new(&doc)));
+    let judge =
+        corral_kernel::session::JudgeRef(std::sync::Arc::new(corral_kernel::argv::CedarJudge::new(&doc)));
     let plan = checked.plan.ok_or("policy did not compile")?;
     let cg = Cgroup::create(&format!("corral-guest-{}", std::process::id()))?;
     let mut cfg = SessionConfig::new(1, "claude", cg.path());
@@ -141,22 +156,70 @@ fn run(kt_bin: &str, fanotify: bool) -> Result<bool, Box<dyn std::error::Error>>
         c("read-forbidden-dir", "read /tmp/work/private/key".into(), "EPERM"),
         c("write-allowed", "write /tmp/work/allowed.txt".into(), "ok"),
         c("write-outside-permit", "write /tmp/outside.txt".into(), "EPERM"),
-        c("symlink-to-forbidden", "read /tmp/work/link-to-secret".into(), "EPERM"),
+        c(
+            "symlink-to-forbidden",
+            "read /tmp/work/link-to-secret".into(),
+            "EPERM",
+        ),
         c("dotdot-path", "read /tmp/work/sub/../secret.txt".into(), "EPERM"),
-        c("proc-self-root", "read /proc/self/root/tmp/work/secret.txt".into(), "EPERM"),
-        c("proc-self-fd-reopen", "reopen /tmp/work/secret.txt".into(), "EPERM"),
+        c(
+            "proc-self-root",
+            "read /proc/self/root/tmp/work/secret.txt".into(),
+            "EPERM",
+        ),
+        c(
+            "proc-self-fd-reopen",
+            "reopen /tmp/work/secret.txt".into(),
+            "EPERM",
+        ),
         c("exec-allowed", "exec /tmp/work/bin/ok pid".into(), "ok0"),
-        c("exec-forbidden", "exec /tmp/work/bin/forbidden pid".into(), "EPERM"),
-        c("exec-hardlink-of-forbidden", "exec /tmp/work/bin/hardlink pid".into(), "EPERM"),
-        c("exec-copy-of-forbidden", "exec /tmp/work/bin/copy-of-forbidden pid".into(), if fanotify { "EPERM" } else { "gap" }),
-        c("exec-via-ld-so", "exec /lib64/ld-linux-x86-64.so.2 /tmp/work/bin/forbidden pid".into(), "nonzero"),
-        c("script-with-forbidden-interpreter", "exec /tmp/work/script.sh".into(), "EPERM"),
-        c("exec-argv-allowed", "exec /tmp/work/bin/ok pid --gentle".into(), "ok0"),
-        c("exec-argv-forbidden-killed-before-running", "exec /tmp/work/bin/ok pid --force".into(), "killed"),
-        c("bind-mount-alias", "bindread /tmp/work/secret.txt /tmp/work/allowed.txt".into(), if fanotify { "gap" } else { "EPERM" }),
+        c(
+            "exec-forbidden",
+            "exec /tmp/work/bin/forbidden pid".into(),
+            "EPERM",
+        ),
+        c(
+            "exec-hardlink-of-forbidden",
+            "exec /tmp/work/bin/hardlink pid".into(),
+            "EPERM",
+        ),
+        c(
+            "exec-copy-of-forbidden",
+            "exec /tmp/work/bin/copy-of-forbidden pid".into(),
+            if fanotify { "EPERM" } else { "gap" },
+        ),
+        c(
+            "exec-via-ld-so",
+            "exec /lib64/ld-linux-x86-64.so.2 /tmp/work/bin/forbidden pid".into(),
+            "nonzero",
+        ),
+        c(
+            "script-with-forbidden-interpreter",
+            "exec /tmp/work/script.sh".into(),
+            "EPERM",
+        ),
+        c(
+            "exec-argv-allowed",
+            "exec /tmp/work/bin/ok pid --gentle".into(),
+            "ok0",
+        ),
+        c(
+            "exec-argv-forbidden-killed-before-running",
+            "exec /tmp/work/bin/ok pid --force".into(),
+            "killed",
+        ),
+        c(
+            "bind-mount-alias",
+            "bindread /tmp/work/secret.txt /tmp/work/allowed.txt".into(),
+            if fanotify { "gap" } else { "EPERM" },
+        ),
         c("connect-allowed", format!("tcp 127.0.0.1 {pa}"), "ok"),
         c("connect-denied", format!("tcp 127.0.0.1 {pb}"), "EPERM"),
-        c("connect-v4-mapped-denied", format!("tcp ::ffff:127.0.0.1 {pb}"), "EPERM"),
+        c(
+            "connect-v4-mapped-denied",
+            format!("tcp ::ffff:127.0.0.1 {pb}"),
+            "EPERM",
+        ),
     ];
     let mut all = true;
     for case in &cases {
@@ -170,22 +233,35 @@ fn run(kt_bin: &str, fanotify: bool) -> Result<bool, Box<dyn std::error::Error>>
         }
         let pass = verdict(case.want, code, &out);
         all &= pass;
-        println!("CASE {} {} {shown} (want {})", case.name, if pass { "PASS" } else { "FAIL" }, case.want);
+        println!(
+            "CASE {} {} {shown} (want {})",
+            case.name,
+            if pass { "PASS" } else { "FAIL" },
+            case.want
+        );
     }
     // A cgroup created after attach is governed.
     let child = cg.child("later")?;
     let (code, out) = kt(kt_bin, Some(&child), "read /tmp/work/secret.txt")?;
     let pass = verdict("EPERM", code, &out);
     all &= pass;
-    println!("CASE child-cgroup-after-attach {} {out} (want EPERM)", if pass { "PASS" } else { "FAIL" });
+    println!(
+        "CASE child-cgroup-after-attach {} {out} (want EPERM)",
+        if pass { "PASS" } else { "FAIL" }
+    );
     // Outside the session nothing is decided.
     let (code, out) = kt(kt_bin, None, "read /tmp/work/secret.txt")?;
     let pass = verdict("ok", code, &out);
     all &= pass;
-    println!("CASE outside-session-untouched {} {out} (want ok)", if pass { "PASS" } else { "FAIL" });
+    println!(
+        "CASE outside-session-untouched {} {out} (want ok)",
+        if pass { "PASS" } else { "FAIL" }
+    );
     // Renaming the process changes nothing.
     let mut cmd = Command::new(kt_bin);
-    cmd.arg("serve").stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped());
+    cmd.arg("serve")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped());
     cg.place(&mut cmd)?;
     let mut child_proc = cmd.spawn()?;
     let mut stdin = child_proc.stdin.take().ok_or("stdin")?;
@@ -201,7 +277,10 @@ fn run(kt_bin: &str, fanotify: bool) -> Result<bool, Box<dyn std::error::Error>>
     let got = ask("read /tmp/work/secret.txt")?;
     let pass = got.contains("EPERM");
     all &= pass;
-    println!("CASE comm-rename-changes-nothing {} {got} (want EPERM)", if pass { "PASS" } else { "FAIL" });
+    println!(
+        "CASE comm-rename-changes-nothing {} {got} (want EPERM)",
+        if pass { "PASS" } else { "FAIL" }
+    );
     // Hot swap: the running process's next open sees the new policy.
     let swapped = POLICY.replace("PORT_A", &pa.to_string()).replace(
         r#"@id("no-secret") forbid (principal, action in Action::"FileOpen", resource == File::"/tmp/work/secret.txt");"#,
@@ -214,7 +293,10 @@ fn run(kt_bin: &str, fanotify: bool) -> Result<bool, Box<dyn std::error::Error>>
     let got = ask("read /tmp/work/secret.txt")?;
     let pass = got == "ok 6";
     all &= pass;
-    println!("CASE hot-swap-flips-running-process {} {got} (want ok 6)", if pass { "PASS" } else { "FAIL" });
+    println!(
+        "CASE hot-swap-flips-running-process {} {got} (want ok 6)",
+        if pass { "PASS" } else { "FAIL" }
+    );
     let _ = child_proc.kill();
     let _ = child_proc.wait();
 
@@ -240,7 +322,10 @@ fn run(kt_bin: &str, fanotify: bool) -> Result<bool, Box<dyn std::error::Error>>
 }
 
 fn hold(dir: &str) -> Result<(), Box<dyn std::error::Error>> {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
     let _g = rt.enter();
     let cg = Cgroup::open(Path::new(dir))?;
     let plan = corral_policy::check(vec![corral_policy::Source::new("hold.cedar", String::new())])

@@ -33,7 +33,14 @@ fn errno_name(e: i32) -> &'static str {
 
 fn io_res(r: std::io::Result<String>) -> (i32, String) {
     match r {
-        Ok(s) => (0, if s.is_empty() { "ok".into() } else { format!("ok {s}") }),
+        Ok(s) => (
+            0,
+            if s.is_empty() {
+                "ok".into()
+            } else {
+                format!("ok {s}")
+            },
+        ),
         Err(e) => {
             let n = e.raw_os_error().unwrap_or(255);
             (n, format!("err {n} {}", errno_name(n)))
@@ -50,11 +57,12 @@ fn sockaddr(args: &[&str]) -> std::io::Result<SocketAddr> {
 
 fn act(line: &str) -> (i32, String) {
     let args: Vec<&str> = line.split_whitespace().collect();
-    let Some((cmd, rest)) = args.split_first() else { return (libc::EINVAL, "err 22 EINVAL".into()) };
+    let Some((cmd, rest)) = args.split_first() else {
+        return (libc::EINVAL, "err 22 EINVAL".into());
+    };
     let r: std::io::Result<String> = match *cmd {
-        "tcp" => sockaddr(rest).and_then(|a| {
-            TcpStream::connect_timeout(&a, Duration::from_secs(2)).map(|_| String::new())
-        }),
+        "tcp" => sockaddr(rest)
+            .and_then(|a| TcpStream::connect_timeout(&a, Duration::from_secs(2)).map(|_| String::new())),
         "udp" => sockaddr(rest).and_then(|a| {
             let s = UdpSocket::bind(if a.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" })?;
             s.send_to(b"corral", a).map(|_| String::new())
@@ -64,23 +72,44 @@ fn act(line: &str) -> (i32, String) {
             s.connect(a).map(|_| String::new())
         }),
         "tfo" => sockaddr(rest).and_then(tfo),
-        "read" => rest.first().map_or(Err(std::io::Error::from_raw_os_error(libc::EINVAL)), |p| {
-            let mut s = String::new();
-            std::fs::File::open(p).and_then(|mut f| f.read_to_string(&mut s)).map(|n| n.to_string())
-        }),
-        "reopen" => rest.first().map_or(Err(std::io::Error::from_raw_os_error(libc::EINVAL)), |p| reopen(p)),
+        "read" => rest
+            .first()
+            .map_or(Err(std::io::Error::from_raw_os_error(libc::EINVAL)), |p| {
+                let mut s = String::new();
+                std::fs::File::open(p)
+                    .and_then(|mut f| f.read_to_string(&mut s))
+                    .map(|n| n.to_string())
+            }),
+        "reopen" => rest
+            .first()
+            .map_or(Err(std::io::Error::from_raw_os_error(libc::EINVAL)), |p| {
+                reopen(p)
+            }),
         "bindread" => match (rest.first(), rest.get(1)) {
             (Some(src), Some(dst)) => bindread(src, dst),
             _ => Err(std::io::Error::from_raw_os_error(libc::EINVAL)),
         },
-        "write" => rest.first().map_or(Err(std::io::Error::from_raw_os_error(libc::EINVAL)), |p| {
-            std::fs::OpenOptions::new().write(true).open(p).and_then(|mut f| f.write_all(b"x")).map(|_| String::new())
-        }),
-        "exec" => rest.first().map_or(Err(std::io::Error::from_raw_os_error(libc::EINVAL)), |p| {
-            std::process::Command::new(p).args(&rest[1..]).status().map(|s| s.code().unwrap_or(-1).to_string())
-        }),
+        "write" => rest
+            .first()
+            .map_or(Err(std::io::Error::from_raw_os_error(libc::EINVAL)), |p| {
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(p)
+                    .and_then(|mut f| f.write_all(b"x"))
+                    .map(|_| String::new())
+            }),
+        "exec" => rest
+            .first()
+            .map_or(Err(std::io::Error::from_raw_os_error(libc::EINVAL)), |p| {
+                std::process::Command::new(p)
+                    .args(&rest[1..])
+                    .status()
+                    .map(|s| s.code().unwrap_or(-1).to_string())
+            }),
         "sleep" => {
-            std::thread::sleep(Duration::from_millis(rest.first().and_then(|s| s.parse().ok()).unwrap_or(100)));
+            std::thread::sleep(Duration::from_millis(
+                rest.first().and_then(|s| s.parse().ok()).unwrap_or(100),
+            ));
             Ok(String::new())
         }
         "comm" => set_comm(rest.first().copied().unwrap_or("corral")),
@@ -92,8 +121,12 @@ fn act(line: &str) -> (i32, String) {
 
 #[allow(unsafe_code)]
 fn tfo(a: SocketAddr) -> std::io::Result<String> {
-    use std::os::fd::{FromRawFd, OwnedFd, AsRawFd};
-    let fam = if a.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let fam = if a.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
     // SAFETY: plain socket(2); the fd is owned below.
     let fd = unsafe { libc::socket(fam, libc::SOCK_STREAM, 0) };
     if fd < 0 {
@@ -105,10 +138,20 @@ fn tfo(a: SocketAddr) -> std::io::Result<String> {
     let msg = b"corral";
     // SAFETY: `storage` holds a valid sockaddr of `len` bytes; `msg` is live.
     let r = unsafe {
-        libc::sendto(fd.as_raw_fd(), msg.as_ptr().cast(), msg.len(), libc::MSG_FASTOPEN,
-            (&storage as *const libc::sockaddr_storage).cast(), len)
+        libc::sendto(
+            fd.as_raw_fd(),
+            msg.as_ptr().cast(),
+            msg.len(),
+            libc::MSG_FASTOPEN,
+            (&storage as *const libc::sockaddr_storage).cast(),
+            len,
+        )
     };
-    if r < 0 { Err(std::io::Error::last_os_error()) } else { Ok(String::new()) }
+    if r < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(String::new())
+    }
 }
 
 fn to_raw(a: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
@@ -119,7 +162,9 @@ fn to_raw(a: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
             let sin = libc::sockaddr_in {
                 sin_family: libc::AF_INET as u16,
                 sin_port: v4.port().to_be(),
-                sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(v4.ip().octets()) },
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(v4.ip().octets()),
+                },
                 sin_zero: [0; 8],
             };
             write_into(&mut st, &sin);
@@ -130,7 +175,9 @@ fn to_raw(a: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
                 sin6_family: libc::AF_INET6 as u16,
                 sin6_port: v6.port().to_be(),
                 sin6_flowinfo: 0,
-                sin6_addr: libc::in6_addr { s6_addr: v6.ip().octets() },
+                sin6_addr: libc::in6_addr {
+                    s6_addr: v6.ip().octets(),
+                },
                 sin6_scope_id: 0,
             };
             write_into(&mut st, &sin6);
@@ -149,15 +196,24 @@ fn unsafe_zeroed() -> libc::sockaddr_storage {
 fn write_into<T>(st: &mut libc::sockaddr_storage, v: &T) {
     // SAFETY: T is a sockaddr_in/in6, smaller than sockaddr_storage, and
     // both are plain data; the copy stays within `st`.
-    unsafe { std::ptr::copy_nonoverlapping((v as *const T).cast::<u8>(), (st as *mut libc::sockaddr_storage).cast::<u8>(), std::mem::size_of::<T>()) }
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            (v as *const T).cast::<u8>(),
+            (st as *mut libc::sockaddr_storage).cast::<u8>(),
+            std::mem::size_of::<T>(),
+        )
+    }
 }
 
 /// Opens `p` with O_PATH (no open check), then reads it again through
 /// /proc/self/fd/N: the second open must be decided on the object.
 fn reopen(p: &str) -> std::io::Result<String> {
-    use std::os::unix::fs::OpenOptionsExt;
     use std::os::fd::AsRawFd;
-    let f = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_PATH).open(p)?;
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH)
+        .open(p)?;
     let mut s = String::new();
     std::fs::File::open(format!("/proc/self/fd/{}", f.as_raw_fd()))
         .and_then(|mut g| g.read_to_string(&mut s))
@@ -177,15 +233,31 @@ fn bindread(src: &str, dst: &str) -> std::io::Result<String> {
             return Err(std::io::Error::last_os_error());
         }
         let none = CString::new("none").map_err(bad)?;
-        if libc::mount(none.as_ptr(), c"/".as_ptr(), std::ptr::null(), libc::MS_REC | libc::MS_PRIVATE, std::ptr::null()) != 0 {
+        if libc::mount(
+            none.as_ptr(),
+            c"/".as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        ) != 0
+        {
             return Err(std::io::Error::last_os_error());
         }
-        if libc::mount(s.as_ptr(), d.as_ptr(), std::ptr::null(), libc::MS_BIND, std::ptr::null()) != 0 {
+        if libc::mount(
+            s.as_ptr(),
+            d.as_ptr(),
+            std::ptr::null(),
+            libc::MS_BIND,
+            std::ptr::null(),
+        ) != 0
+        {
             return Err(std::io::Error::last_os_error());
         }
     }
     let mut out = String::new();
-    std::fs::File::open(dst).and_then(|mut f| f.read_to_string(&mut out)).map(|n| n.to_string())
+    std::fs::File::open(dst)
+        .and_then(|mut f| f.read_to_string(&mut out))
+        .map(|n| n.to_string())
 }
 
 #[allow(unsafe_code)]
@@ -196,7 +268,11 @@ fn set_comm(name: &str) -> std::io::Result<String> {
     }
     // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes from `buf`.
     let r = unsafe { libc::prctl(libc::PR_SET_NAME, buf.as_ptr() as libc::c_ulong, 0, 0, 0) };
-    if r == 0 { Ok(String::new()) } else { Err(std::io::Error::last_os_error()) }
+    if r == 0 {
+        Ok(String::new())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 fn main() {
