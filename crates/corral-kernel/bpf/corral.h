@@ -113,6 +113,21 @@ struct ino_key {
 	__u32 gen;
 };
 
+/* Content identity of a binary whose exec a forbid denies (BPF LSM, via
+ * IMA's SHA-256 of the file): a byte copy of it is denied too. The size is
+ * checked first, so only files of a forbidden binary's size are hashed. */
+struct size_key {
+	__u64 size;
+	__u32 gen;
+	__u32 pad;
+};
+
+struct hash_key {
+	__u8 sha256[32];
+	__u32 gen;
+	__u32 pad;
+};
+
 /* verdict.pad[0] bit: the deny names a forbid (not just "nothing permits"). */
 #define VF_FORBID 1
 

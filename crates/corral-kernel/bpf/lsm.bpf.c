@@ -55,6 +55,21 @@ struct {
 	__type(value, struct verdict);
 } denied_ino SEC(".maps");
 
+/* Preallocated (no BPF_F_NO_PREALLOC): used by the sleepable program. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, struct size_key);
+	__type(value, __u32);
+} denied_size SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, struct hash_key);
+	__type(value, struct verdict);
+} denied_hash SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 1 << 22);
@@ -320,4 +335,46 @@ int BPF_PROG(userns_create, const struct cred *cred, int ret)
 	if (ret)
 		return ret;
 	return in_session() ? -EPERM : 0;
+}
+
+#define HASH_ALGO_SHA256 4
+
+/* Byte copies of a forbidden binary (sleepable: IMA hashes the file). */
+SEC("lsm.s/bprm_check_security")
+int BPF_PROG(bprm_hash, struct linux_binprm *bprm, int ret)
+{
+	if (ret)
+		return ret;
+	if (!in_session())
+		return 0;
+	__u32 z = 0;
+	struct corral_cfg *c = bpf_map_lookup_elem(&cfg, &z);
+	struct work *w = bpf_map_lookup_elem(&work, &z);
+	if (!c || !w || !c->ready)
+		return -EPERM;
+	__u32 gen = c->gen & 1;
+	struct file *f = bprm->file;
+	if (!f)
+		return -EPERM;
+	struct size_key sk = {};
+	sk.size = BPF_CORE_READ(f, f_inode, i_size);
+	sk.gen = gen;
+	if (!bpf_map_lookup_elem(&denied_size, &sk))
+		return 0;
+	struct hash_key hk = {};
+	hk.gen = gen;
+	long algo = bpf_ima_file_hash(f, hk.sha256, sizeof(hk.sha256));
+	struct verdict *v = 0;
+	if (algo == HASH_ALGO_SHA256)
+		v = bpf_map_lookup_elem(&denied_hash, &hk);
+	/* Same size as a forbidden binary but no SHA-256 to compare: deny. */
+	if (!v && algo == HASH_ALGO_SHA256)
+		return 0;
+	w->out.v = V_DENY;
+	w->out.pad[0] = VF_FORBID;
+	w->out.rule = v ? v->rule : 0xfffffffd;
+	long n = bpf_d_path((struct path *)&f->f_path, w->buf, sizeof(w->buf));
+	__u32 verdict = c->mode == MODE_SHADOW ? V_WOULD_DENY : V_DENY;
+	emit(w, EV_EXEC, verdict, gen, ACC_EXEC, n > 0 ? n - 1 : 0);
+	return verdict == V_DENY ? -EPERM : 0;
 }

@@ -60,8 +60,30 @@ pub(crate) struct InoKey {
     gen: u32,
 }
 
+/// `struct size_key`.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub(crate) struct SizeKey {
+    size: u64,
+    gen: u32,
+    pad: u32,
+}
+
+/// `struct hash_key`.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub(crate) struct HashKey {
+    sha256: [u8; 32],
+    gen: u32,
+    pad: u32,
+}
+
 #[allow(unsafe_code)]
 mod pod {
+    // SAFETY: repr(C), integers only, 16 bytes, no padding.
+    unsafe impl aya::Pod for super::SizeKey {}
+    // SAFETY: repr(C), bytes and integers, 40 bytes, no padding.
+    unsafe impl aya::Pod for super::HashKey {}
     // SAFETY: repr(C), 8+4+4 bytes of integers, no padding.
     unsafe impl aya::Pod for super::InoKey {}
     // SAFETY: repr(C), integers and byte arrays only, no implicit padding
@@ -76,6 +98,7 @@ mod pod {
 pub(crate) struct PathImage {
     entries: Vec<(PathKey, PathVal)>,
     inodes: Vec<(InoKey, VerdictCell)>,
+    contents: Vec<(SizeKey, HashKey, VerdictCell)>,
     rows: Vec<Vec<String>>,
 }
 
@@ -135,6 +158,9 @@ pub(crate) fn encode(plan: &Plan, pp: &PrincipalPlan) -> Result<PathImage> {
                     if let Some(k) = inode_of(p) {
                         img.inodes.push((k, val.file));
                     }
+                    if let Some((sk, hk)) = content_of(p) {
+                        img.contents.push((sk, hk, val.file));
+                    }
                 }
             }
             if let Some(d) = &e.dir {
@@ -163,6 +189,22 @@ fn inode_of(path: &str) -> Option<InoKey> {
     })
 }
 
+/// (size, SHA-256) of a file's contents, when it can be read.
+fn content_of(path: &str) -> Option<(SizeKey, HashKey)> {
+    use sha2::Digest;
+    let bytes = std::fs::read(path).ok()?;
+    let mut hk = HashKey::default();
+    hk.sha256.copy_from_slice(&sha2::Sha256::digest(&bytes));
+    Some((
+        SizeKey {
+            size: bytes.len() as u64,
+            gen: 0,
+            pad: 0,
+        },
+        hk,
+    ))
+}
+
 /// The loaded and attached LSM programs of one session.
 pub(crate) struct LsmEnforcer {
     ebpf: Ebpf,
@@ -170,6 +212,7 @@ pub(crate) struct LsmEnforcer {
     mode: Mode,
     written: [Vec<PathKey>; 2],
     written_ino: [Vec<InoKey>; 2],
+    written_content: [Vec<(SizeKey, HashKey)>; 2],
     barrier: sys::RcuBarrier,
     rows: Arc<RwLock<Rows>>,
 }
@@ -230,6 +273,7 @@ impl LsmEnforcer {
             mode,
             written: Default::default(),
             written_ino: Default::default(),
+            written_content: Default::default(),
             barrier,
             rows,
         };
@@ -241,6 +285,7 @@ impl LsmEnforcer {
             ("sb_mount", "sb_mount"),
             ("move_mount", "move_mount"),
             ("userns_create", "userns_create"),
+            ("bprm_hash", "bprm_check_security"),
         ] {
             let p: &mut Lsm = me
                 .ebpf
@@ -301,6 +346,30 @@ impl LsmEnforcer {
                 map.insert(k, val, 0)
                     .map_err(|e| bpf_err("write the inode identities", chain(&e)))?;
                 self.written_ino[next as usize].push(k);
+            }
+        }
+        {
+            let [sizes, hashes] = self.ebpf.maps_disjoint_mut(["denied_size", "denied_hash"]);
+            let mut sizes: HashMap<_, SizeKey, u32> =
+                HashMap::try_from(sizes.ok_or_else(|| bpf_err("map denied_size", "missing".into()))?)
+                    .map_err(|e| bpf_err("map denied_size", chain(&e)))?;
+            let mut hashes: HashMap<_, HashKey, VerdictCell> =
+                HashMap::try_from(hashes.ok_or_else(|| bpf_err("map denied_hash", "missing".into()))?)
+                    .map_err(|e| bpf_err("map denied_hash", chain(&e)))?;
+            for (sk, hk) in self.written_content[next as usize].drain(..) {
+                let _ = sizes.remove(&sk);
+                let _ = hashes.remove(&hk);
+            }
+            for (sk, hk, val) in &img.contents {
+                let sk = SizeKey { gen: next, ..*sk };
+                let hk = HashKey { gen: next, ..*hk };
+                sizes
+                    .insert(sk, 1, 0)
+                    .map_err(|e| bpf_err("write the content identities", chain(&e)))?;
+                hashes
+                    .insert(hk, val, 0)
+                    .map_err(|e| bpf_err("write the content identities", chain(&e)))?;
+                self.written_content[next as usize].push((sk, hk));
             }
         }
         if let Ok(mut rows) = self.rows.write() {

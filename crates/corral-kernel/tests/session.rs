@@ -239,3 +239,49 @@ fn supervisor_death_kills_the_session_without_a_lapse() {
     );
     assert!(cg.pids().is_empty(), "cgroup still has {:?}", cg.pids());
 }
+
+#[test]
+fn a_layer_that_cannot_attach_stops_the_session_and_leaves_nothing_attached() {
+    if !require_root("a_layer_that_cannot_attach_stops_the_session_and_leaves_nothing_attached") {
+        return;
+    }
+    let caps = corral_kernel::probe::probe();
+    if caps.lsm_attachable() {
+        common::skip(
+            "a_layer_that_cannot_attach_stops_the_session_and_leaves_nothing_attached",
+            "BPF LSM attaches on this host, so forcing it cannot fail here",
+        );
+        return;
+    }
+    let rt = rt();
+    let _g = rt.enter();
+    let cg = Cgroup::create(&cgroup_name("failclosed")).unwrap();
+    let mut cfg = SessionConfig::new(14, "claude", cg.path());
+    cfg.file_layer = corral_kernel::session::FileLayer::Lsm;
+    let err = match KernelSession::start(cfg, &plan("")) {
+        Ok(_) => panic!("the session started without the layer it was told to use"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("lsm/file_open") || err.contains("BPF LSM"),
+        "names the hook: {err}"
+    );
+    // Nothing stayed attached to the cgroup.
+    let out = std::process::Command::new("bpftool")
+        .args(["cgroup", "show"])
+        .arg(cg.path())
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !listing.contains("connect4") && !listing.contains("sendmsg"),
+        "left attached: {listing}"
+    );
+    // And a process there is not governed by a half-started session: it can connect.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let (code, out) = kt(
+        Some(&cg),
+        &format!("tcp 127.0.0.1 {}", l.local_addr().unwrap().port()),
+    );
+    assert_eq!(code, 0, "{out}");
+}

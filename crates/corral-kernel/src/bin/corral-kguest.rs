@@ -186,7 +186,7 @@ fn run(kt_bin: &str, fanotify: bool) -> Result<bool, Box<dyn std::error::Error>>
         c(
             "exec-copy-of-forbidden",
             "exec /tmp/work/bin/copy-of-forbidden pid".into(),
-            if fanotify { "EPERM" } else { "gap" },
+            "EPERM",
         ),
         c(
             "exec-via-ld-so",
