@@ -18,11 +18,11 @@
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_tracing.h>
 #include "corral.h"
+#define CORRAL_WITH_CFG
+#define CORRAL_SESSION_CGROUP
+#include "session.h"
 
 char LICENSE[] SEC("license") = "GPL";
-
-const volatile __u64 session_cgid = 0;
-const volatile __u32 session_level = 0;
 
 #define EPERM 1
 #define FMODE_WRITE 0x2
@@ -32,12 +32,6 @@ const volatile __u32 session_level = 0;
 #define S_IFDIR 0040000
 #define PROT_EXEC 0x4
 
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct corral_cfg);
-} cfg SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -70,17 +64,7 @@ struct {
 	__type(value, struct verdict);
 } denied_hash SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 1 << 22);
-} events SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, __u64);
-} lost SEC(".maps");
 
 /* Per-CPU work area: the event header directly followed by the path, so
  * one ringbuf_output sends both. */
@@ -100,11 +84,6 @@ struct {
 	__type(key, __u32);
 	__type(value, struct work);
 } work SEC(".maps");
-
-static __always_inline int in_session(void)
-{
-	return bpf_get_current_ancestor_cgroup_id(session_level) == session_cgid;
-}
 
 /* bpf_loop's context must live on the stack on older kernels (6.1): it
  * carries the pointer to the per-CPU work area. */
@@ -203,12 +182,8 @@ static __always_inline void emit(struct work *w, __u32 kind, __u32 verdict, __u3
 	__u64 size = sizeof(struct event) + dl;
 	if (size > sizeof(struct event) + 4096)
 		size = sizeof(struct event) + 4096;
-	if (bpf_ringbuf_output(&events, e, size, 0)) {
-		__u32 z = 0;
-		__u64 *n = bpf_map_lookup_elem(&lost, &z);
-		if (n)
-			__sync_fetch_and_add(n, 1);
-	}
+	if (bpf_ringbuf_output(&events, e, size, 0))
+		count_lost();
 }
 
 /* A binary a forbid denies, reached by another name (hardlink, rename). */

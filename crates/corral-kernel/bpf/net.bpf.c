@@ -16,17 +16,14 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 #include "corral.h"
+#define RINGBUF_BYTES (1 << 20)
+#define CORRAL_WITH_CFG
+#include "session.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
 const volatile __u32 session_id = 0;
 
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct corral_cfg);
-} cfg SEC(".maps");
 
 /* Port classes of (generation, protocol) g = gen * 2 + proto: class i covers
  * ports port_bounds[g * MAX_CLASSES + i] .. the next bound - 1; bound 0 is 0. */
@@ -52,28 +49,14 @@ struct {
 	__type(value, struct verdict);
 } net_table SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 1 << 20);
-} events SEC(".maps");
 
-/* [0]: events that did not fit in the ring buffer. */
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, __u64);
-} lost SEC(".maps");
 
 static __always_inline void emit(struct bpf_sock_addr *ctx, __u32 kind, struct net_key *k, __u16 port,
 				 __u32 verdict, __u32 rule, __u32 gen)
 {
 	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
-		__u32 z = 0;
-		__u64 *n = bpf_map_lookup_elem(&lost, &z);
-		if (n)
-			__sync_fetch_and_add(n, 1);
+		count_lost();
 		return;
 	}
 	__u64 id = bpf_get_current_pid_tgid();

@@ -16,23 +16,12 @@
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_tracing.h>
 #include "corral.h"
+#define CORRAL_SESSION_CGROUP
+#include "session.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
-const volatile __u64 session_cgid = 0;
-const volatile __u32 session_level = 0;
 
-struct {
-	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 1 << 22);
-} events SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, __u64);
-} lost SEC(".maps");
 
 /* tid -> open flags of the open(2) in flight. */
 struct {
@@ -76,19 +65,6 @@ struct {
 	__type(key, __u32);
 	__type(value, struct scratch);
 } buf SEC(".maps");
-
-static __always_inline int in_session(void)
-{
-	return bpf_get_current_ancestor_cgroup_id(session_level) == session_cgid;
-}
-
-static __always_inline void count_lost(void)
-{
-	__u32 z = 0;
-	__u64 *n = bpf_map_lookup_elem(&lost, &z);
-	if (n)
-		__sync_fetch_and_add(n, 1);
-}
 
 static __always_inline void fill(struct event *e, __u32 kind, struct task_struct *t)
 {

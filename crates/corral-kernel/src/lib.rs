@@ -23,6 +23,7 @@ pub mod cgroup;
 pub mod events;
 pub mod fanotify;
 pub use lsm::bpf_lsm_active;
+mod loader;
 mod lsm;
 mod net;
 pub mod obj;

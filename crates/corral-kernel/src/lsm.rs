@@ -10,7 +10,7 @@
 
 use crate::abi::{self, Cfg, RawEvent, VerdictCell};
 use crate::events::{Rows, Sink};
-use crate::net::chain;
+use crate::loader::{bpf_err, chain, map_mut, take_events, write_cfg};
 use crate::{obj, sys, Error, Result};
 use aya::maps::{Array, HashMap, MapData, RingBuf};
 use aya::programs::Lsm;
@@ -217,13 +217,6 @@ pub(crate) struct LsmEnforcer {
     rows: Arc<RwLock<Rows>>,
 }
 
-fn bpf_err(what: &str, detail: String) -> Error {
-    Error::Bpf {
-        what: what.to_string(),
-        detail,
-    }
-}
-
 /// Whether `bpf` is in the active LSM list (mounting securityfs if needed).
 pub fn bpf_lsm_active() -> bool {
     let list = "/sys/kernel/security/lsm";
@@ -258,14 +251,7 @@ impl LsmEnforcer {
             .override_global("session_level", &level, true)
             .load(&obj::LSM.bytes)
             .map_err(|e| bpf_err("load bpf/lsm.bpf.c", chain(&e)))?;
-        let ring = RingBuf::try_from(
-            ebpf.take_map("events")
-                .ok_or_else(|| bpf_err("map events", "missing".into()))?,
-        )
-        .map_err(|e| bpf_err("map events", chain(&e)))?;
-        let lost = ebpf
-            .take_map("lost")
-            .and_then(|m| Array::<MapData, u64>::try_from(m).ok());
+        let (ring, lost) = take_events(&mut ebpf)?;
         let barrier = sys::RcuBarrier::new().map_err(|e| Error::io("create the RCU barrier maps", e))?;
         let mut me = LsmEnforcer {
             ebpf,
@@ -290,7 +276,7 @@ impl LsmEnforcer {
             let p: &mut Lsm = me
                 .ebpf
                 .program_mut(prog)
-                .ok_or_else(|| bpf_err(prog, "missing from lsm.bpf.o".into()))?
+                .ok_or_else(|| bpf_err(prog, "missing from lsm.bpf.o"))?
                 .try_into()
                 .map_err(|e| bpf_err(prog, chain(&e)))?;
             p.load(hook, &btf)
@@ -308,12 +294,7 @@ impl LsmEnforcer {
             .wait()
             .map_err(|e| Error::io("wait for an RCU grace period", e))?;
         {
-            let mut map: HashMap<_, PathKey, PathVal> = HashMap::try_from(
-                self.ebpf
-                    .map_mut("paths")
-                    .ok_or_else(|| bpf_err("map paths", "missing".into()))?,
-            )
-            .map_err(|e| bpf_err("map paths", chain(&e)))?;
+            let mut map: HashMap<_, PathKey, PathVal> = map_mut(&mut self.ebpf, "paths")?;
             for k in self.written[next as usize].drain(..) {
                 let _ = map.remove(&k);
             }
@@ -332,12 +313,7 @@ impl LsmEnforcer {
             }
         }
         {
-            let mut map: HashMap<_, InoKey, VerdictCell> = HashMap::try_from(
-                self.ebpf
-                    .map_mut("denied_ino")
-                    .ok_or_else(|| bpf_err("map denied_ino", "missing".into()))?,
-            )
-            .map_err(|e| bpf_err("map denied_ino", chain(&e)))?;
+            let mut map: HashMap<_, InoKey, VerdictCell> = map_mut(&mut self.ebpf, "denied_ino")?;
             for k in self.written_ino[next as usize].drain(..) {
                 let _ = map.remove(&k);
             }
@@ -351,10 +327,10 @@ impl LsmEnforcer {
         {
             let [sizes, hashes] = self.ebpf.maps_disjoint_mut(["denied_size", "denied_hash"]);
             let mut sizes: HashMap<_, SizeKey, u32> =
-                HashMap::try_from(sizes.ok_or_else(|| bpf_err("map denied_size", "missing".into()))?)
+                HashMap::try_from(sizes.ok_or_else(|| bpf_err("map denied_size", "missing"))?)
                     .map_err(|e| bpf_err("map denied_size", chain(&e)))?;
             let mut hashes: HashMap<_, HashKey, VerdictCell> =
-                HashMap::try_from(hashes.ok_or_else(|| bpf_err("map denied_hash", "missing".into()))?)
+                HashMap::try_from(hashes.ok_or_else(|| bpf_err("map denied_hash", "missing"))?)
                     .map_err(|e| bpf_err("map denied_hash", chain(&e)))?;
             for (sk, hk) in self.written_content[next as usize].drain(..) {
                 let _ = sizes.remove(&sk);
@@ -375,20 +351,15 @@ impl LsmEnforcer {
         if let Ok(mut rows) = self.rows.write() {
             rows.gens[next as usize] = img.rows.clone();
         }
-        let mut cfg: Array<_, Cfg> = Array::try_from(
-            self.ebpf
-                .map_mut("cfg")
-                .ok_or_else(|| bpf_err("map cfg", "missing".into()))?,
-        )
-        .map_err(|e| bpf_err("map cfg", chain(&e)))?;
-        let c = Cfg {
-            gen: next,
-            mode: u32::from(self.mode == Mode::Shadow),
-            ctl_port: 0,
-            ready: 1,
-        };
-        cfg.set(0, c, 0)
-            .map_err(|e| bpf_err("activate the path table", chain(&e)))?;
+        write_cfg(
+            &mut self.ebpf,
+            Cfg {
+                gen: next,
+                mode: u32::from(self.mode == Mode::Shadow),
+                ctl_port: 0,
+                ready: 1,
+            },
+        )?;
         self.gen = next;
         Ok(())
     }

@@ -10,6 +10,7 @@
 
 use crate::abi::{self, Cfg, NetKey, RawEvent, VerdictCell, NET_KEY_FIXED_BITS};
 use crate::events::{self, Rows, Sink};
+use crate::loader::{bpf_err, chain, map_mut, take_events, write_cfg};
 use crate::{obj, sys, Error, Result};
 use aya::maps::lpm_trie::{Key, LpmTrie};
 use aya::maps::{Array, MapData, RingBuf};
@@ -129,25 +130,6 @@ pub(crate) struct NetEnforcer {
     rows: Arc<std::sync::RwLock<Rows>>,
 }
 
-fn bpf_err(what: &str, e: impl std::fmt::Display) -> Error {
-    Error::Bpf {
-        what: what.to_string(),
-        detail: e.to_string(),
-    }
-}
-
-/// An error with its whole source chain (aya puts the errno in a source).
-pub(crate) fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
-
 impl NetEnforcer {
     /// Loads the programs, writes generation 0 and marks the tables ready,
     /// then attaches to `cgroup` (so no connect is ever decided without
@@ -165,14 +147,7 @@ impl NetEnforcer {
             .override_global("session_id", &session, true)
             .load(&obj::NET.bytes)
             .map_err(|e| bpf_err("load bpf/net.bpf.c", chain(&e)))?;
-        let ring = RingBuf::try_from(
-            ebpf.take_map("events")
-                .ok_or_else(|| bpf_err("map events", "missing"))?,
-        )
-        .map_err(|e| bpf_err("map events", e))?;
-        let lost = ebpf
-            .take_map("lost")
-            .and_then(|m| Array::<MapData, u64>::try_from(m).ok());
+        let (ring, lost) = take_events(&mut ebpf)?;
         let barrier = sys::RcuBarrier::new().map_err(|e| Error::io("create the RCU barrier maps", e))?;
         let mut me = NetEnforcer {
             ebpf,
@@ -219,12 +194,7 @@ impl NetEnforcer {
             .wait()
             .map_err(|e| Error::io("wait for an RCU grace period", e))?;
         {
-            let mut trie: LpmTrie<_, NetKey, VerdictCell> = LpmTrie::try_from(
-                self.ebpf
-                    .map_mut("net_table")
-                    .ok_or_else(|| bpf_err("map net_table", "missing"))?,
-            )
-            .map_err(|e| bpf_err("map net_table", e))?;
+            let mut trie: LpmTrie<_, NetKey, VerdictCell> = map_mut(&mut self.ebpf, "net_table")?;
             for k in self.written[next as usize].drain(..) {
                 let _ = trie.remove(&k);
             }
@@ -247,12 +217,7 @@ impl NetEnforcer {
             }
         }
         {
-            let mut bounds: Array<_, u16> = Array::try_from(
-                self.ebpf
-                    .map_mut("port_bounds")
-                    .ok_or_else(|| bpf_err("map port_bounds", "missing"))?,
-            )
-            .map_err(|e| bpf_err("map port_bounds", e))?;
+            let mut bounds: Array<_, u16> = map_mut(&mut self.ebpf, "port_bounds")?;
             for (proto, b) in img.bounds.iter().enumerate() {
                 let g = (next as usize * 2 + proto) * MAX_CLASSES;
                 for (i, lo) in b.iter().enumerate() {
@@ -263,12 +228,7 @@ impl NetEnforcer {
             }
         }
         {
-            let mut n: Array<_, u32> = Array::try_from(
-                self.ebpf
-                    .map_mut("port_nclass")
-                    .ok_or_else(|| bpf_err("map port_nclass", "missing"))?,
-            )
-            .map_err(|e| bpf_err("map port_nclass", e))?;
+            let mut n: Array<_, u32> = map_mut(&mut self.ebpf, "port_nclass")?;
             for (proto, b) in img.bounds.iter().enumerate() {
                 n.set((next as usize * 2 + proto) as u32, b.len() as u32, 0)
                     .map_err(|e| bpf_err("write port classes", e))?;
@@ -283,20 +243,15 @@ impl NetEnforcer {
     }
 
     fn write_cfg(&mut self, gen: u32) -> Result<()> {
-        let mut cfg: Array<_, Cfg> = Array::try_from(
-            self.ebpf
-                .map_mut("cfg")
-                .ok_or_else(|| bpf_err("map cfg", "missing"))?,
+        write_cfg(
+            &mut self.ebpf,
+            Cfg {
+                gen,
+                mode: u32::from(self.mode == Mode::Shadow),
+                ctl_port: u32::from(self.ctl_port),
+                ready: 1,
+            },
         )
-        .map_err(|e| bpf_err("map cfg", e))?;
-        let c = Cfg {
-            gen,
-            mode: u32::from(self.mode == Mode::Shadow),
-            ctl_port: u32::from(self.ctl_port),
-            ready: 1,
-        };
-        cfg.set(0, c, 0)
-            .map_err(|e| bpf_err("activate the network table", e))
     }
 }
 

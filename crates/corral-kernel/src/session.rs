@@ -67,7 +67,7 @@ pub enum FileLayer {
 }
 
 enum Files {
-    Lsm(LsmEnforcer),
+    Lsm(Box<LsmEnforcer>),
     Fanotify(Fanotify),
     Off,
 }
@@ -150,7 +150,7 @@ impl KernelSession {
                         lsm::decode,
                         stop_rx.clone(),
                     )));
-                    Files::Lsm(l)
+                    Files::Lsm(Box::new(l))
                 }
                 // Auto: BPF LSM is listed but cannot attach here; fall back
                 // only where the caller gave mounts for fanotify.

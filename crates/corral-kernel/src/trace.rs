@@ -4,20 +4,13 @@
 use crate::abi::{self, RawEvent};
 use crate::events::Sink;
 use crate::fanotify::OpenFlags;
-use crate::net::chain;
+use crate::loader::{bpf_err, chain, map_mut, take_events, take_map};
 use crate::{obj, Error, Result};
 use aya::maps::{Array, HashMap, MapData, RingBuf};
 use aya::programs::{BtfTracePoint, TracePoint};
 use aya::{Btf, Ebpf, EbpfLoader};
 use corral_core::{Access, Layer, What};
 use std::sync::{Arc, Mutex};
-
-fn bpf_err(what: &str, detail: String) -> Error {
-    Error::Bpf {
-        what: what.to_string(),
-        detail,
-    }
-}
 
 /// Mounts tracefs at /sys/kernel/tracing when nothing is there (tracepoint
 /// ids are read from it).
@@ -98,7 +91,7 @@ impl Tracer {
         ] {
             let p: &mut BtfTracePoint = ebpf
                 .program_mut(prog)
-                .ok_or_else(|| bpf_err(prog, "missing from trace.bpf.o".into()))?
+                .ok_or_else(|| bpf_err(prog, "missing from trace.bpf.o"))?
                 .try_into()
                 .map_err(|e| bpf_err(prog, chain(&e)))?;
             p.load(tp, &btf)
@@ -124,7 +117,7 @@ impl Tracer {
         ] {
             let p: &mut TracePoint = ebpf
                 .program_mut(prog)
-                .ok_or_else(|| bpf_err(prog, "missing from trace.bpf.o".into()))?
+                .ok_or_else(|| bpf_err(prog, "missing from trace.bpf.o"))?
                 .try_into()
                 .map_err(|e| bpf_err(prog, chain(&e)))?;
             let r = p.load().and_then(|_| p.attach("syscalls", tp).map(|_| ()));
@@ -137,7 +130,7 @@ impl Tracer {
         if lsm {
             let p: &mut aya::programs::Lsm = ebpf
                 .program_mut("task_kill")
-                .ok_or_else(|| bpf_err("task_kill", "missing from trace.bpf.o".into()))?
+                .ok_or_else(|| bpf_err("task_kill", "missing from trace.bpf.o"))?
                 .try_into()
                 .map_err(|e| bpf_err("task_kill", chain(&e)))?;
             p.load("task_kill", &btf)
@@ -148,19 +141,8 @@ impl Tracer {
         let pending = ebpf
             .take_map("pending")
             .and_then(|m| HashMap::<MapData, u32, u32>::try_from(m).ok());
-        let ring = RingBuf::try_from(
-            ebpf.take_map("events")
-                .ok_or_else(|| bpf_err("map events", "missing".into()))?,
-        )
-        .map_err(|e| bpf_err("map events", chain(&e)))?;
-        let lost = ebpf
-            .take_map("lost")
-            .and_then(|m| Array::<MapData, u64>::try_from(m).ok());
-        let map = HashMap::<MapData, u32, u32>::try_from(
-            ebpf.take_map("open_flags")
-                .ok_or_else(|| bpf_err("map open_flags", "missing".into()))?,
-        )
-        .map_err(|e| bpf_err("map open_flags", chain(&e)))?;
+        let (ring, lost) = take_events(&mut ebpf)?;
+        let map = take_map::<HashMap<MapData, u32, u32>>(&mut ebpf, "open_flags")?;
         let flags = Arc::new(MapFlags { map: Mutex::new(map) });
         Ok((
             Tracer {
@@ -175,12 +157,7 @@ impl Tracer {
 
     /// Sets `argv_mode`: 0 off, 1 stop-and-decide, 2 report only.
     pub(crate) fn set_argv_mode(&mut self, mode: u32) -> Result<()> {
-        let mut m: Array<_, u32> = Array::try_from(
-            self._ebpf
-                .map_mut("argv_mode")
-                .ok_or_else(|| bpf_err("map argv_mode", "missing".into()))?,
-        )
-        .map_err(|e| bpf_err("map argv_mode", chain(&e)))?;
+        let mut m: Array<_, u32> = map_mut(&mut self._ebpf, "argv_mode")?;
         m.set(0, mode, 0).map_err(|e| bpf_err("set argv_mode", chain(&e)))
     }
 

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{cgroup_name, kt, plan, require_root};
+use common::{cgroup_name, kt, plan, require_root, rt};
 use corral_core::{Decision, Mode, Transport, What};
 use corral_kernel::cgroup::Cgroup;
 use corral_kernel::session::KernelSession;
@@ -60,14 +60,6 @@ when {{ context.protocol == "udp" && context.port == {a} }};
 "#,
         a = p.a
     )
-}
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 #[test]

@@ -4,18 +4,10 @@
 
 mod common;
 
-use common::{cgroup_name, kt, plan, require_root, Tmpfs};
+use common::{cgroup_name, kt, plan, require_root, rt, Tmpfs};
 use corral_core::{Decision, Event, What};
 use corral_kernel::cgroup::Cgroup;
 use corral_kernel::session::{KernelSession, SessionConfig};
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 fn drain(
     rt: &tokio::runtime::Runtime,

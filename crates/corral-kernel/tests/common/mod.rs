@@ -34,15 +34,7 @@ pub fn require_root(test: &str) -> bool {
 
 /// Compiles Cedar text into a plan; panics with the diagnostics if it has errors.
 pub fn plan(text: &str) -> corral_policy::Plan {
-    let checked = corral_policy::check(vec![corral_policy::Source::new("test.cedar", text.to_string())]);
-    let errors: Vec<String> = checked
-        .diagnostics
-        .iter()
-        .filter(|d| d.is_error())
-        .map(|d| format!("{d:?}"))
-        .collect();
-    assert!(errors.is_empty(), "policy errors: {errors:#?}");
-    checked.plan.expect("plan")
+    plan_and_judge(text).0
 }
 
 /// A unique cgroup name for a test.
@@ -120,4 +112,13 @@ pub fn plan_and_judge(text: &str) -> (corral_policy::Plan, corral_kernel::sessio
         checked.plan.expect("plan"),
         corral_kernel::session::JudgeRef(std::sync::Arc::new(judge)),
     )
+}
+
+/// A one-worker tokio runtime for a test.
+pub fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
 }
