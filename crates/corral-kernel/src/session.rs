@@ -98,6 +98,8 @@ pub struct KernelSession {
     tracer: Tracer,
     gate: Option<Arc<Gate>>,
     files: Files,
+    /// Why BPF LSM was not used when it was listed (Auto fell back).
+    lsm_refused: Option<String>,
     lost: Arc<AtomicU64>,
     _reaper: crate::sys::Reaper,
     _reaper_fds: (std::fs::File, std::fs::File),
@@ -135,6 +137,7 @@ impl KernelSession {
         };
         let argv_mode = argv_mode(pp, &cfg)?;
         let mut tasks = Vec::new();
+        let mut lsm_refused = None;
         let files = if use_lsm {
             let path_img = lsm::encode(plan, pp)?;
             let lsm_sink = Sink {
@@ -155,8 +158,14 @@ impl KernelSession {
                 // Auto: BPF LSM is listed but cannot attach here; fall back
                 // only where the caller gave mounts for fanotify.
                 Err(e) if cfg.file_layer == FileLayer::Auto && !cfg.file_mounts.is_empty() => {
-                    let _ = e;
+                    lsm_refused = Some(e.to_string());
                     Files::Off
+                }
+                Err(e) if cfg.file_layer == FileLayer::Auto => {
+                    return Err(Error::Unsupported(format!(
+                        "file and exec enforcement: BPF LSM is listed but refused ({e}), and no mounts were \
+                         given for the fanotify fallback"
+                    )))
                 }
                 Err(e) => return Err(e),
             }
@@ -255,6 +264,7 @@ impl KernelSession {
                 tracer,
                 gate,
                 files,
+                lsm_refused,
                 lost,
                 _reaper: reaper,
                 _reaper_fds: (kill_f, events_f),
@@ -329,7 +339,7 @@ impl KernelSession {
 
     /// Which layer decides each kind in this session.
     pub fn layers(&self) -> Vec<(&'static str, &'static str)> {
-        let files = match self.files {
+        let files = match &self.files {
             Files::Lsm(_) => "bpf-lsm",
             Files::Fanotify(_) => "fanotify (fallback)",
             Files::Off => "not enforced (file layer off)",
@@ -340,6 +350,12 @@ impl KernelSession {
             ("exec", files),
             ("telemetry", "tracepoints"),
         ]
+    }
+
+    /// Why BPF LSM was not used although the kernel lists it (the file
+    /// layer fell back to fanotify), when that happened.
+    pub fn lsm_refused(&self) -> Option<&str> {
+        self.lsm_refused.as_deref()
     }
 
     /// The session's configuration.
