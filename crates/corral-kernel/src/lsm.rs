@@ -10,9 +10,9 @@
 
 use crate::abi::{self, Cfg, RawEvent, VerdictCell};
 use crate::events::{Rows, Sink};
-use crate::loader::{bpf_err, chain, map_mut, take_events, write_cfg};
+use crate::loader::{bpf_err, chain, map_mut, take_events, write_cfg, Events};
 use crate::{obj, sys, Error, Result};
-use aya::maps::{Array, HashMap, MapData, RingBuf};
+use aya::maps::HashMap;
 use aya::programs::Lsm;
 use aya::{Btf, Ebpf, EbpfLoader};
 use corral_core::{Access, Layer, Mode, What};
@@ -232,14 +232,13 @@ pub fn bpf_lsm_active() -> bool {
 
 impl LsmEnforcer {
     /// Loads, writes generation 0, then attaches.
-    #[allow(clippy::type_complexity)]
     pub(crate) fn start(
         cgid: u64,
         level: u32,
         img: &PathImage,
         mode: Mode,
         rows: Arc<RwLock<Rows>>,
-    ) -> Result<(LsmEnforcer, RingBuf<MapData>, Option<Array<MapData, u64>>)> {
+    ) -> Result<(LsmEnforcer, Events)> {
         if !bpf_lsm_active() {
             return Err(Error::Unsupported(
                 "BPF LSM is not active (`bpf` is not in /sys/kernel/security/lsm)".into(),
@@ -284,7 +283,7 @@ impl LsmEnforcer {
             p.attach()
                 .map_err(|e| bpf_err(&format!("attach lsm/{hook}"), chain(&e)))?;
         }
-        Ok((me, ring, lost))
+        Ok((me, (ring, lost)))
     }
 
     /// Writes `img` into the inactive generation, then activates it.

@@ -10,10 +10,10 @@
 
 use crate::abi::{self, Cfg, NetKey, RawEvent, VerdictCell, NET_KEY_FIXED_BITS};
 use crate::events::{self, Rows, Sink};
-use crate::loader::{bpf_err, chain, map_mut, take_events, write_cfg};
+use crate::loader::{bpf_err, chain, map_mut, take_events, write_cfg, Events};
 use crate::{obj, sys, Error, Result};
 use aya::maps::lpm_trie::{Key, LpmTrie};
-use aya::maps::{Array, MapData, RingBuf};
+use aya::maps::Array;
 use aya::programs::{CgroupAttachMode, CgroupSockAddr};
 use aya::{Ebpf, EbpfLoader};
 use corral_core::{Layer, Mode, What};
@@ -134,7 +134,6 @@ impl NetEnforcer {
     /// Loads the programs, writes generation 0 and marks the tables ready,
     /// then attaches to `cgroup` (so no connect is ever decided without
     /// tables). Returns the ring buffer and loss counter for the reader.
-    #[allow(clippy::type_complexity)]
     pub(crate) fn start(
         cgroup: &std::path::Path,
         session: u32,
@@ -142,7 +141,7 @@ impl NetEnforcer {
         mode: Mode,
         ctl_port: u16,
         rows: Arc<std::sync::RwLock<Rows>>,
-    ) -> Result<(NetEnforcer, RingBuf<MapData>, Option<Array<MapData, u64>>)> {
+    ) -> Result<(NetEnforcer, Events)> {
         let mut ebpf = EbpfLoader::new()
             .override_global("session_id", &session, true)
             .load(&obj::NET.bytes)
@@ -182,7 +181,7 @@ impl NetEnforcer {
                 )
             })?;
         }
-        Ok((me, ring, lost))
+        Ok((me, (ring, lost)))
     }
 
     /// Writes `img` into the inactive generation, then activates it.

@@ -145,7 +145,7 @@ impl KernelSession {
                 ..sink.clone()
             };
             match LsmEnforcer::start(cg.id()?, cg.level(), &path_img, cfg.mode, lsm_sink.rows.clone()) {
-                Ok((l, ring, lost_map)) => {
+                Ok((l, (ring, lost_map))) => {
                     tasks.push(tokio::spawn(events::pump(
                         ring,
                         lost_map,
@@ -176,7 +176,8 @@ impl KernelSession {
         // reads its exec events; with BPF LSM, task_kill guards stopped
         // execs), then the fallback, then the network programs; any
         // failure drops what was attached so far.
-        let (mut tracer, tring, tlost) = Tracer::start(cg.id()?, cg.level(), matches!(files, Files::Lsm(_)))?;
+        let (mut tracer, (tring, tlost)) =
+            Tracer::start(cg.id()?, cg.level(), matches!(files, Files::Lsm(_)))?;
         let gate = match (&cfg.exec_judge, tracer.pending.take()) {
             (Some(judge), Some(pending)) => Some(Arc::new(Gate {
                 judge: RwLock::new(judge.0.clone()),
@@ -212,7 +213,7 @@ impl KernelSession {
             }
             (f, _) => f,
         };
-        let (net, ring, lost_map) = NetEnforcer::start(
+        let (net, (ring, lost_map)) = NetEnforcer::start(
             &cfg.cgroup,
             cfg.id.0,
             &img,

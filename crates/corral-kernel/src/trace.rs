@@ -4,9 +4,9 @@
 use crate::abi::{self, RawEvent};
 use crate::events::Sink;
 use crate::fanotify::OpenFlags;
-use crate::loader::{bpf_err, chain, map_mut, take_events, take_map};
+use crate::loader::{bpf_err, chain, map_mut, take_events, take_map, Events};
 use crate::{obj, Error, Result};
-use aya::maps::{Array, HashMap, MapData, RingBuf};
+use aya::maps::{Array, HashMap, MapData};
 use aya::programs::{BtfTracePoint, TracePoint};
 use aya::{Btf, Ebpf, EbpfLoader};
 use corral_core::{Access, Layer, What};
@@ -69,14 +69,9 @@ impl OpenFlags for MapFlags {
 impl Tracer {
     /// Loads and attaches every program. `cgid`/`level` name the session
     /// cgroup (id and depth).
-    #[allow(clippy::type_complexity)]
     /// `lsm`: also load `lsm/task_kill` (no SIGCONT to a process stopped
     /// for an argv decision from inside the session).
-    pub(crate) fn start(
-        cgid: u64,
-        level: u32,
-        lsm: bool,
-    ) -> Result<(Tracer, RingBuf<MapData>, Option<Array<MapData, u64>>)> {
+    pub(crate) fn start(cgid: u64, level: u32, lsm: bool) -> Result<(Tracer, Events)> {
         ensure_tracefs()?;
         let btf = Btf::from_sys_fs().map_err(|e| bpf_err("read kernel BTF", chain(&e)))?;
         let mut ebpf = EbpfLoader::new()
@@ -150,8 +145,7 @@ impl Tracer {
                 flags,
                 pending,
             },
-            ring,
-            lost,
+            (ring, lost),
         ))
     }
 
