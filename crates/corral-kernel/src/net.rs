@@ -241,6 +241,16 @@ impl NetEnforcer {
         Ok(())
     }
 
+    /// Re-activates the previous generation (still intact: a generation is
+    /// only rewritten by the swap after next). Used when a later layer of
+    /// the same policy swap fails, so no layer is left on the new policy.
+    pub(crate) fn revert(&mut self) -> Result<()> {
+        let prev = self.gen ^ 1;
+        self.write_cfg(prev)?;
+        self.gen = prev;
+        Ok(())
+    }
+
     fn write_cfg(&mut self, gen: u32) -> Result<()> {
         write_cfg(
             &mut self.ebpf,

@@ -305,6 +305,14 @@ impl KernelSession {
         let argv_mode = argv_mode(pp, &self.cfg)?;
         // Everything is computed; now each layer flips atomically.
         self.net.swap(&img)?;
+        // The LSM tables are the only other swap that can fail (map
+        // writes); if it does, the network layer goes back too.
+        if let (Files::Lsm(l), Some(img)) = (&mut self.files, &path_img) {
+            if let Err(e) = l.swap(img) {
+                self.net.revert()?;
+                return Err(e);
+            }
+        }
         if let (Some(g), Some(j)) = (&self.gate, &self.cfg.exec_judge) {
             if let Ok(mut cur) = g.judge.write() {
                 *cur = j.0.clone();
@@ -312,18 +320,8 @@ impl KernelSession {
             g.active.store(argv_mode, std::sync::atomic::Ordering::Relaxed);
         }
         self.tracer.set_argv_mode(argv_mode)?;
-        match &mut self.files {
-            Files::Lsm(l) => {
-                if let Some(img) = &path_img {
-                    l.swap(img)?;
-                }
-            }
-            Files::Fanotify(f) => {
-                if let Some(t) = tables {
-                    f.swap(t);
-                }
-            }
-            Files::Off => {}
+        if let (Files::Fanotify(f), Some(t)) = (&self.files, tables) {
+            f.swap(t);
         }
         Ok(())
     }

@@ -3,18 +3,24 @@
 //!
 //! ```text
 //! corral-kbench [--quick] [--json] [--layer net|fanotify|lsm|trace|events|all]
+//!               [--rounds N] [--no-pin] [--idle-poll]
 //! corral-kbench --work OP N TARGET...      the workload (run by the bench itself)
 //! ```
 //!
 //! Run as root. Each layer measures loops of one operation in a child
 //! process (`--work`, which times its own N iterations, so process start-up
-//! is excluded) placed in a fresh cgroup with no enforcement (baseline) and
-//! in a fresh cgroup under a [`KernelSession`] compiled from a generated
-//! 1,000-policy plan (enforced). Baseline and enforced blocks alternate
-//! (ABBA...) over several rounds; a session exists only during its enforced
-//! block, since the fanotify mark and the telemetry tracepoints would
-//! otherwise touch the baseline too. Reported: the median ns/op of each
-//! side, their ratio, and the range of the per-round ratios.
+//! is excluded) placed in a fresh cgroup, on three sides: no session
+//! (baseline); a [`KernelSession`] compiled from a generated 1,000-policy
+//! plan whose events a task reads as they come (enforced); the same with
+//! the runtime's threads blocked during the loop, so the events wait in the
+//! ring buffers (readers paused: the in-kernel cost alone). The sides take
+//! turns, in an order that rotates every round; a session exists only during
+//! its own block, since the fanotify mark and the telemetry tracepoints would
+//! otherwise touch the baseline too. Reported per operation: the median
+//! ns/op of each side, the ratio of medians, the range of the per-round
+//! ratios and the ratio of the fastest rounds. On a host with several CPUs
+//! the loop workloads are pinned to the last CPU (`taskset`; `--no-pin` to
+//! let them roam); `--idle-poll` holds `/dev/cpu_dma_latency` at 0.
 //!
 //! Layers: `net` (cgroup-bpf; file layer off), `fanotify` (the fallback on
 //! a tmpfs), `trace` (exec under the always-on telemetry tracepoints),
@@ -24,9 +30,10 @@
 //! the VM this binary runs with `--in-vm`). `all` is every layer.
 //!
 //! Everything it creates (cgroups, the tmpfs, listeners, sessions, the VM)
-//! is removed on the way out, error or not. Exits non-zero when a
-//! measurement fails (a workload error, a decision that is not the
-//! policy's, a session that does not enforce).
+//! is removed on the way out, error or not (not on SIGKILL; a session's
+//! watchdog still kills its processes then). Exits non-zero when a
+//! measurement fails: a workload error, a decision that is not the
+//! policy's, a session that does not enforce.
 
 use anyhow::{anyhow, bail, Context, Result};
 use corral_core::{Decision, What};
@@ -80,13 +87,20 @@ fn main() {
 /// `exec BIN` (spawn, exec, wait; must exit 0), `connect ADDR[,ADDR...]`
 /// (connect and close, cycling over the addresses), `flood ADDRS DENIED`
 /// (as `connect`, with every tenth attempt to DENIED, which must fail with
-/// EPERM), `deny-open FILE` and `deny-connect ADDR` (must fail with EPERM).
+/// EPERM), `flood-udp ADDRS DENIED` (the same with UDP `sendto` from one
+/// unconnected socket: one decision per datagram), `deny-open FILE` and
+/// `deny-connect ADDR` (must fail with EPERM).
 fn work(args: &[String]) -> Result<String> {
-    let [op, n, rest @ ..] = args else { bail!("usage: --work OP N TARGET...") };
+    let [op, n, rest @ ..] = args else {
+        bail!("usage: --work OP N TARGET...")
+    };
     let n: u64 = n.parse().with_context(|| format!("iteration count `{n}`"))?;
     let target = rest.first().ok_or_else(|| anyhow!("`{op}` needs a target"))?;
     let addrs = || -> Result<Vec<SocketAddr>> {
-        target.split(',').map(|a| a.parse().with_context(|| format!("address `{a}`"))).collect()
+        target
+            .split(',')
+            .map(|a| a.parse().with_context(|| format!("address `{a}`")))
+            .collect()
     };
     let warm = (n / 10).min(100);
     let ns = match op.as_str() {
@@ -108,17 +122,30 @@ fn work(args: &[String]) -> Result<String> {
             let a = addrs()?;
             timed(n, warm, |i| TcpStream::connect(pick(&a, i)?).map(drop))?
         }
-        "flood" => {
+        "flood" | "flood-udp" => {
             let a = addrs()?;
-            let denied: SocketAddr =
-                rest.get(1).ok_or_else(|| anyhow!("flood needs a denied address"))?.parse()?;
+            let denied: SocketAddr = rest
+                .get(1)
+                .ok_or_else(|| anyhow!("flood needs a denied address"))?
+                .parse()?;
+            let udp = if op == "flood-udp" {
+                Some(std::net::UdpSocket::bind("0.0.0.0:0")?)
+            } else {
+                None
+            };
             let (mut ok, mut eperm) = (0u64, 0u64);
             let ns = timed(n, 0, |i| {
+                let to = if i % 10 == 9 { &denied } else { pick(&a, i)? };
+                let r = match &udp {
+                    Some(u) => u.send_to(b"corral", to).map(drop),
+                    None if i % 10 == 9 => TcpStream::connect_timeout(to, Duration::from_secs(2)).map(drop),
+                    None => TcpStream::connect(to).map(drop),
+                };
                 if i % 10 == 9 {
-                    expect_eperm(TcpStream::connect_timeout(&denied, Duration::from_secs(2)).map(drop))?;
+                    expect_eperm(r)?;
                     eperm += 1;
                 } else {
-                    TcpStream::connect(pick(&a, i)?)?;
+                    r?;
                     ok += 1;
                 }
                 Ok(())
@@ -141,7 +168,8 @@ fn work(args: &[String]) -> Result<String> {
 
 fn pick(a: &[SocketAddr], i: u64) -> std::io::Result<&SocketAddr> {
     let len = u64::try_from(a.len()).unwrap_or(1).max(1);
-    a.get(usize::try_from(i % len).unwrap_or(0)).ok_or_else(|| std::io::Error::other("no address"))
+    a.get(usize::try_from(i % len).unwrap_or(0))
+        .ok_or_else(|| std::io::Error::other("no address"))
 }
 
 fn expect_eperm(r: std::io::Result<()>) -> std::io::Result<()> {
@@ -182,17 +210,38 @@ struct Opts {
     layers: Vec<LayerKind>,
     /// Inside the VM: run the `lsm` layer here instead of booting a VM.
     in_vm: bool,
+    /// Hold `/dev/cpu_dma_latency` at 0 while measuring: idle CPUs poll
+    /// instead of halting, so a wake-up costs the same whatever else runs.
+    idle_poll: bool,
+    /// Let the loop workloads run on any CPU.
+    no_pin: bool,
+    /// Rounds per layer instead of the default.
+    rounds: Option<usize>,
 }
 
 impl Opts {
     fn parse(args: &[String]) -> Result<Opts> {
-        let mut o = Opts { quick: false, json: false, layers: Vec::new(), in_vm: false };
+        let mut o = Opts {
+            quick: false,
+            json: false,
+            layers: Vec::new(),
+            in_vm: false,
+            idle_poll: false,
+            no_pin: false,
+            rounds: None,
+        };
         let mut it = args.iter();
         while let Some(a) = it.next() {
             match a.as_str() {
                 "--quick" => o.quick = true,
                 "--json" => o.json = true,
                 "--in-vm" => o.in_vm = true,
+                "--idle-poll" => o.idle_poll = true,
+                "--no-pin" => o.no_pin = true,
+                "--rounds" => {
+                    let v = it.next().ok_or_else(|| anyhow!("`--rounds` needs a value"))?;
+                    o.rounds = Some(v.parse().with_context(|| format!("`--rounds {v}`"))?);
+                }
                 "--layer" => {
                     let v = it.next().ok_or_else(|| anyhow!("`--layer` needs a value"))?;
                     o.layers.extend(match v.as_str() {
@@ -212,7 +261,10 @@ impl Opts {
                     });
                 }
                 "-h" | "--help" => {
-                    println!("usage: corral-kbench [--quick] [--json] [--layer net|fanotify|lsm|trace|events|all]");
+                    println!(
+                        "usage: corral-kbench [--quick] [--json] [--layer net|fanotify|lsm|trace|events|all] \
+                         [--rounds N] [--no-pin] [--idle-poll]"
+                    );
                     std::process::exit(0);
                 }
                 _ => bail!("unknown argument `{a}`"),
@@ -236,18 +288,45 @@ struct Sizes {
     stat: u64,
     exec: u64,
     connect: u64,
+    /// Per worker, TCP connects and UDP datagrams.
     flood: u64,
+    flood_udp: u64,
 }
 
 impl Sizes {
     fn new(quick: bool, in_vm: bool) -> Sizes {
         match (quick, in_vm) {
-            (true, _) => Sizes { rounds: 2, open: 300, open_each: 100, stat: 300, exec: 10, connect: 100, flood: 500 },
+            (true, _) => Sizes {
+                rounds: 2,
+                open: 300,
+                open_each: 100,
+                stat: 300,
+                exec: 10,
+                connect: 100,
+                flood: 500,
+                flood_udp: 5000,
+            },
             // TCG runs everything some 10-50x slower.
-            (false, true) => Sizes { rounds: 5, open: 2000, open_each: 500, stat: 2000, exec: 40, connect: 500, flood: 0 },
-            (false, false) => {
-                Sizes { rounds: 7, open: 20000, open_each: 5000, stat: 20000, exec: 300, connect: 5000, flood: 20000 }
-            }
+            (false, true) => Sizes {
+                rounds: 7,
+                open: 5000,
+                open_each: 1000,
+                stat: 5000,
+                exec: 100,
+                connect: 1000,
+                flood: 0,
+                flood_udp: 0,
+            },
+            (false, false) => Sizes {
+                rounds: 7,
+                open: 20000,
+                open_each: 5000,
+                stat: 20000,
+                exec: 300,
+                connect: 5000,
+                flood: 20000,
+                flood_udp: 200000,
+            },
         }
     }
 }
@@ -281,6 +360,8 @@ struct Machine {
     loadavg_start: String,
     loadavg_end: String,
     in_vm: bool,
+    /// The CPU the loop workloads ran on (`None`: not pinned).
+    pinned_cpu: Option<usize>,
 }
 
 impl Machine {
@@ -288,7 +369,10 @@ impl Machine {
         let cpu = std::fs::read_to_string("/proc/cpuinfo")
             .ok()
             .and_then(|s| {
-                s.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split_once(':')).map(|(_, v)| v.trim().to_string())
+                s.lines()
+                    .find(|l| l.starts_with("model name"))
+                    .and_then(|l| l.split_once(':'))
+                    .map(|(_, v)| v.trim().to_string())
             })
             .unwrap_or_default();
         Machine {
@@ -298,16 +382,23 @@ impl Machine {
             loadavg_start: loadavg(),
             loadavg_end: String::new(),
             in_vm,
+            pinned_cpu: None,
         }
     }
 }
 
 fn read_trim(p: &str) -> String {
-    std::fs::read_to_string(p).map(|s| s.trim().to_string()).unwrap_or_default()
+    std::fs::read_to_string(p)
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
 }
 
 fn loadavg() -> String {
-    read_trim("/proc/loadavg").split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+    read_trim("/proc/loadavg")
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
@@ -333,9 +424,11 @@ struct LayerReport {
     what: String,
     rounds: usize,
     rows: Vec<Row>,
-    /// Events delivered and lost over every enforced block of the layer.
+    /// Events delivered over every enforced block of the layer, and lost
+    /// with the readers running and with them paused.
     events: u64,
     lost: u64,
+    lost_paused: u64,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -349,11 +442,19 @@ struct Row {
     round_ratio_max: f64,
     base_runs: Vec<f64>,
     enforced_runs: Vec<f64>,
+    /// Fastest enforced round over fastest baseline round: the least
+    /// disturbed pair when other load comes and goes.
+    best_ratio: f64,
+    /// With the session's event readers paused during the loop.
+    paused_ns: f64,
+    paused_ratio: f64,
+    paused_runs: Vec<f64>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct FloodRow {
     scenario: String,
+    kind: String,
     workers: usize,
     channel: usize,
     reader: String,
@@ -365,6 +466,9 @@ struct FloodRow {
     lost_total: u64,
     lost_ring: u64,
     lost_channel: u64,
+    /// Connect attempts per second, all workers (from their start to the last exit).
+    produced_per_s: f64,
+    /// From the workers' start to the last connect event read.
     secs: f64,
     events_per_s: f64,
 }
@@ -376,6 +480,8 @@ struct Fixture {
     root: Cgroup,
     tmp: Tmpfs,
     listeners: Vec<Listener>,
+    /// Where the UDP floods send (never read: the kernel drops what overflows).
+    udp_sink: std::net::UdpSocket,
     seq: AtomicU64,
 }
 
@@ -391,7 +497,14 @@ impl Fixture {
         std::fs::write(tmp.path.join("forbidden"), "secret")?;
         let listeners = (0..8).map(|_| Listener::start()).collect::<Result<Vec<_>>>()?;
         let root = Cgroup::create(&format!("corral-kbench-{pid}"))?;
-        Ok(Fixture { root, tmp, listeners, seq: AtomicU64::new(0) })
+        let udp_sink = std::net::UdpSocket::bind("127.0.0.1:0").context("bind a loopback UDP socket")?;
+        Ok(Fixture {
+            root,
+            tmp,
+            listeners,
+            udp_sink,
+            seq: AtomicU64::new(0),
+        })
     }
 
     /// A fresh child cgroup (removed on drop).
@@ -401,11 +514,18 @@ impl Fixture {
     }
 
     fn listen(&self) -> SocketAddr {
-        self.listeners.first().map(|l| l.addr).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 1)))
+        self.listeners
+            .first()
+            .map(|l| l.addr)
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 1)))
     }
 
     fn listen_all(&self) -> String {
-        self.listeners.iter().map(|l| l.addr.to_string()).collect::<Vec<_>>().join(",")
+        self.listeners
+            .iter()
+            .map(|l| l.addr.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     /// `count` empty files `0..count` in a new directory on the tmpfs.
@@ -475,7 +595,11 @@ impl Listener {
                 drop(c);
             }
         });
-        Ok(Listener { addr, stop, thread: Some(thread) })
+        Ok(Listener {
+            addr,
+            stop,
+            thread: Some(thread),
+        })
     }
 }
 
@@ -507,7 +631,11 @@ fn policy_text(fx: &Fixture, bin_dir: &str) -> Policy {
     let mut info = PlanInfo::default();
     for i in 0..250 {
         // The first one is the file the sessions' enforcement probe opens.
-        let file = if i == 0 { format!("{t}/forbidden") } else { format!("/srv/data/f{i}") };
+        let file = if i == 0 {
+            format!("{t}/forbidden")
+        } else {
+            format!("/srv/data/f{i}")
+        };
         let _ = writeln!(
             s,
             r#"@id("ff{i}") forbid (principal, action in Action::"FileOpen", resource == File::"{file}");"#
@@ -520,7 +648,11 @@ fn policy_text(fx: &Fixture, bin_dir: &str) -> Policy {
     }
     for i in 0..400u32 {
         let (a, b) = (i / 256, i % 256);
-        let port = if i % 2 == 1 { format!(" && context.port == {}", 2000 + (i / 2) % 16) } else { String::new() };
+        let port = if i % 2 == 1 {
+            format!(" && context.port == {}", 2000 + (i / 2) % 16)
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             s,
             r#"@id("nf{i}") forbid (principal, action == Action::"NetworkConnect", resource) when {{ context.ip.isInRange(ip("10.{a}.{b}.0/24")){port} }};"#
@@ -560,19 +692,32 @@ fn compile(p: Policy) -> Result<(corral_policy::Plan, PlanInfo)> {
     let t = Instant::now();
     let checked = corral_policy::check(vec![corral_policy::Source::new("kbench.cedar", p.text)]);
     info.compile_ms = t.elapsed().as_secs_f64() * 1e3;
-    let errors: Vec<String> = checked.diagnostics.iter().filter(|d| d.is_error()).map(|d| d.render()).collect();
+    let errors: Vec<String> = checked
+        .diagnostics
+        .iter()
+        .filter(|d| d.is_error())
+        .map(|d| d.render())
+        .collect();
     if !errors.is_empty() {
         bail!("the generated policy does not compile:\n{}", errors.join("\n"));
     }
-    let plan = checked.plan.ok_or_else(|| anyhow!("the generated policy produced no plan"))?;
-    let pp = plan.for_principal(PRINCIPAL).ok_or_else(|| anyhow!("the plan has no tables for `{PRINCIPAL}`"))?;
+    let plan = checked
+        .plan
+        .ok_or_else(|| anyhow!("the generated policy produced no plan"))?;
+    let pp = plan
+        .for_principal(PRINCIPAL)
+        .ok_or_else(|| anyhow!("the plan has no tables for `{PRINCIPAL}`"))?;
     info.read_rows = pp.file_read.rows();
     info.write_rows = pp.file_write.rows();
     info.exec_rows = pp.exec.rows();
     for t in &pp.net {
         info.net_prefixes += t.entries.len();
         info.net_port_classes += t.ports.len();
-        info.net_cells += t.entries.iter().map(|e| e.verdicts.iter().filter(|v| v.is_some()).count()).sum::<usize>();
+        info.net_cells += t
+            .entries
+            .iter()
+            .map(|e| e.verdicts.iter().filter(|v| v.is_some()).count())
+            .sum::<usize>();
     }
     Ok((plan, info))
 }
@@ -581,12 +726,27 @@ fn compile(p: Policy) -> Result<(corral_policy::Plan, PlanInfo)> {
 // Sessions.
 
 /// What a session's event channel brought.
-#[derive(Default)]
 struct Counts {
+    t0: Instant,
     connect_allow: AtomicU64,
     connect_deny: AtomicU64,
     other: AtomicU64,
     lost_reported: AtomicU64,
+    /// When the last connect event was read, ns after `t0`.
+    last_connect_ns: AtomicU64,
+}
+
+impl Default for Counts {
+    fn default() -> Counts {
+        Counts {
+            t0: Instant::now(),
+            connect_allow: AtomicU64::new(0),
+            connect_deny: AtomicU64::new(0),
+            other: AtomicU64::new(0),
+            lost_reported: AtomicU64::new(0),
+            last_connect_ns: AtomicU64::new(0),
+        }
+    }
 }
 
 impl Counts {
@@ -603,7 +763,7 @@ enum Reader {
     /// A task counts every event as it arrives.
     Drain,
     /// Nobody reads the channel.
-    None,
+    Unread,
     /// The runtime's only worker is blocked while the workload runs: the
     /// ring-buffer readers cannot run either.
     Stalled,
@@ -617,7 +777,7 @@ struct Enforced {
     /// A task holding an unread receiver (aborted at the end).
     holder: Option<tokio::task::JoinHandle<()>>,
     /// Unblocks a [`Reader::Stalled`] runtime.
-    release: Option<std::sync::mpsc::Sender<()>>,
+    release: Option<tokio::sync::watch::Sender<bool>>,
     cg: Cgroup,
 }
 
@@ -626,6 +786,8 @@ struct Bench {
     fx: Fixture,
     plan: corral_policy::Plan,
     exe: PathBuf,
+    /// The CPU the loop workloads are pinned to (`taskset`), if any.
+    pin: Option<usize>,
     next_id: AtomicU64,
 }
 
@@ -648,7 +810,12 @@ impl Bench {
             FileLayer::Fanotify => "fanotify (fallback)",
             _ => "not enforced (file layer off)",
         };
-        let got = session.layers().iter().find(|(k, _)| *k == "file open").map(|(_, v)| *v).unwrap_or("");
+        let got = session
+            .layers()
+            .iter()
+            .find(|(k, _)| *k == "file open")
+            .map(|(_, v)| *v)
+            .unwrap_or("");
         if got != want {
             bail!("the session's file layer is `{got}`, not `{want}`");
         }
@@ -656,7 +823,7 @@ impl Bench {
         let (mut release, mut holder) = (None, None);
         let counter = match reader {
             Reader::Drain => self.rt.spawn(count(rx, counts.clone())),
-            Reader::None => {
+            Reader::Unread => {
                 // Holds the receiver, never reading it, until aborted.
                 holder = Some(self.rt.spawn(async move {
                     let _rx = rx;
@@ -665,25 +832,40 @@ impl Bench {
                 self.rt.spawn(async {})
             }
             Reader::Stalled => {
-                let (tx, block) = std::sync::mpsc::channel::<()>();
+                // Blocks every worker thread of the runtime on purpose.
+                let (tx, block) = tokio::sync::watch::channel(false);
                 let (started_tx, started) = std::sync::mpsc::channel::<()>();
-                // Blocks the runtime's only worker thread on purpose.
-                self.rt.spawn(async move {
-                    let _ = started_tx.send(());
-                    let _ = block.recv();
-                });
-                let _ = started.recv_timeout(Duration::from_secs(5));
+                for _ in 0..workers() {
+                    let (mut block, started_tx) = (block.clone(), started_tx.clone());
+                    self.rt.spawn(async move {
+                        let _ = started_tx.send(());
+                        while !*block.borrow_and_update() {
+                            std::thread::sleep(Duration::from_millis(5));
+                        }
+                    });
+                }
+                for _ in 0..workers() {
+                    let _ = started.recv_timeout(Duration::from_secs(5));
+                }
                 release = Some(tx);
                 self.rt.spawn(count(rx, counts.clone()))
             }
         };
-        let e = Enforced { session, counts, counter, holder, release, cg };
+        let e = Enforced {
+            session,
+            counts,
+            counter,
+            holder,
+            release,
+            cg,
+        };
         if probe {
             self.run(&e.cg, "deny-connect", 1, &["10.0.0.1:2000".to_string()])
                 .context("enforcement probe: a connect the policy forbids")?;
             if layer != FileLayer::Off {
                 let f = self.fx.tmp.path.join("forbidden").display().to_string();
-                self.run(&e.cg, "deny-open", 1, &[f]).context("enforcement probe: an open the policy forbids")?;
+                self.run(&e.cg, "deny-open", 1, &[f])
+                    .context("enforcement probe: an open the policy forbids")?;
             }
         }
         Ok(e)
@@ -693,7 +875,7 @@ impl Bench {
     /// (events delivered, events lost, the counts).
     fn stop(&self, mut e: Enforced) -> (u64, u64, Arc<Counts>) {
         if let Some(r) = e.release.take() {
-            let _ = r.send(());
+            let _ = r.send(true);
         }
         self.rt.block_on(e.session.flush());
         let lost = e.session.lost();
@@ -703,16 +885,28 @@ impl Bench {
         }
         // Every sender is gone with the session: the counter ends once it
         // has read the channel empty.
-        let _ = self.rt.block_on(tokio::time::timeout(Duration::from_secs(10), e.counter));
+        let counter = e.counter;
+        let _ = self
+            .rt
+            .block_on(async { tokio::time::timeout(Duration::from_secs(10), counter).await });
         drop(e.cg);
         (e.counts.total(), lost, e.counts)
     }
 
     /// Runs the workload in `cg`; its output line.
     fn run(&self, cg: &Cgroup, op: &str, n: u64, target: &[String]) -> Result<String> {
-        let mut cmd = Command::new(&self.exe);
+        let mut cmd = match self.pin {
+            Some(cpu) => {
+                let mut c = Command::new("taskset");
+                c.args(["-c", &cpu.to_string()]).arg(&self.exe);
+                c
+            }
+            None => Command::new(&self.exe),
+        };
         cmd.arg("--work").arg(op).arg(n.to_string()).args(target);
-        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         cg.place(&mut cmd)?;
         let out = cmd.output().with_context(|| format!("run the `{op}` workload"))?;
         let stdout = String::from_utf8_lossy(&out.stdout).trim().to_string();
@@ -759,6 +953,10 @@ async fn count(mut rx: mpsc::Receiver<corral_core::Event>, c: Arc<Counts>) {
             _ => &c.other,
         };
         n.fetch_add(1, Ordering::Relaxed);
+        if matches!(ev.what, What::Connect { .. }) {
+            let t = u64::try_from(c.t0.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            c.last_connect_ns.store(t, Ordering::Relaxed);
+        }
     }
 }
 
@@ -780,14 +978,29 @@ struct Case {
 }
 
 fn case(name: &str, op: &'static str, n: u64, target: Target) -> Case {
-    Case { name: name.to_string(), op, n, target }
+    Case {
+        name: name.to_string(),
+        op,
+        n,
+        target,
+    }
 }
 
 fn cases(b: &Bench, kind: LayerKind, z: &Sizes) -> Vec<Case> {
     let t = &b.fx.tmp.path;
     let m_file = Target::Path(t.join("m/file"));
-    let connect = case("connect+close, 127.0.0.1", "connect", z.connect, Target::Addr(b.fx.listen()));
-    let exec_bin = case("spawn+exec+wait `/bin/true`", "exec", z.exec, Target::Path("/bin/true".into()));
+    let connect = case(
+        "connect+close, 127.0.0.1",
+        "connect",
+        z.connect,
+        Target::Addr(b.fx.listen()),
+    );
+    let exec_bin = case(
+        "spawn+exec+wait `/bin/true`",
+        "exec",
+        z.exec,
+        Target::Path("/bin/true".into()),
+    );
     match kind {
         LayerKind::Net => vec![
             connect,
@@ -797,17 +1010,57 @@ fn cases(b: &Bench, kind: LayerKind, z: &Sizes) -> Vec<Case> {
         LayerKind::Trace => vec![exec_bin],
         LayerKind::Fanotify => vec![
             case("open+close, same file (ignore-marked)", "open", z.open, m_file),
-            case("open+close, same file (not markable)", "open", z.open, Target::Path(t.join("r/file"))),
-            case("open+close, distinct new files", "open-each", z.open_each, Target::Fresh),
-            case("stat (not intercepted)", "stat", z.stat, Target::Path(t.join("m/file"))),
-            case("exec, binary on the mount (ignore-marked)", "exec", z.exec, Target::Path(t.join("m/true"))),
-            case("exec, binary on the mount (not markable)", "exec", z.exec, Target::Path(t.join("r/true"))),
-            case("exec `/bin/true` (not on the mount)", "exec", z.exec, Target::Path("/bin/true".into())),
+            case(
+                "open+close, same file (not markable)",
+                "open",
+                z.open,
+                Target::Path(t.join("r/file")),
+            ),
+            case(
+                "open+close, distinct new files",
+                "open-each",
+                z.open_each,
+                Target::Fresh,
+            ),
+            case(
+                "stat (not intercepted)",
+                "stat",
+                z.stat,
+                Target::Path(t.join("m/file")),
+            ),
+            case(
+                "exec, binary on the mount (ignore-marked)",
+                "exec",
+                z.exec,
+                Target::Path(t.join("m/true")),
+            ),
+            case(
+                "exec, binary on the mount (not markable)",
+                "exec",
+                z.exec,
+                Target::Path(t.join("r/true")),
+            ),
+            case(
+                "exec `/bin/true` (not on the mount)",
+                "exec",
+                z.exec,
+                Target::Path("/bin/true".into()),
+            ),
         ],
         LayerKind::Lsm => vec![
             case("open+close, same file", "open", z.open, m_file),
-            case("open+close, distinct new files", "open-each", z.open_each, Target::Fresh),
-            case("stat (not intercepted)", "stat", z.stat, Target::Path(t.join("m/file"))),
+            case(
+                "open+close, distinct new files",
+                "open-each",
+                z.open_each,
+                Target::Fresh,
+            ),
+            case(
+                "stat (not intercepted)",
+                "stat",
+                z.stat,
+                Target::Path(t.join("m/file")),
+            ),
             exec_bin,
             connect,
         ],
@@ -817,7 +1070,11 @@ fn cases(b: &Bench, kind: LayerKind, z: &Sizes) -> Vec<Case> {
 
 fn layer_meta(kind: LayerKind) -> (&'static str, &'static str, FileLayer) {
     match kind {
-        LayerKind::Net => ("net", "cgroup-bpf connect/sendmsg programs (file layer off)", FileLayer::Off),
+        LayerKind::Net => (
+            "net",
+            "cgroup-bpf connect/sendmsg programs (file layer off)",
+            FileLayer::Off,
+        ),
         LayerKind::Trace => ("trace", "telemetry tracepoints (file layer off)", FileLayer::Off),
         LayerKind::Fanotify => ("fanotify", "fanotify fallback on a tmpfs", FileLayer::Fanotify),
         LayerKind::Lsm => ("lsm", "BPF LSM, in the QEMU VM (TCG)", FileLayer::Lsm),
@@ -825,52 +1082,111 @@ fn layer_meta(kind: LayerKind) -> (&'static str, &'static str, FileLayer) {
     }
 }
 
+/// One side of the comparison.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Side {
+    /// No session.
+    Baseline,
+    /// A session whose events are read as they come.
+    Enforced,
+    /// A session whose event readers cannot run during the loop (they drain
+    /// the ring buffers afterwards): the in-kernel cost alone.
+    Paused,
+}
+
+impl Side {
+    fn name(self) -> &'static str {
+        match self {
+            Side::Baseline => "baseline",
+            Side::Enforced => "enforced",
+            Side::Paused => "enforced, event readers paused",
+        }
+    }
+}
+
 fn loops(b: &Bench, kind: LayerKind, z: &Sizes) -> Result<LayerReport> {
     let (name, what, layer) = layer_meta(kind);
     let cases = cases(b, kind, z);
-    let mut base: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
-    let mut enf: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
-    let (mut events, mut lost) = (0, 0);
+    let sides = [Side::Baseline, Side::Enforced, Side::Paused];
+    // runs[side][case][round]
+    let mut runs: Vec<Vec<Vec<f64>>> = vec![vec![Vec::new(); cases.len()]; sides.len()];
+    let mut report = LayerReport {
+        layer: name.into(),
+        what: what.into(),
+        rounds: z.rounds,
+        ..LayerReport::default()
+    };
     for round in 0..z.rounds {
-        let order = if round % 2 == 0 { [false, true] } else { [true, false] };
-        for enforced in order {
+        // The order rotates every round, so drift hits every side alike.
+        for k in 0..sides.len() {
+            let si = (k + round) % sides.len();
+            let side = sides.get(si).copied().unwrap_or(Side::Baseline);
             // Fresh files are made before the session exists.
             let fresh: Vec<Option<PathBuf>> = cases
                 .iter()
-                .map(|c| if matches!(c.target, Target::Fresh) { b.fx.fresh(c.n).map(Some) } else { Ok(None) })
+                .map(|c| {
+                    if matches!(c.target, Target::Fresh) {
+                        b.fx.fresh(c.n).map(Some)
+                    } else {
+                        Ok(None)
+                    }
+                })
                 .collect::<Result<_>>()?;
-            let session = if enforced { Some(b.start(layer, 65536, Reader::Drain, true)?) } else { None };
-            let base_cg = if enforced { None } else { Some(b.fx.cgroup("baseline")?) };
-            let place = session.as_ref().map(|e| &e.cg).or(base_cg.as_ref()).ok_or_else(|| anyhow!("no cgroup"))?;
+            let session = match side {
+                Side::Baseline => None,
+                Side::Enforced => Some(b.start(layer, 65536, Reader::Drain, true)?),
+                Side::Paused => Some(b.start(layer, 65536, Reader::Stalled, true)?),
+            };
+            let base_cg = if session.is_none() {
+                Some(b.fx.cgroup("baseline")?)
+            } else {
+                None
+            };
+            let place = session
+                .as_ref()
+                .map(|e| &e.cg)
+                .or(base_cg.as_ref())
+                .ok_or_else(|| anyhow!("no cgroup"))?;
             let mut results = Vec::new();
             for (c, f) in cases.iter().zip(&fresh) {
-                let ns = b.ns_per_op(place, c, f.as_deref()).with_context(|| {
-                    format!("{name} `{}` ({})", c.name, if enforced { "enforced" } else { "baseline" })
-                })?;
+                let ns = b
+                    .ns_per_op(place, c, f.as_deref())
+                    .with_context(|| format!("{name} `{}` ({})", c.name, side.name()))?;
                 results.push(ns);
             }
             if let Some(e) = session {
                 let (ev, l, _) = b.stop(e);
-                events += ev;
-                lost += l;
+                report.events += ev;
+                if side == Side::Paused {
+                    report.lost_paused += l;
+                } else {
+                    report.lost += l;
+                }
             }
             drop(base_cg);
             for f in fresh.into_iter().flatten() {
                 let _ = std::fs::remove_dir_all(f);
             }
-            let side = if enforced { &mut enf } else { &mut base };
-            for (s, ns) in side.iter_mut().zip(results) {
-                s.push(ns);
+            if let Some(side_runs) = runs.get_mut(si) {
+                for (r, ns) in side_runs.iter_mut().zip(results) {
+                    r.push(ns);
+                }
             }
         }
         eprintln!("corral-kbench: {name}: round {}/{} done", round + 1, z.rounds);
     }
-    let rows = cases
+    let mut it = runs.into_iter();
+    let (base, enf, paused) = (
+        it.next().unwrap_or_default(),
+        it.next().unwrap_or_default(),
+        it.next().unwrap_or_default(),
+    );
+    report.rows = cases
         .iter()
-        .zip(base.into_iter().zip(enf))
-        .map(|(c, (b, e))| {
+        .zip(base.into_iter().zip(enf.into_iter().zip(paused)))
+        .map(|(c, (b, (e, p)))| {
             let rr: Vec<f64> = b.iter().zip(&e).map(|(b, e)| e / b).collect();
-            let (bm, em) = (median(&b), median(&e));
+            let (bm, em, pm) = (median(&b), median(&e), median(&p));
             Row {
                 op: c.name.clone(),
                 iters: c.n,
@@ -879,12 +1195,20 @@ fn loops(b: &Bench, kind: LayerKind, z: &Sizes) -> Result<LayerReport> {
                 ratio: em / bm,
                 round_ratio_min: rr.iter().copied().fold(f64::INFINITY, f64::min),
                 round_ratio_max: rr.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+                best_ratio: min(&e) / min(&b),
+                paused_ns: pm,
+                paused_ratio: pm / bm,
                 base_runs: b,
                 enforced_runs: e,
+                paused_runs: p,
             }
         })
         .collect();
-    Ok(LayerReport { layer: name.into(), what: what.into(), rounds: z.rounds, rows, events, lost })
+    Ok(report)
+}
+
+fn min(v: &[f64]) -> f64 {
+    v.iter().copied().fold(f64::INFINITY, f64::min)
 }
 
 fn median(v: &[f64]) -> f64 {
@@ -893,7 +1217,9 @@ fn median(v: &[f64]) -> f64 {
     match s.len() {
         0 => f64::NAN,
         n if n % 2 == 1 => s.get(n / 2).copied().unwrap_or(f64::NAN),
-        n => (s.get(n / 2 - 1).copied().unwrap_or(f64::NAN) + s.get(n / 2).copied().unwrap_or(f64::NAN)) / 2.0,
+        n => {
+            (s.get(n / 2 - 1).copied().unwrap_or(f64::NAN) + s.get(n / 2).copied().unwrap_or(f64::NAN)) / 2.0
+        }
     }
 }
 
@@ -901,44 +1227,68 @@ fn median(v: &[f64]) -> f64 {
 // Event throughput and loss.
 
 fn flood(b: &Bench, z: &Sizes) -> Result<Vec<FloodRow>> {
-    let scenarios: [(usize, usize, Reader); 7] = [
-        (1, 65536, Reader::Drain),
-        (2, 65536, Reader::Drain),
-        (4, 65536, Reader::Drain),
-        (4, 1024, Reader::Drain),
-        (4, 64, Reader::Drain),
-        (4, 65536, Reader::None),
-        (4, 65536, Reader::Stalled),
+    use Reader::{Drain, Stalled, Unread};
+    // (UDP?, workers, channel, reader): first what a session meets, then
+    // less and less room until events are lost.
+    let scenarios: [(bool, usize, usize, Reader); 9] = [
+        (false, 1, 65536, Drain),
+        (false, 4, 65536, Drain),
+        (true, 1, 65536, Drain),
+        (true, 2, 65536, Drain),
+        (true, 2, 4096, Drain),
+        (true, 2, 256, Drain),
+        (true, 2, 16, Drain),
+        (true, 2, 65536, Unread),
+        (true, 2, 65536, Stalled),
     ];
     let mut rows = Vec::new();
-    for (workers, channel, reader) in scenarios {
+    for (udp, workers, channel, reader) in scenarios {
+        let (op, per) = if udp {
+            ("flood-udp", z.flood_udp)
+        } else {
+            ("flood", z.flood)
+        };
+        let targets = if udp {
+            b.fx.udp_sink.local_addr()?.to_string()
+        } else {
+            b.fx.listen_all()
+        };
         let e = b.start(FileLayer::Off, channel, reader, false)?;
         let t = Instant::now();
         // On error, dropping the session's cgroup kills the workers started.
         let children = (0..workers)
             .map(|_| {
                 let mut cmd = Command::new(&b.exe);
-                cmd.args(["--work", "flood", &z.flood.to_string(), &b.fx.listen_all(), "10.0.0.1:2000"]);
-                cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+                cmd.args(["--work", op, &per.to_string(), &targets, "10.0.0.1:2000"]);
+                cmd.stdin(Stdio::null())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped());
                 e.cg.place(&mut cmd)?;
                 Ok(cmd.spawn()?)
             })
             .collect::<Result<Vec<_>>>()?;
         let outs: Vec<_> = children.into_iter().map(|c| c.wait_with_output()).collect();
+        let produce_secs = t.elapsed().as_secs_f64();
         let (_, lost_total, counts) = b.stop(e);
-        let secs = t.elapsed().as_secs_f64();
+        // Delivery: from the workers' start to the last connect event read.
+        let start_ns = t.saturating_duration_since(counts.t0).as_nanos() as f64;
+        let last_ns = counts.last_connect_ns.load(Ordering::Relaxed) as f64;
+        let secs = (last_ns - start_ns).max(1.0) / 1e9;
         let (mut allowed, mut denied) = (0u64, 0u64);
         for o in outs {
             let o = o?;
             let line = String::from_utf8_lossy(&o.stdout).trim().to_string();
             if !o.status.success() {
-                bail!("flood worker failed ({}): {}", o.status, String::from_utf8_lossy(&o.stderr).trim());
+                bail!(
+                    "flood worker failed ({}): {}",
+                    o.status,
+                    String::from_utf8_lossy(&o.stderr).trim()
+                );
             }
             let w: Vec<&str> = line.split_whitespace().collect();
             allowed += w.get(1).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
             denied += w.get(3).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
         }
-        let per = z.flood;
         let want_denied = per / 10 * u64::try_from(workers).unwrap_or(0);
         let want_allowed = per * u64::try_from(workers).unwrap_or(0) - want_denied;
         let decisions_ok = allowed == want_allowed && denied == want_denied;
@@ -946,7 +1296,12 @@ fn flood(b: &Bench, z: &Sizes) -> Result<Vec<FloodRow>> {
             counts.connect_allow.load(Ordering::Relaxed) + counts.connect_deny.load(Ordering::Relaxed);
         let lost_ring = counts.lost_reported.load(Ordering::Relaxed);
         let row = FloodRow {
-            scenario: format!("{workers} worker(s), channel {channel}, {}", reader_name(reader)),
+            scenario: format!(
+                "{}, {workers} worker(s), channel {channel}, {}",
+                if udp { "UDP sendto" } else { "TCP connect" },
+                reader_name(reader)
+            ),
+            kind: if udp { "udp sendto" } else { "tcp connect" }.into(),
             workers,
             channel,
             reader: reader_name(reader).into(),
@@ -958,8 +1313,13 @@ fn flood(b: &Bench, z: &Sizes) -> Result<Vec<FloodRow>> {
             lost_total,
             lost_ring,
             lost_channel: lost_total.saturating_sub(lost_ring),
+            produced_per_s: (allowed + denied) as f64 / produce_secs,
             secs,
-            events_per_s: connect_events as f64 / secs,
+            events_per_s: if connect_events > 0 {
+                connect_events as f64 / secs
+            } else {
+                0.0
+            },
         };
         eprintln!(
             "corral-kbench: events: {}: {} connects, {} delivered, {} lost",
@@ -981,7 +1341,7 @@ fn flood(b: &Bench, z: &Sizes) -> Result<Vec<FloodRow>> {
 fn reader_name(r: Reader) -> &'static str {
     match r {
         Reader::Drain => "drained",
-        Reader::None => "not read",
+        Reader::Unread => "not read",
         Reader::Stalled => "readers stalled",
     }
 }
@@ -1007,7 +1367,15 @@ fn lsm_in_vm(quick: bool) -> Result<(LayerReport, VmInfo)> {
     let stderr = std::io::stderr();
     let to_err = std::os::fd::AsFd::as_fd(&stderr).try_clone_to_owned()?;
     let st = Command::new(cargo)
-        .args(["test", "--release", "--manifest-path", manifest, "--bench", "kbench_vm", "--"])
+        .args([
+            "test",
+            "--release",
+            "--manifest-path",
+            manifest,
+            "--bench",
+            "kbench_vm",
+            "--",
+        ])
         .args(["--ignored", "--nocapture", "--exact", "lsm_layer_in_vm"])
         .env("CORRAL_KBENCH_VM_OUT", &out)
         .env("CORRAL_KBENCH_VM_ARGS", if quick { "--quick" } else { "" })
@@ -1021,7 +1389,10 @@ fn lsm_in_vm(quick: bool) -> Result<(LayerReport, VmInfo)> {
         bail!("the VM run ({st}) printed no report:\n{text}");
     };
     let mut r: Report = serde_json::from_str(json).context("parse the VM's report")?;
-    let layer = r.layers.pop().ok_or_else(|| anyhow!("the VM's report has no lsm layer"))?;
+    let layer = r
+        .layers
+        .pop()
+        .ok_or_else(|| anyhow!("the VM's report has no lsm layer"))?;
     let num = |key: &str| -> u64 {
         text.lines()
             .find_map(|l| l.strip_prefix("KBENCH-VM "))
@@ -1032,11 +1403,43 @@ fn lsm_in_vm(quick: bool) -> Result<(LayerReport, VmInfo)> {
     if !st.success() {
         bail!("the VM run failed ({st}):\n{text}");
     }
-    Ok((layer, VmInfo { machine: r.machine, plan: r.plan, boot_ms: num("boot_ms="), total_ms: num("total_ms=") }))
+    Ok((
+        layer,
+        VmInfo {
+            machine: r.machine,
+            plan: r.plan,
+            boot_ms: num("boot_ms="),
+            total_ms: num("total_ms="),
+        },
+    ))
 }
 
 // ---------------------------------------------------------------------------
 // Driver and output.
+
+/// Asks that no CPU enter an idle state with any exit latency (so idle
+/// CPUs poll) for as long as the returned file is open.
+fn idle_poll() -> Result<std::fs::File> {
+    use std::io::Write as _;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/cpu_dma_latency")
+        .context("open /dev/cpu_dma_latency (for --idle-poll)")?;
+    f.write_all(&0i32.to_ne_bytes())
+        .context("write /dev/cpu_dma_latency")?;
+    Ok(f)
+}
+
+/// Whether `name` is an executable on `PATH`.
+fn which(name: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
+        .unwrap_or(false)
+}
+
+fn workers() -> usize {
+    std::thread::available_parallelism().map(usize::from).unwrap_or(1)
+}
 
 fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
@@ -1046,18 +1449,51 @@ fn bench(o: &Opts) -> Result<()> {
     if !is_root() {
         bail!("needs root (cgroups, BPF programs, fanotify, mounts)");
     }
-    let z = Sizes::new(o.quick, o.in_vm);
-    let mut report = Report { machine: Machine::now(o.in_vm), ..Report::default() };
-    let native: Vec<LayerKind> = o.layers.iter().copied().filter(|k| *k != LayerKind::Lsm || o.in_vm).collect();
+    let mut z = Sizes::new(o.quick, o.in_vm);
+    if let Some(r) = o.rounds {
+        z.rounds = r.max(1);
+    }
+    // Held open until the end: the PM QoS request lasts as long as the fd.
+    let _qos = if o.idle_poll { Some(idle_poll()?) } else { None };
+    let mut report = Report {
+        machine: Machine::now(o.in_vm),
+        ..Report::default()
+    };
+    let native: Vec<LayerKind> = o
+        .layers
+        .iter()
+        .copied()
+        .filter(|k| *k != LayerKind::Lsm || o.in_vm)
+        .collect();
     if !native.is_empty() {
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+        // One worker per CPU, as `#[tokio::main]` would.
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers())
+            .enable_all()
+            .build()?;
         let fx = Fixture::new()?;
         let exe = std::env::current_exe()?;
         let bin_dir = exe.parent().map(|p| p.display().to_string()).unwrap_or_default();
         eprintln!("corral-kbench: compiling the 1,000-policy plan");
         let (plan, info) = compile(policy_text(&fx, &bin_dir))?;
         report.plan = Some(info);
-        let b = Bench { rt, fx, plan, exe, next_id: AtomicU64::new(0) };
+        // Pinned, a spawned child starts on its parent's CPU: unpinned, the
+        // scheduler sends it to whichever CPU is idle, and on a VM waking an
+        // idle vCPU costs more than the exec (so any background activity,
+        // such as a session reading its events, would make execs faster).
+        let pin = match (o.no_pin, workers()) {
+            (false, n) if n > 1 && which("taskset") => Some(n - 1),
+            _ => None,
+        };
+        report.machine.pinned_cpu = pin;
+        let b = Bench {
+            rt,
+            fx,
+            plan,
+            exe,
+            pin,
+            next_id: AtomicU64::new(0),
+        };
         for k in &native {
             match k {
                 LayerKind::Events => report.events = flood(&b, &z)?,
@@ -1094,7 +1530,7 @@ fn thousands(v: u64) -> String {
     let s = v.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -1105,7 +1541,14 @@ fn thousands(v: u64) -> String {
 fn table(r: &Report) -> String {
     let mut s = String::new();
     let m = &r.machine;
-    let _ = writeln!(s, "machine: {} CPUs ({}), kernel {}, load {} -> {}", m.cpus, m.cpu, m.kernel, m.loadavg_start, m.loadavg_end);
+    let pinned = m
+        .pinned_cpu
+        .map_or("not pinned".to_string(), |c| format!("pinned to CPU {c}"));
+    let _ = writeln!(
+        s,
+        "machine: {} CPUs ({}), kernel {}, load {} -> {}; loop workloads {pinned}",
+        m.cpus, m.cpu, m.kernel, m.loadavg_start, m.loadavg_end
+    );
     let plan_line = |s: &mut String, p: &PlanInfo, place: &str| {
         let _ = writeln!(
             s,
@@ -1142,35 +1585,55 @@ fn table(r: &Report) -> String {
         }
     }
     for l in &r.layers {
-        let _ = writeln!(s, "\n### {} — {} ({} rounds, medians)\n", l.layer, l.what, l.rounds);
-        let _ = writeln!(s, "| operation | iterations | baseline ns/op | enforced ns/op | ratio | per-round ratios |");
-        let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|");
+        let _ = writeln!(
+            s,
+            "\n### {} — {} ({} rounds, medians)\n",
+            l.layer, l.what, l.rounds
+        );
+        let _ = writeln!(
+            s,
+            "| operation | iterations | baseline ns/op | enforced ns/op | ratio | per-round ratios | best rounds | readers paused ns/op | ratio |"
+        );
+        let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
         for row in &l.rows {
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} | {:.2} | {:.2}–{:.2} |",
+                "| {} | {} | {} | {} | {:.2} | {:.2}–{:.2} | {:.2} | {} | {:.2} |",
                 row.op,
                 thousands(row.iters),
                 ns(row.base_ns),
                 ns(row.enforced_ns),
                 row.ratio,
                 row.round_ratio_min,
-                row.round_ratio_max
+                row.round_ratio_max,
+                row.best_ratio,
+                ns(row.paused_ns),
+                row.paused_ratio
             );
         }
-        let _ = writeln!(s, "\nevents delivered during the enforced runs: {}, lost: {}", thousands(l.events), l.lost);
-    }
-    if !r.events.is_empty() {
-        let _ = writeln!(s, "\n### events — connect events delivered through the session's channel\n");
         let _ = writeln!(
             s,
-            "| workers | channel | reader | connects (allowed + denied) | decisions as expected | connect events delivered | lost: ring buffer | lost: channel | delivered/s |"
+            "\nevents delivered during the enforced runs: {}; lost: {} (readers running), {} (readers paused)",
+            thousands(l.events),
+            l.lost,
+            l.lost_paused
         );
-        let _ = writeln!(s, "|---:|---:|---|---:|---|---:|---:|---:|---:|");
+    }
+    if !r.events.is_empty() {
+        let _ = writeln!(
+            s,
+            "\n### events — decision events (one per connect or datagram) through the session's channel\n"
+        );
+        let _ = writeln!(
+            s,
+            "| traffic | workers | channel | reader | attempts (allowed + denied) | decisions as expected | decision events delivered | lost: ring buffer | lost: channel | attempted/s | delivered/s |"
+        );
+        let _ = writeln!(s, "|---|---:|---:|---|---:|---|---:|---:|---:|---:|---:|");
         for f in &r.events {
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} + {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} + {} | {} | {} | {} | {} | {} | {} |",
+                f.kind,
                 f.workers,
                 thousands(f.channel as u64),
                 f.reader,
@@ -1180,7 +1643,12 @@ fn table(r: &Report) -> String {
                 thousands(f.connect_events),
                 thousands(f.lost_ring),
                 thousands(f.lost_channel),
-                thousands(f.events_per_s.round() as u64)
+                thousands(f.produced_per_s.round() as u64),
+                if f.connect_events > 0 {
+                    thousands(f.events_per_s.round() as u64)
+                } else {
+                    "—".into()
+                }
             );
         }
         let best = r
@@ -1197,7 +1665,12 @@ fn table(r: &Report) -> String {
             );
         }
         if let Some(f) = r.events.iter().find(|f| f.lost_total > 0) {
-            let _ = writeln!(s, "loss starts at: {} ({} lost)", f.scenario, thousands(f.lost_total));
+            let _ = writeln!(
+                s,
+                "loss starts at: {} ({} lost)",
+                f.scenario,
+                thousands(f.lost_total)
+            );
         }
     }
     s

@@ -297,6 +297,27 @@ fn run(kt_bin: &str, fanotify: bool) -> Result<bool, Box<dyn std::error::Error>>
         "CASE hot-swap-flips-running-process {} {got} (want ok 6)",
         if pass { "PASS" } else { "FAIL" }
     );
+    // A plan the kernel tables cannot hold (BPF LSM: a listed path longer
+    // than 254 bytes) is refused whole: nothing of it applies.
+    if !fanotify {
+        let long = format!("/tmp/work/{}", "x".repeat(300));
+        let bad = format!(
+            "{}\n@id(\"long\") forbid (principal, action in Action::\"FileOpen\", resource == File::\"{long}\");\n\
+             @id(\"no-allowed\") forbid (principal, action in Action::\"FileOpen\", resource == File::\"/tmp/work/allowed.txt\");",
+            POLICY.replace("PORT_A", &pa.to_string())
+        );
+        let plan3 = corral_policy::check(vec![corral_policy::Source::new("guest3.cedar", bad)])
+            .plan
+            .ok_or("long-path policy did not compile")?;
+        let refused = session.swap(&plan3, None).is_err();
+        let got = ask("read /tmp/work/allowed.txt")?;
+        let pass = refused && got == "ok 4";
+        all &= pass;
+        println!(
+            "CASE invalid-swap-changes-nothing {} refused={refused} {got} (want refused, ok 4)",
+            if pass { "PASS" } else { "FAIL" }
+        );
+    }
     let _ = child_proc.kill();
     let _ = child_proc.wait();
 
