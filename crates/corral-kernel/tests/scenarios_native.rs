@@ -24,6 +24,8 @@ fn fanotify_fallback_scenarios() {
     let cases: Vec<&str> = text.lines().filter(|l| l.starts_with("CASE ")).collect();
     assert!(cases.len() >= 20, "every case ran:\n{text}");
     let failed: Vec<&&str> = cases.iter().filter(|l| l.contains(" FAIL")).collect();
+    let passed = cases.iter().filter(|l| l.contains(" PASS")).count();
+    assert!(passed >= 23, "only {passed} cases passed:\n{cases:#?}");
     assert!(failed.is_empty(), "failed:\n{failed:#?}");
     assert_eq!(
         out.status.code(),
