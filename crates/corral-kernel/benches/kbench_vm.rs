@@ -27,10 +27,9 @@ fn lsm_layer_in_vm() {
     }
     let extra = std::env::var("CORRAL_KBENCH_VM_ARGS").unwrap_or_default();
     let quick = extra.split_whitespace().any(|a| a == "--quick");
-    let mut guest = corral_vmtest::Guest::new(format!(
-        "/opt/corral/corral-kbench --layer lsm --in-vm {extra}"
-    ))
-    .file(env!("CARGO_BIN_EXE_corral-kbench"), "/opt/corral/corral-kbench");
+    let mut guest =
+        corral_vmtest::Guest::new(format!("/opt/corral/corral-kbench --layer lsm --in-vm {extra}"))
+            .file(env!("CARGO_BIN_EXE_corral-kbench"), "/opt/corral/corral-kbench");
     guest.timeout = Duration::from_secs(if quick { 900 } else { 3600 });
     let out = corral_vmtest::run(&guest).unwrap_or_else(|e| panic!("VM run failed: {e}"));
     let text = format!(
@@ -41,5 +40,9 @@ fn lsm_layer_in_vm() {
     if let Ok(path) = std::env::var("CORRAL_KBENCH_VM_OUT") {
         std::fs::write(&path, &text).unwrap_or_else(|e| panic!("write {path}: {e}"));
     }
-    assert_eq!(out.exit_code, 0, "the benchmark failed in the VM:\n{}", out.output);
+    assert_eq!(
+        out.exit_code, 0,
+        "the benchmark failed in the VM:\n{}",
+        out.output
+    );
 }

@@ -16,7 +16,11 @@ fn kbench_quick_net_prints_a_ratio() {
         .expect("run corral-kbench");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "corral-kbench failed ({}):\n{stdout}\n{stderr}", out.status);
+    assert!(
+        out.status.success(),
+        "corral-kbench failed ({}):\n{stdout}\n{stderr}",
+        out.status
+    );
     // `| connect+close, 127.0.0.1 | 100 | <base> | <enforced> | <ratio> | <range> |`
     let row = stdout
         .lines()
