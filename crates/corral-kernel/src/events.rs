@@ -31,6 +31,50 @@ pub(crate) struct Sink {
     pub lost: Arc<AtomicU64>,
     /// Exec argument decisions (when the plan has any).
     pub gate: Option<Arc<crate::argv::Gate>>,
+    /// pid -> (ppid, exe), so each event does not read /proc twice.
+    pub procs: Arc<ProcCache>,
+}
+
+/// What `/proc` says about a process, cached per pid. An exec or an exit
+/// event of the pid drops its entry (the exe changes, the pid may be
+/// reused); the cache is bounded and cleared when full.
+#[derive(Debug, Default)]
+pub(crate) struct ProcCache {
+    map: std::sync::Mutex<std::collections::HashMap<u32, (u32, Option<String>)>>,
+}
+
+const PROC_CACHE_MAX: usize = 8192;
+
+impl ProcCache {
+    /// (ppid, exe) of `pid`; `ppid_hint` when the kernel supplied it.
+    pub fn get(&self, pid: u32, ppid_hint: u32) -> (u32, Option<String>) {
+        if let Ok(m) = self.map.lock() {
+            if let Some(v) = m.get(&pid) {
+                return v.clone();
+            }
+        }
+        let ppid = if ppid_hint != 0 { ppid_hint } else { ppid_of(pid) };
+        let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
+            .ok()
+            .map(|p| p.to_string_lossy().into_owned());
+        if let Ok(mut m) = self.map.lock() {
+            if m.len() >= PROC_CACHE_MAX {
+                m.clear();
+            }
+            // A process that is already gone is not cached.
+            if exe.is_some() {
+                m.insert(pid, (ppid, exe.clone()));
+            }
+        }
+        (ppid, exe)
+    }
+
+    /// Forgets `pid` (it exec'd or exited).
+    pub fn forget(&self, pid: u32) {
+        if let Ok(mut m) = self.map.lock() {
+            m.remove(&pid);
+        }
+    }
 }
 
 impl Sink {
@@ -67,13 +111,14 @@ impl Sink {
             session: self.session,
             principal: self.principal.clone(),
             ts_ns: r.ts_ns,
-            proc: Proc {
-                pid: r.pid,
-                ppid: if r.ppid != 0 { r.ppid } else { ppid_of(r.pid) },
-                comm: r.comm.clone(),
-                exe: std::fs::read_link(format!("/proc/{}/exe", r.pid))
-                    .ok()
-                    .map(|p| p.to_string_lossy().into_owned()),
+            proc: {
+                let (ppid, exe) = self.procs.get(r.pid, r.ppid);
+                Proc {
+                    pid: r.pid,
+                    ppid,
+                    comm: r.comm.clone(),
+                    exe,
+                }
             },
             what,
             decision,
@@ -113,26 +158,41 @@ pub(crate) async fn pump(
         tokio::select! {
             _ = stop.changed() => {
                 // Drain what is already there, then stop.
-                drain(afd.get_mut(), &sink, decode);
+                while drain_batch(afd.get_mut(), &sink, decode, BATCH) == BATCH {}
                 report_lost(&lost_map, &mut seen_lost, &sink);
                 return;
             }
             _ = tick.tick() => report_lost(&lost_map, &mut seen_lost, &sink),
             guard = afd.readable_mut() => {
                 let Ok(mut guard) = guard else { return };
-                drain(guard.get_inner_mut(), &sink, decode);
-                guard.clear_ready();
+                // A bounded batch, then let the channel's consumer (often on
+                // the same runtime) run; readiness stays set while records
+                // remain.
+                if drain_batch(guard.get_inner_mut(), &sink, decode, BATCH) < BATCH {
+                    guard.clear_ready();
+                } else {
+                    drop(guard);
+                    tokio::task::yield_now().await;
+                }
             }
         }
     }
 }
 
-fn drain(
+/// Records decoded per wakeup before the reader yields.
+const BATCH: usize = 1024;
+
+/// Decodes up to `max` records; returns how many it took.
+fn drain_batch(
     ring: &mut aya::maps::RingBuf<aya::maps::MapData>,
     sink: &Sink,
     decode: fn(&Sink, &RawEvent) -> Option<Event>,
-) {
-    while let Some(item) = ring.next() {
+    max: usize,
+) -> usize {
+    let mut n = 0;
+    while n < max {
+        let Some(item) = ring.next() else { break };
+        n += 1;
         match RawEvent::parse(&item) {
             Some(r) => {
                 if let Some(ev) = decode(sink, &r) {
@@ -144,6 +204,7 @@ fn drain(
             }
         }
     }
+    n
 }
 
 fn report_lost(map: &Option<aya::maps::Array<aya::maps::MapData, u64>>, seen: &mut u64, sink: &Sink) {

@@ -128,6 +128,7 @@ impl KernelSession {
             tx,
             lost: lost.clone(),
             gate: None,
+            procs: Default::default(),
         };
         let (stop, stop_rx) = watch::channel(false);
         let use_lsm = match cfg.file_layer {
@@ -176,8 +177,14 @@ impl KernelSession {
         // reads its exec events; with BPF LSM, task_kill guards stopped
         // execs), then the fallback, then the network programs; any
         // failure drops what was attached so far.
-        let (mut tracer, (tring, tlost)) =
-            Tracer::start(cg.id()?, cg.level(), matches!(files, Files::Lsm(_)))?;
+        let fanotify_next =
+            matches!(files, Files::Off) && matches!(cfg.file_layer, FileLayer::Auto | FileLayer::Fanotify);
+        let (mut tracer, (tring, tlost)) = Tracer::start(
+            cg.id()?,
+            cg.level(),
+            matches!(files, Files::Lsm(_)),
+            fanotify_next,
+        )?;
         let gate = match (&cfg.exec_judge, tracer.pending.take()) {
             (Some(judge), Some(pending)) => Some(Arc::new(Gate {
                 judge: RwLock::new(judge.0.clone()),

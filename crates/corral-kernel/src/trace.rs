@@ -71,7 +71,10 @@ impl Tracer {
     /// cgroup (id and depth).
     /// `lsm`: also load `lsm/task_kill` (no SIGCONT to a process stopped
     /// for an argv decision from inside the session).
-    pub(crate) fn start(cgid: u64, level: u32, lsm: bool) -> Result<(Tracer, Events)> {
+    /// `open_flags`: attach the `sys_enter/exit_open*` and `execve*`
+    /// tracepoints the fanotify fallback reads (about 1 µs per open in the
+    /// session, so only when that fallback is in use).
+    pub(crate) fn start(cgid: u64, level: u32, lsm: bool, open_flags: bool) -> Result<(Tracer, Events)> {
         ensure_tracefs()?;
         let btf = Btf::from_sys_fs().map_err(|e| bpf_err("read kernel BTF", chain(&e)))?;
         let mut ebpf = EbpfLoader::new()
@@ -96,20 +99,25 @@ impl Tracer {
         }
         // openat is required; open (absent on some architectures), creat
         // and openat2 are attached where the kernel has them.
-        for (prog, tp, required) in [
-            ("enter_openat", "sys_enter_openat", true),
-            ("exit_openat", "sys_exit_openat", true),
-            ("enter_openat2", "sys_enter_openat2", false),
-            ("exit_openat2", "sys_exit_openat2", false),
-            ("enter_creat", "sys_enter_creat", false),
-            ("exit_creat", "sys_exit_creat", false),
-            ("enter_execve", "sys_enter_execve", true),
-            ("exit_execve", "sys_exit_execve", true),
-            ("enter_execveat", "sys_enter_execveat", false),
-            ("exit_execveat", "sys_exit_execveat", false),
-            ("enter_open", "sys_enter_open", false),
-            ("exit_open", "sys_exit_open", false),
-        ] {
+        let syscall_tps: &[(&str, &str, bool)] = if !open_flags {
+            &[]
+        } else {
+            &[
+                ("enter_openat", "sys_enter_openat", true),
+                ("exit_openat", "sys_exit_openat", true),
+                ("enter_openat2", "sys_enter_openat2", false),
+                ("exit_openat2", "sys_exit_openat2", false),
+                ("enter_creat", "sys_enter_creat", false),
+                ("exit_creat", "sys_exit_creat", false),
+                ("enter_execve", "sys_enter_execve", true),
+                ("exit_execve", "sys_exit_execve", true),
+                ("enter_execveat", "sys_enter_execveat", false),
+                ("exit_execveat", "sys_exit_execveat", false),
+                ("enter_open", "sys_enter_open", false),
+                ("exit_open", "sys_exit_open", false),
+            ]
+        };
+        for &(prog, tp, required) in syscall_tps {
             let p: &mut TracePoint = ebpf
                 .program_mut(prog)
                 .ok_or_else(|| bpf_err(prog, "missing from trace.bpf.o"))?
@@ -165,6 +173,7 @@ impl Tracer {
 pub(crate) fn decode(sink: &Sink, r: &RawEvent) -> Option<corral_core::Event> {
     let what = match r.kind {
         abi::EV_EXEC_TRACE => {
+            sink.procs.forget(r.pid);
             let plen = (r.data_aux as usize).min(r.data.len());
             let path = String::from_utf8_lossy(r.data.get(..plen)?)
                 .trim_end_matches('\0')
@@ -187,7 +196,13 @@ pub(crate) fn decode(sink: &Sink, r: &RawEvent) -> Option<corral_core::Event> {
         }
         _ => return None,
     };
-    Some(sink.event(r, what, None, Layer::Tracepoint))
+    let exited = matches!(what, What::Exit { .. });
+    let ev = sink.event(r, what, None, Layer::Tracepoint);
+    if exited {
+        // After building the event: the pid may be reused from now on.
+        sink.procs.forget(r.pid);
+    }
+    Some(ev)
 }
 
 /// NUL-separated arguments; empty arguments are kept, the final NUL is not
