@@ -182,7 +182,7 @@ static __always_inline void emit(struct work *w, __u32 kind, __u32 verdict, __u3
 	__u64 size = sizeof(struct event) + dl;
 	if (size > sizeof(struct event) + 4096)
 		size = sizeof(struct event) + 4096;
-	if (bpf_ringbuf_output(&events, e, size, 0))
+	if (bpf_ringbuf_output(&events, e, size, EV_FLAGS))
 		count_lost();
 }
 

@@ -75,7 +75,7 @@ static __always_inline void emit(struct bpf_sock_addr *ctx, __u32 kind, struct n
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
 	e->data_len = 0;
 	e->data_aux = 0;
-	bpf_ringbuf_submit(e, 0);
+	bpf_ringbuf_submit(e, EV_FLAGS);
 }
 
 /* Binary search: the last class whose lower bound is <= port. */

@@ -25,6 +25,12 @@ struct {
 	__type(value, __u64);
 } lost SEC(".maps");
 
+/* Events are written without waking the reader (BPF_RB_NO_WAKEUP): it
+ * drains the ring buffer every few milliseconds instead, so a busy session
+ * does not pay a wakeup per decision. Records someone waits on (an exec
+ * stopped for its argv decision) force the wakeup. */
+#define EV_FLAGS BPF_RB_NO_WAKEUP
+
 static __always_inline void count_lost(void)
 {
 	__u32 z = 0;

@@ -129,7 +129,8 @@ int BPF_PROG(on_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm 
 	s->e.data_len = plen + alen;
 	if (size > sizeof(struct scratch))
 		size = sizeof(struct scratch);
-	if (bpf_ringbuf_output(&events, s, size, 0))
+	if (bpf_ringbuf_output(&events, s, size,
+			       (s->e.flags & EXEC_STOPPED) ? BPF_RB_FORCE_WAKEUP : EV_FLAGS))
 		count_lost();
 	return 0;
 }
@@ -149,7 +150,7 @@ int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
 	}
 	fill(e, EV_FORK, parent);
 	e->aux = BPF_CORE_READ(child, tgid);
-	bpf_ringbuf_submit(e, 0);
+	bpf_ringbuf_submit(e, EV_FLAGS);
 	return 0;
 }
 
@@ -167,7 +168,7 @@ int BPF_PROG(on_exit, struct task_struct *p)
 	}
 	fill(e, EV_EXIT, p);
 	e->aux = BPF_CORE_READ(p, exit_code);
-	bpf_ringbuf_submit(e, 0);
+	bpf_ringbuf_submit(e, EV_FLAGS);
 	return 0;
 }
 

@@ -154,6 +154,10 @@ pub(crate) async fn pump(
     };
     let mut seen_lost = 0u64;
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
+    // The programs write without waking us (BPF_RB_NO_WAKEUP, bpf/session.h):
+    // drain on this period as well as on wakeups.
+    let mut poll = tokio::time::interval(DRAIN_PERIOD);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = stop.changed() => {
@@ -163,6 +167,11 @@ pub(crate) async fn pump(
                 return;
             }
             _ = tick.tick() => report_lost(&lost_map, &mut seen_lost, &sink),
+            _ = poll.tick() => {
+                while drain_batch(afd.get_mut(), &sink, decode, BATCH) == BATCH {
+                    tokio::task::yield_now().await;
+                }
+            }
             guard = afd.readable_mut() => {
                 let Ok(mut guard) = guard else { return };
                 // A bounded batch, then let the channel's consumer (often on
@@ -178,6 +187,9 @@ pub(crate) async fn pump(
         }
     }
 }
+
+/// How often the reader drains without a wakeup.
+const DRAIN_PERIOD: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// Records decoded per wakeup before the reader yields.
 const BATCH: usize = 1024;
