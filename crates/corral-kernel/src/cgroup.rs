@@ -56,6 +56,9 @@ pub struct Cgroup {
     root: PathBuf,
     path: PathBuf,
     owned: bool,
+    /// The outermost directory `create` had to make (removed on drop when
+    /// empty, so `a/b` leaves no `a` behind).
+    made_from: Option<PathBuf>,
 }
 
 impl Cgroup {
@@ -63,11 +66,18 @@ impl Cgroup {
     pub fn create(rel: &str) -> Result<Cgroup> {
         let root = v2_root()?;
         let path = root.join(rel.trim_start_matches('/'));
+        let made_from = path
+            .ancestors()
+            .take_while(|a| a.starts_with(&root) && *a != root.as_path())
+            .filter(|a| !a.exists())
+            .last()
+            .map(Path::to_path_buf);
         fs::create_dir_all(&path).map_err(|e| Error::io(format!("create cgroup {}", path.display()), e))?;
         Ok(Cgroup {
             root,
             path,
             owned: true,
+            made_from,
         })
     }
 
@@ -86,6 +96,7 @@ impl Cgroup {
             root,
             path: path.to_path_buf(),
             owned: false,
+            made_from: None,
         })
     }
 
@@ -97,6 +108,7 @@ impl Cgroup {
             root: self.root.clone(),
             path,
             owned: true,
+            made_from: None,
         })
     }
 
@@ -183,7 +195,18 @@ impl Cgroup {
                 }
             }
             match err {
-                None => return Ok(()),
+                None => {
+                    // Parents this cgroup's creation made, if now empty
+                    // (another user of them makes rmdir fail: fine).
+                    if let Some(top) = &self.made_from {
+                        for a in self.path.ancestors().skip(1) {
+                            if !a.starts_with(top) || fs::remove_dir(a).is_err() {
+                                break;
+                            }
+                        }
+                    }
+                    return Ok(());
+                }
                 Some((d, e)) if std::time::Instant::now() > deadline => {
                     return Err(Error::io(format!("remove cgroup {}", d.display()), e))
                 }

@@ -152,7 +152,7 @@ impl Env {
         std::fs::copy("/bin/true", format!("{m}/bin/argv")).unwrap();
         let t = tables(&policy(&m));
         assert_eq!(t.denied_identities(), vec![format!("{m}/bin/denied").as_str()]);
-        let cg = Cgroup::create(&format!("corral-test/fan-{name}-{}", std::process::id())).unwrap();
+        let cg = Cgroup::create(&format!("corral-test-fan-{name}-{}", std::process::id())).unwrap();
         let (tx, rx) = channel(cap);
         let cfg = Config {
             session: SessionId(7),
@@ -721,7 +721,7 @@ fn timing_of_one_decision() {
         write(format!("{m}/many/f{i}"), "x\n");
     }
     let script = format!("for f in {m}/many/*; do read x < $f; done");
-    let cg = Cgroup::create(&format!("corral-test/fan-timing-{}", std::process::id())).unwrap();
+    let cg = Cgroup::create(&format!("corral-test-fan-timing-{}", std::process::id())).unwrap();
     let time = |inside: bool| {
         let mut cmd = Command::new("/bin/sh");
         cmd.args(["-c", &script]);

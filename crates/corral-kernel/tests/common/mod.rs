@@ -39,7 +39,7 @@ pub fn plan(text: &str) -> corral_policy::Plan {
 
 /// A unique cgroup name for a test.
 pub fn cgroup_name(test: &str) -> String {
-    format!("corral-test/{test}-{}", std::process::id())
+    format!("corral-test-{test}-{}", std::process::id())
 }
 
 /// Runs the test agent with one action inside (or, with `None`, outside)
