@@ -215,6 +215,8 @@ pub(crate) struct LsmEnforcer {
     written_content: [Vec<(SizeKey, HashKey)>; 2],
     barrier: sys::RcuBarrier,
     rows: Arc<RwLock<Rows>>,
+    /// Optional hardening programs this kernel refused, and why.
+    pub missing: Vec<String>,
 }
 
 /// Whether `bpf` is in the active LSM list (mounting securityfs if needed).
@@ -261,16 +263,21 @@ impl LsmEnforcer {
             written_content: Default::default(),
             barrier,
             rows,
+            missing: Vec::new(),
         };
         me.swap(img)?;
-        for (prog, hook) in [
-            ("file_open", "file_open"),
-            ("bprm_check", "bprm_check_security"),
-            ("mmap_file", "mmap_file"),
-            ("sb_mount", "sb_mount"),
-            ("move_mount", "move_mount"),
-            ("userns_create", "userns_create"),
-            ("bprm_hash", "bprm_check_security"),
+        // The decisions the plan states are required. Hardening beyond the
+        // plan's paths is attached where the kernel has it, and said
+        // otherwise: user-namespace creation (kernel 6.1+; mounts are
+        // refused anyway) and content identity (needs IMA).
+        for (prog, hook, required) in [
+            ("file_open", "file_open", true),
+            ("bprm_check", "bprm_check_security", true),
+            ("mmap_file", "mmap_file", true),
+            ("sb_mount", "sb_mount", true),
+            ("move_mount", "move_mount", true),
+            ("userns_create", "userns_create", false),
+            ("bprm_hash", "bprm_check_security", false),
         ] {
             let p: &mut Lsm = me
                 .ebpf
@@ -278,10 +285,19 @@ impl LsmEnforcer {
                 .ok_or_else(|| bpf_err(prog, "missing from lsm.bpf.o"))?
                 .try_into()
                 .map_err(|e| bpf_err(prog, chain(&e)))?;
-            p.load(hook, &btf)
-                .map_err(|e| bpf_err(&format!("load lsm/{hook}"), chain(&e)))?;
-            p.attach()
-                .map_err(|e| bpf_err(&format!("attach lsm/{hook}"), chain(&e)))?;
+            let r = p
+                .load(hook, &btf)
+                .map_err(|e| bpf_err(&format!("load lsm/{hook} ({prog})"), chain(&e)))
+                .and_then(|_| {
+                    p.attach()
+                        .map(|_| ())
+                        .map_err(|e| bpf_err(&format!("attach lsm/{hook} ({prog})"), chain(&e)))
+                });
+            match r {
+                Ok(()) => {}
+                Err(e) if !required => me.missing.push(e.to_string()),
+                Err(e) => return Err(e),
+            }
         }
         Ok((me, (ring, lost)))
     }

@@ -364,6 +364,15 @@ impl KernelSession {
         self.lsm_refused.as_deref()
     }
 
+    /// Optional BPF LSM hardening this kernel refused (e.g. content
+    /// identity without IMA), each with the loader's reason.
+    pub fn lsm_missing(&self) -> &[String] {
+        match &self.files {
+            Files::Lsm(l) => &l.missing,
+            _ => &[],
+        }
+    }
+
     /// The session's configuration.
     pub fn config(&self) -> &SessionConfig {
         &self.cfg

@@ -148,6 +148,9 @@ fn run(kt_bin: &str, fanotify: bool) -> Result<bool, Box<dyn std::error::Error>>
     }
     let (mut session, mut rx) = KernelSession::start(cfg, &plan)?;
     println!("LAYERS {:?}", session.layers());
+    for m in session.lsm_missing() {
+        println!("MISSING {m}");
+    }
 
     let c = |name, action: String, want| Case { name, action, want };
     let cases = vec![
