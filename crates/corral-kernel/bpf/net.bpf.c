@@ -22,8 +22,6 @@
 
 char LICENSE[] SEC("license") = "GPL";
 
-const volatile __u32 session_id = 0;
-
 
 /* Port classes of (generation, protocol) g = gen * 2 + proto: class i covers
  * ports port_bounds[g * MAX_CLASSES + i] .. the next bound - 1; bound 0 is 0. */

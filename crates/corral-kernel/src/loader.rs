@@ -7,6 +7,12 @@ use crate::{Error, Result};
 use aya::maps::{Array, Map, MapData, RingBuf};
 use aya::Ebpf;
 
+/// The running kernel's BTF, parsed once per session and handed to every
+/// object's loader (aya would otherwise parse the 5 MiB blob per object).
+pub(crate) fn kernel_btf() -> Result<aya::Btf> {
+    aya::Btf::from_sys_fs().map_err(|e| bpf_err("read kernel BTF (/sys/kernel/btf/vmlinux)", chain(&e)))
+}
+
 /// An error about a program, map or hook, with a detail.
 pub(crate) fn bpf_err(what: &str, detail: impl std::fmt::Display) -> Error {
     Error::Bpf {

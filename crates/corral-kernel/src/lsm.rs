@@ -219,22 +219,19 @@ pub(crate) struct LsmEnforcer {
     pub missing: Vec<String>,
 }
 
-/// Whether `bpf` is in the active LSM list (mounting securityfs if needed).
+/// Whether `bpf` is in the active LSM list (securityfs is mounted for
+/// the read if needed, as `corral doctor` does). Listed is not the same as
+/// attachable: `LsmEnforcer::start` finds that out by attaching.
 pub fn bpf_lsm_active() -> bool {
-    let list = "/sys/kernel/security/lsm";
-    if !std::path::Path::new(list).exists() {
-        let _ = std::process::Command::new("mount")
-            .args(["-t", "securityfs", "securityfs", "/sys/kernel/security"])
-            .status();
-    }
-    std::fs::read_to_string(list)
-        .map(|s| s.trim().split(',').any(|l| l == "bpf"))
-        .unwrap_or(false)
+    crate::probe::read_lsm_list()
+        .lsms
+        .is_some_and(|l| l.iter().any(|x| x == "bpf"))
 }
 
 impl LsmEnforcer {
     /// Loads, writes generation 0, then attaches.
     pub(crate) fn start(
+        btf: &Btf,
         cgid: u64,
         level: u32,
         img: &PathImage,
@@ -246,8 +243,8 @@ impl LsmEnforcer {
                 "BPF LSM is not active (`bpf` is not in /sys/kernel/security/lsm)".into(),
             ));
         }
-        let btf = Btf::from_sys_fs().map_err(|e| bpf_err("read kernel BTF", chain(&e)))?;
         let mut ebpf = EbpfLoader::new()
+            .btf(Some(btf))
             .override_global("session_cgid", &cgid, true)
             .override_global("session_level", &level, true)
             .load(&obj::LSM.bytes)
@@ -286,7 +283,7 @@ impl LsmEnforcer {
                 .try_into()
                 .map_err(|e| bpf_err(prog, chain(&e)))?;
             let r = p
-                .load(hook, &btf)
+                .load(hook, btf)
                 .map_err(|e| bpf_err(&format!("load lsm/{hook} ({prog})"), chain(&e)))
                 .and_then(|_| {
                     p.attach()

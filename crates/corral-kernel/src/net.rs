@@ -9,7 +9,7 @@
 //! that read the old generation can still be looking at it.
 
 use crate::abi::{self, Cfg, NetKey, RawEvent, VerdictCell, NET_KEY_FIXED_BITS};
-use crate::events::{self, Rows, Sink};
+use crate::events::{Rows, Sink};
 use crate::loader::{bpf_err, chain, map_mut, take_events, write_cfg, Events};
 use crate::{obj, sys, Error, Result};
 use aya::maps::lpm_trie::{Key, LpmTrie};
@@ -135,15 +135,15 @@ impl NetEnforcer {
     /// then attaches to `cgroup` (so no connect is ever decided without
     /// tables). Returns the ring buffer and loss counter for the reader.
     pub(crate) fn start(
+        btf: &aya::Btf,
         cgroup: &std::path::Path,
-        session: u32,
         img: &NetImage,
         mode: Mode,
         ctl_port: u16,
         rows: Arc<std::sync::RwLock<Rows>>,
     ) -> Result<(NetEnforcer, Events)> {
         let mut ebpf = EbpfLoader::new()
-            .override_global("session_id", &session, true)
+            .btf(Some(btf))
             .load(&obj::NET.bytes)
             .map_err(|e| bpf_err("load bpf/net.bpf.c", chain(&e)))?;
         let (ring, lost) = take_events(&mut ebpf)?;
@@ -278,6 +278,3 @@ pub(crate) fn decode(sink: &Sink, r: &RawEvent) -> Option<corral_core::Event> {
         _ => None,
     }
 }
-
-#[allow(dead_code)]
-fn _assert_sink(_: &events::Sink) {}

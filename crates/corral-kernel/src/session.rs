@@ -98,7 +98,7 @@ pub struct KernelSession {
     tracer: Tracer,
     gate: Option<Arc<Gate>>,
     files: Files,
-    /// Why BPF LSM was not used when it was listed (Auto fell back).
+    /// Why BPF LSM was not used (Auto fell back to fanotify).
     lsm_refused: Option<String>,
     lost: Arc<AtomicU64>,
     _reaper: crate::sys::Reaper,
@@ -133,11 +133,12 @@ impl KernelSession {
         let (stop, stop_rx) = watch::channel(false);
         let use_lsm = match cfg.file_layer {
             FileLayer::Lsm => true,
-            FileLayer::Auto => lsm::bpf_lsm_active(),
+            FileLayer::Auto => true,
             FileLayer::Fanotify | FileLayer::Off => false,
         };
         let argv_mode = argv_mode(pp, &cfg)?;
         let mut tasks = Vec::new();
+        let btf = crate::loader::kernel_btf()?;
         let mut lsm_refused = None;
         let files = if use_lsm {
             let path_img = lsm::encode(plan, pp)?;
@@ -145,7 +146,14 @@ impl KernelSession {
                 rows: Arc::new(RwLock::new(Rows::default())),
                 ..sink.clone()
             };
-            match LsmEnforcer::start(cg.id()?, cg.level(), &path_img, cfg.mode, lsm_sink.rows.clone()) {
+            match LsmEnforcer::start(
+                &btf,
+                cg.id()?,
+                cg.level(),
+                &path_img,
+                cfg.mode,
+                lsm_sink.rows.clone(),
+            ) {
                 Ok((l, (ring, lost_map))) => {
                     tasks.push(tokio::spawn(events::pump(
                         ring,
@@ -156,7 +164,7 @@ impl KernelSession {
                     )));
                     Files::Lsm(Box::new(l))
                 }
-                // Auto: BPF LSM is listed but cannot attach here; fall back
+                // Auto: BPF LSM is not listed, or listed but cannot attach; fall back
                 // only where the caller gave mounts for fanotify.
                 Err(e) if cfg.file_layer == FileLayer::Auto && !cfg.file_mounts.is_empty() => {
                     lsm_refused = Some(e.to_string());
@@ -164,7 +172,7 @@ impl KernelSession {
                 }
                 Err(e) if cfg.file_layer == FileLayer::Auto => {
                     return Err(Error::Unsupported(format!(
-                        "file and exec enforcement: BPF LSM is listed but refused ({e}), and no mounts were \
+                        "file and exec enforcement: BPF LSM is unavailable ({e}), and no mounts were \
                          given for the fanotify fallback"
                     )))
                 }
@@ -180,6 +188,7 @@ impl KernelSession {
         let fanotify_next =
             matches!(files, Files::Off) && matches!(cfg.file_layer, FileLayer::Auto | FileLayer::Fanotify);
         let (mut tracer, (tring, tlost)) = Tracer::start(
+            &btf,
             cg.id()?,
             cg.level(),
             matches!(files, Files::Lsm(_)),
@@ -220,14 +229,8 @@ impl KernelSession {
             }
             (f, _) => f,
         };
-        let (net, (ring, lost_map)) = NetEnforcer::start(
-            &cfg.cgroup,
-            cfg.id.0,
-            &img,
-            cfg.mode,
-            cfg.ctl_port.unwrap_or(0),
-            rows,
-        )?;
+        let (net, (ring, lost_map)) =
+            NetEnforcer::start(&btf, &cfg.cgroup, &img, cfg.mode, cfg.ctl_port.unwrap_or(0), rows)?;
         tasks.push(tokio::spawn(events::pump(
             ring,
             lost_map,
@@ -358,8 +361,8 @@ impl KernelSession {
         ]
     }
 
-    /// Why BPF LSM was not used although the kernel lists it (the file
-    /// layer fell back to fanotify), when that happened.
+    /// Why BPF LSM was not used (not listed, or listed but refused) when
+    /// the file layer fell back to fanotify.
     pub fn lsm_refused(&self) -> Option<&str> {
         self.lsm_refused.as_deref()
     }

@@ -74,10 +74,16 @@ impl Tracer {
     /// `open_flags`: attach the `sys_enter/exit_open*` and `execve*`
     /// tracepoints the fanotify fallback reads (about 1 µs per open in the
     /// session, so only when that fallback is in use).
-    pub(crate) fn start(cgid: u64, level: u32, lsm: bool, open_flags: bool) -> Result<(Tracer, Events)> {
+    pub(crate) fn start(
+        btf: &Btf,
+        cgid: u64,
+        level: u32,
+        lsm: bool,
+        open_flags: bool,
+    ) -> Result<(Tracer, Events)> {
         ensure_tracefs()?;
-        let btf = Btf::from_sys_fs().map_err(|e| bpf_err("read kernel BTF", chain(&e)))?;
         let mut ebpf = EbpfLoader::new()
+            .btf(Some(btf))
             .override_global("session_cgid", &cgid, true)
             .override_global("session_level", &level, true)
             .load(&obj::TRACE.bytes)
@@ -92,7 +98,7 @@ impl Tracer {
                 .ok_or_else(|| bpf_err(prog, "missing from trace.bpf.o"))?
                 .try_into()
                 .map_err(|e| bpf_err(prog, chain(&e)))?;
-            p.load(tp, &btf)
+            p.load(tp, btf)
                 .map_err(|e| bpf_err(&format!("load tp_btf/{tp}"), chain(&e)))?;
             p.attach()
                 .map_err(|e| bpf_err(&format!("attach tp_btf/{tp}"), chain(&e)))?;
@@ -136,7 +142,7 @@ impl Tracer {
                 .ok_or_else(|| bpf_err("task_kill", "missing from trace.bpf.o"))?
                 .try_into()
                 .map_err(|e| bpf_err("task_kill", chain(&e)))?;
-            p.load("task_kill", &btf)
+            p.load("task_kill", btf)
                 .map_err(|e| bpf_err("load lsm/task_kill", chain(&e)))?;
             p.attach()
                 .map_err(|e| bpf_err("attach lsm/task_kill", chain(&e)))?;

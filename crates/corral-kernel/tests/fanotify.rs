@@ -14,7 +14,6 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
-use std::time::Instant;
 use tokio::sync::mpsc::{channel, Receiver};
 
 const LOADER: &str = "/lib64/ld-linux-x86-64.so.2";
@@ -704,66 +703,4 @@ fn start_fails_naming_the_mount() {
     assert!(err.to_string().contains("/proc"), "{err}");
     let err = Fanotify::start(cfg(vec![]), t, Arc::new(NoOpenFlags), tx).expect_err("no mounts");
     assert!(err.to_string().contains("no mount"), "{err}");
-}
-
-/// Informal cost of one decision: opens of distinct files inside the
-/// session (every open asked, decided and reported) against the same loop
-/// outside it (asked, answered after the cgroup check) and without any
-/// group. Prints, asserts only that the loop ran.
-#[test]
-fn timing_of_one_decision() {
-    root_or_skip!("timing_of_one_decision");
-    const N: usize = 2000;
-    let mnt = Tmpfs::new("timing");
-    let m = mnt.dir.to_string_lossy().into_owned();
-    std::fs::create_dir(format!("{m}/many")).unwrap();
-    for i in 0..N {
-        write(format!("{m}/many/f{i}"), "x\n");
-    }
-    let script = format!("for f in {m}/many/*; do read x < $f; done");
-    let cg = Cgroup::create(&format!("corral-test-fan-timing-{}", std::process::id())).unwrap();
-    let time = |inside: bool| {
-        let mut cmd = Command::new("/bin/sh");
-        cmd.args(["-c", &script]);
-        if inside {
-            cg.place(&mut cmd).unwrap();
-        }
-        let t = Instant::now();
-        assert!(cmd.status().unwrap().success());
-        t.elapsed()
-    };
-    let none = time(true);
-    // Read-only policy over the files: not ignore-marked, every open asked.
-    let text = r#"@id("r") permit (principal, action == Action::"FileOpenReadOnly", resource) when { resource in Dir::"/" };"#;
-    let (tx, mut rx) = channel(N * 2);
-    let cfg = Config {
-        session: SessionId(9),
-        principal: PRINCIPAL.into(),
-        cgroup_rel: cg.rel(),
-        mounts: vec![mnt.dir.clone()],
-        mode: Mode::Enforce,
-    };
-    let fan = Fanotify::start(cfg, tables(text), Arc::new(SyscallFlags), tx).unwrap();
-    let outside = time(false);
-    let inside = time(true);
-    let decisions = fan.decisions();
-    let tid = fan.reports_tid();
-    fan.stop().unwrap();
-    let mut n = 0;
-    while rx.try_recv().is_ok() {
-        n += 1;
-    }
-    // N files plus the directory the glob lists.
-    assert!(decisions as usize >= N, "{decisions}");
-    assert_eq!(n as u64, decisions);
-    let per = |d: std::time::Duration| d.as_secs_f64() * 1e6 / N as f64;
-    eprintln!(
-        "fanotify timing ({N} opens): no group {:.1} us/open, outside session {:.1} us/open, \
-         inside (decided + event) {:.1} us/open; FAN_REPORT_TID={tid}",
-        per(none),
-        per(outside),
-        per(inside)
-    );
-    drop(cg);
-    drop(mnt);
 }

@@ -26,8 +26,8 @@ pub(super) fn kernel_release() -> String {
 }
 
 /// The probe's view of `/sys/kernel/security/lsm`.
-pub(super) struct LsmList {
-    pub(super) lsms: Option<Vec<String>>,
+pub(crate) struct LsmList {
+    pub(crate) lsms: Option<Vec<String>>,
     pub(super) mounted_by_probe: bool,
     pub(super) error: Option<String>,
 }
@@ -66,7 +66,7 @@ impl Drop for SecurityfsMount {
 }
 
 /// Reads the active LSMs, mounting securityfs for the read if needed.
-pub(super) fn read_lsm_list() -> LsmList {
+pub(crate) fn read_lsm_list() -> LsmList {
     let mut out = LsmList {
         lsms: None,
         mounted_by_probe: false,

@@ -15,6 +15,7 @@
 
 mod bpf;
 mod host;
+pub(crate) use host::read_lsm_list;
 mod sys;
 
 use serde::{Deserialize, Serialize};
