@@ -47,3 +47,24 @@ corral_vm_deps() {
     # busybox for the initramfs.
     corral_apt_install qemu-system-x86 linux-image-amd64 busybox-static
 }
+
+corral_container_deps() {
+    # Sessions run in podman containers; podman needs runc on hosts with a
+    # hybrid cgroup layout (crun refuses it). tmux drives the interactive
+    # session test.
+    corral_apt_install podman runc tmux
+}
+
+corral_agent_deps() {
+    # The real-agent tests run Claude Code and Codex installed from npm on
+    # the host (default mode runs host-installed agents).
+    # Node may come from elsewhere than Debian (a newer one): only install
+    # Debian's when there is none.
+    if ! corral_need_cmd npm; then corral_apt_install nodejs npm; fi
+    local missing=()
+    corral_need_cmd claude || missing+=("@anthropic-ai/claude-code")
+    corral_need_cmd codex || missing+=("@openai/codex")
+    [ ${#missing[@]} -eq 0 ] && return 0
+    echo "corral: installing ${missing[*]} (npm, global)" >&2
+    npm install -g --no-audit --no-fund --loglevel=error "${missing[@]}" >/dev/null
+}

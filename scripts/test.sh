@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 . scripts/deps.sh
 corral_build_deps
 corral_vm_deps
+corral_container_deps
+corral_agent_deps
 
 start=$(date +%s)
 step() { echo; echo "==> $* ($(( $(date +%s) - start )) s)"; }

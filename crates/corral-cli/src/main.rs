@@ -23,6 +23,11 @@ enum Command {
     /// Probe this host (by loading and attaching tiny programs) and show
     /// which layer enforces each decision kind. Exit 1 if a kind has none.
     Doctor(commands::doctor::DoctorArgs),
+    /// Run an agent (or any command) in a container under the policy.
+    Run(commands::run::RunArgs),
+    /// Show the merged configuration and where each value came from.
+    #[command(subcommand)]
+    Config(commands::config::ConfigCmd),
 }
 
 fn main() -> ExitCode {
@@ -30,6 +35,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Policy(cmd) => commands::policy::run(cmd),
         Command::Doctor(args) => commands::doctor::run(args),
+        Command::Run(args) => commands::run::run(args),
+        Command::Config(cmd) => commands::config::run(cmd),
     };
     match result {
         Ok(code) => code,

@@ -1,4 +1,6 @@
 //! One module per subcommand.
 
+pub mod config;
 pub mod doctor;
 pub mod policy;
+pub mod run;

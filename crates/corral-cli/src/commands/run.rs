@@ -1,0 +1,368 @@
+//! `corral run`: an agent (or any command) in a container under the policy.
+
+use anyhow::{bail, Context as _, Result};
+use corral_core::Mode;
+use corral_kernel::session::{FileLayer, JudgeRef};
+use corral_policy::{check, default_policy, Source};
+use corral_runtime::config::{self, Flags};
+use corral_runtime::engine::{self, Kind};
+use corral_runtime::session::{self, Exit, Mount, Spec, Target};
+use corral_runtime::{init, recipes};
+use std::io::IsTerminal as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+/// `corral run` arguments.
+#[derive(clap::Args)]
+#[command(
+    after_help = "Examples:\n  corral run claude\n  corral run --policy team.cedar -- bash -lc 'make test'\n  corral run --no-container -- ./script.sh"
+)]
+pub struct RunArgs {
+    /// A known agent (claude, codex, gemini, qwen, opencode, or one defined
+    /// in config). Arguments after `--` go to it; without an agent, the
+    /// words after `--` are the command.
+    agent: Option<String>,
+    /// The command (without AGENT) or the agent's extra arguments.
+    #[arg(last = true)]
+    rest: Vec<String>,
+    /// Policy file (default: config's `policy`, else the built-in default
+    /// policy for this project).
+    #[arg(long)]
+    policy: Option<PathBuf>,
+    /// The session's principal, `Agent::"NAME"` (default: the agent's name,
+    /// or the command's).
+    #[arg(long = "as", value_name = "NAME")]
+    principal: Option<String>,
+    /// Run this image instead of the host filesystem (read-only).
+    #[arg(long)]
+    image: Option<String>,
+    /// podman or docker (default: whichever works, podman first).
+    #[arg(long)]
+    runtime: Option<String>,
+    /// No container: run in a cgroup on the host (hosts without an engine).
+    #[arg(long)]
+    no_container: bool,
+    /// Extra bind mount SRC:DST[:ro|:rw] (repeatable).
+    #[arg(short = 'v', long = "volume")]
+    volumes: Vec<String>,
+    /// Environment variable for the session, NAME=VALUE (repeatable).
+    #[arg(short = 'e', long = "env")]
+    env: Vec<String>,
+    /// Decide and record, never block ("would deny").
+    #[arg(long)]
+    shadow: bool,
+    /// Which layer decides file opens and execs: auto, lsm, fanotify, off.
+    #[arg(long, default_value = "auto")]
+    file_layer: String,
+    /// Write the session's events (JSON lines) here.
+    #[arg(long)]
+    events: Option<PathBuf>,
+    /// Mount the agent's config directories (and remember the consent).
+    #[arg(long, conflicts_with = "no_mount_config")]
+    mount_config: bool,
+    /// Do not mount them (and remember the refusal).
+    #[arg(long)]
+    no_mount_config: bool,
+    /// Project directory (default: the nearest directory with corral.toml,
+    /// else the git work tree, else the current directory).
+    #[arg(long)]
+    project: Option<PathBuf>,
+    /// No banner and no summary on stderr.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+fn state_dir() -> PathBuf {
+    if let Some(s) = std::env::var_os("XDG_STATE_HOME").filter(|s| !s.is_empty()) {
+        return PathBuf::from(s).join("corral");
+    }
+    home().join(".local/state/corral")
+}
+
+fn home() -> PathBuf {
+    std::env::var_os("HOME")
+        .filter(|h| !h.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/root"))
+}
+
+fn run_root() -> PathBuf {
+    std::env::var_os("CORRAL_RUN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/run/corral"))
+}
+
+/// The project root: `--project`, the directory of the nearest corral.toml,
+/// the git work tree, or the current directory.
+fn project_root(cwd: &Path, flag: Option<&Path>) -> Result<(PathBuf, Option<PathBuf>)> {
+    if let Some(p) = flag {
+        let p = p
+            .canonicalize()
+            .with_context(|| format!("--project {}", p.display()))?;
+        let toml = p.join("corral.toml");
+        return Ok((p, toml.exists().then_some(toml)));
+    }
+    if let Some(dir) = config::find_project(cwd) {
+        let toml = dir.join("corral.toml");
+        return Ok((dir, Some(toml)));
+    }
+    for a in cwd.ancestors() {
+        if a.join(".git").exists() {
+            return Ok((a.to_path_buf(), None));
+        }
+    }
+    Ok((cwd.to_path_buf(), None))
+}
+
+fn parse_layer(s: &str) -> Result<FileLayer> {
+    Ok(match s {
+        "auto" => FileLayer::Auto,
+        "lsm" => FileLayer::Lsm,
+        "fanotify" => FileLayer::Fanotify,
+        "off" => FileLayer::Off,
+        _ => bail!("--file-layer {s:?}: expected auto, lsm, fanotify or off"),
+    })
+}
+
+/// Runs `corral run`.
+pub fn run(args: RunArgs) -> Result<ExitCode> {
+    let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    let (workspace, project_file) = project_root(&cwd, args.project.as_deref())?;
+    let flags = Flags {
+        policy: args.policy.clone(),
+        image: args.image.clone(),
+        runtime: args.runtime.clone(),
+        volumes: args.volumes.clone(),
+        env: args.env.clone(),
+        ui_listen: None,
+        shadow: args.shadow.then_some(true),
+    };
+    let global = config::global_path();
+    let settings = config::load(global.as_deref(), project_file.as_deref(), &flags)?;
+    let home = home();
+
+    // What to run, as whom.
+    let (command, principal_default, recipe) = match &args.agent {
+        Some(name) => {
+            let r = recipes::resolve(name, &settings).with_context(|| {
+                format!(
+                    "unknown agent {name:?} (known: {}); to run a command, put it after `--`: corral run -- {name} ...",
+                    recipes::builtin_names().join(", ")
+                )
+            })?;
+            let mut c = r.command.clone();
+            c.extend(args.rest.iter().cloned());
+            (c, name.clone(), Some(r))
+        }
+        None => {
+            let Some(first) = args.rest.first() else {
+                bail!("nothing to run: give an agent (corral run claude) or a command after `--` (corral run -- bash)");
+            };
+            let base = Path::new(first)
+                .file_name()
+                .map(|b| b.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "agent".into());
+            (args.rest.clone(), base, None)
+        }
+    };
+    let principal = args.principal.clone().unwrap_or(principal_default);
+
+    // The policy.
+    let (sources, policy_label) = match &settings.policy {
+        Some(p) => {
+            let text = std::fs::read_to_string(&p.value).with_context(|| {
+                format!("cannot read the policy {} (from {})", p.value.display(), p.origin)
+            })?;
+            (
+                vec![Source::new(p.value.display().to_string(), text)],
+                p.value.display().to_string(),
+            )
+        }
+        None => (
+            vec![Source::new(
+                "<default policy>",
+                default_policy::render(&workspace.to_string_lossy(), &home.to_string_lossy())?,
+            )],
+            "built-in default".to_string(),
+        ),
+    };
+    let checked = check(sources);
+    let (doc, plan) = match (checked.doc, checked.plan) {
+        (Some(d), Some(p)) if !checked.diagnostics.iter().any(|d| d.is_error()) => (d, p),
+        _ => {
+            let n = checked.diagnostics.iter().filter(|d| d.is_error()).count();
+            for d in &checked.diagnostics {
+                eprint!("{}", d.render());
+            }
+            bail!("the policy has {n} error(s); nothing was started");
+        }
+    };
+    let judge = JudgeRef(Arc::new(corral_kernel::argv::CedarJudge::new(&doc)));
+
+    // Where.
+    let state = state_dir();
+    let target = if args.no_container {
+        Target::Bare
+    } else {
+        let prefer = match settings.runtime.as_ref().map(|v| v.value.to_string()) {
+            None => None,
+            Some(s) if s == "podman" => Some(Kind::Podman),
+            Some(s) if s == "docker" => Some(Kind::Docker),
+            Some(s) => bail!("unknown runtime {s:?}: expected podman or docker"),
+        };
+        Target::Container {
+            engine: engine::detect(prefer, &state)?,
+            image: settings.image.as_ref().map(|v| v.value.clone()),
+        }
+    };
+
+    // Environment and mounts.
+    let mut env: Vec<(String, String)> = Vec::new();
+    for k in ["TERM", "LANG", "LC_ALL", "COLORTERM", "NO_COLOR"] {
+        if let Ok(v) = std::env::var(k) {
+            env.push((k.into(), v));
+        }
+    }
+    let mut mounts: Vec<Mount> = settings
+        .volumes
+        .iter()
+        .map(|v| Mount {
+            src: v.value.src.clone(),
+            dst: v.value.dst.clone(),
+            read_only: v.value.read_only,
+        })
+        .collect();
+    if let Some(r) = &recipe {
+        for k in &r.env {
+            if let Ok(v) = std::env::var(k) {
+                env.push((k.clone(), v));
+            }
+        }
+        if consent(r, &args, global.as_deref())? {
+            for p in &r.config_paths {
+                let host = home.join(p);
+                if host.exists() {
+                    mounts.push(Mount {
+                        src: host.clone(),
+                        dst: host,
+                        read_only: false,
+                    });
+                }
+            }
+        }
+    }
+    for (k, v) in &settings.env {
+        env.push((k.clone(), v.value.clone()));
+    }
+
+    let run_root = run_root();
+    let (id, run_dir) = session::new_id(&run_root)?;
+    let init_bin = init::install(&state.join("bin")).context("install corral-init")?;
+    let events_path = args
+        .events
+        .clone()
+        .unwrap_or_else(|| state.join("sessions").join(id.to_string()).join("events.jsonl"));
+    let tty = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+    let spec = Spec {
+        id,
+        principal,
+        command,
+        mode: if settings.shadow.value {
+            Mode::Shadow
+        } else {
+            Mode::Enforce
+        },
+        plan,
+        judge: Some(judge),
+        policy_label,
+        workspace: workspace.clone(),
+        cwd: if cwd.starts_with(&workspace) {
+            cwd
+        } else {
+            workspace
+        },
+        home,
+        env,
+        mounts,
+        target,
+        tty,
+        file_layer: parse_layer(&args.file_layer)?,
+        ctl_port: None,
+        events_path,
+        run_root,
+        init_bin,
+        banner: !args.quiet,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("start the async runtime")?;
+    let out = rt.block_on(session::run_in(spec, Some(run_dir)))?;
+    drop(rt);
+    if !args.quiet {
+        let how = match out.exit {
+            Exit::Code(c) => format!("exit {c}"),
+            Exit::Signal(s) => format!("killed by signal {s}"),
+        };
+        let lost = if out.lost > 0 {
+            format!(", {} lost", out.lost)
+        } else {
+            String::new()
+        };
+        eprintln!(
+            "corral: session {} ended ({how}) · {} events, {} denied{lost}",
+            out.id, out.events, out.denied
+        );
+    }
+    match out.exit {
+        Exit::Code(c) => Ok(ExitCode::from(u8::try_from(c & 0xff).unwrap_or(1))),
+        Exit::Signal(s) => corral_runtime::sys::die_by_signal(s),
+    }
+}
+
+/// Whether to mount the recipe's config directories: the flag (remembered),
+/// else the remembered answer, else ask on a terminal (remembered), else no.
+fn consent(r: &recipes::Recipe, args: &RunArgs, global: Option<&Path>) -> Result<bool> {
+    let remember = |yes: bool| -> Result<()> {
+        if let Some(g) = global {
+            config::remember_consent(g, &r.name, yes)?;
+        }
+        Ok(())
+    };
+    if args.mount_config || args.no_mount_config {
+        remember(args.mount_config)?;
+        return Ok(args.mount_config);
+    }
+    if let Some(v) = r.mount_config {
+        return Ok(v);
+    }
+    let present: Vec<String> = r
+        .config_paths
+        .iter()
+        .filter(|p| home().join(p).exists())
+        .map(|p| format!("~/{p}"))
+        .collect();
+    if present.is_empty() {
+        return Ok(false);
+    }
+    if std::io::stdin().is_terminal() && std::io::stderr().is_terminal() {
+        eprint!(
+            "corral: mount {} into the session (read-write) so {} keeps its login and settings? [y/N] ",
+            present.join(", "),
+            r.name
+        );
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line).context("read the answer")?;
+        let yes = matches!(line.trim(), "y" | "Y" | "yes");
+        remember(yes)?;
+        Ok(yes)
+    } else {
+        eprintln!(
+            "corral: not mounting {} (no consent recorded; pass --mount-config once to allow it)",
+            present.join(", ")
+        );
+        Ok(false)
+    }
+}

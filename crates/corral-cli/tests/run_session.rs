@@ -1,0 +1,654 @@
+//! `corral run` end to end: real podman (runc), real kernel programs, the
+//! real `corral` binary. Each test asserts on what a user sees: exit
+//! status, stderr, the recorded events, and what is left on the host.
+//!
+//! Needs root and podman; without them each test records a skip
+//! (`CORRAL-SKIP`, counted by scripts/test.sh), never passes silently.
+
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+use std::io::Write as _;
+use std::os::unix::process::ExitStatusExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn skip(test: &str, reason: &str) {
+    let line = format!("CORRAL-SKIP {test}: {reason}");
+    eprintln!("{line}");
+    if let Ok(path) = std::env::var("CORRAL_SKIP_LOG") {
+        if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+            let _ = writeln!(f, "{line}");
+        }
+    }
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(str::to_string))
+        .and_then(|l| l.split_whitespace().nth(2).map(str::to_string))
+        .as_deref()
+        == Some("0")
+}
+
+fn has(prog: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {prog}")])
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// Root and podman+runc, or a recorded skip.
+fn podman_ready(test: &str) -> bool {
+    if !is_root() {
+        skip(test, "needs root");
+        return false;
+    }
+    if !has("podman") || !has("runc") {
+        skip(test, "podman and runc are not installed");
+        return false;
+    }
+    true
+}
+
+/// A scratch directory under /tmp, removed on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(test: &str) -> Scratch {
+        let p = std::env::temp_dir().join(format!("corral-run-{test}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("scratch dir");
+        Scratch(p)
+    }
+    fn file(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.0.join(name);
+        std::fs::write(&p, text).expect("write scratch file");
+        p
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+const POLICY: &str = r#"// test policy
+@id("read-all")
+permit (principal, action == Action::"FileOpenReadOnly", resource)
+when { resource in Dir::"/" };
+
+@id("write-tmp-dev")
+permit (principal, action in Action::"FileOpen", resource)
+when { resource in [Dir::"/tmp/", Dir::"/dev/", Dir::"/proc/"] };
+
+@id("forbid-secret")
+forbid (principal, action in Action::"FileOpen", resource)
+when { resource == File::"/tmp/secret" };
+
+@id("exec-system")
+permit (principal, action == Action::"ProcessExec", resource)
+when { resource in [Dir::"/usr/", Dir::"/bin/", Dir::"/lib/", Dir::"/run/corral/"] };
+
+@id("forbid-id")
+forbid (principal, action == Action::"ProcessExec", resource)
+when { resource == File::"/usr/bin/id" };
+"#;
+
+/// The line (1-based) of the `permit`/`forbid` keyword of the policy
+/// annotated `@id("<id>")` in POLICY.
+fn line_of(id: &str) -> usize {
+    let lines: Vec<&str> = POLICY.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| l.contains(&format!("@id(\"{id}\")")))
+        .expect("id in POLICY");
+    at + 1
+        + lines[at..]
+            .iter()
+            .position(|l| l.starts_with("permit") || l.starts_with("forbid"))
+            .expect("effect after the id")
+}
+
+struct Session<'a> {
+    dir: &'a Scratch,
+    policy: PathBuf,
+    events: PathBuf,
+}
+
+impl<'a> Session<'a> {
+    fn new(dir: &'a Scratch, policy: &str, tag: &str) -> Session<'a> {
+        let secret = dir.file("secret", "TOP-SECRET\n");
+        let _ = secret;
+        dir.file("allowed", "fine to read\n");
+        Session {
+            dir,
+            policy: dir.file(&format!("policy-{tag}.cedar"), policy),
+            events: dir.0.join(format!("events-{tag}.jsonl")),
+        }
+    }
+
+    fn cmd(&self, extra: &[&str], command: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_corral"));
+        c.arg("run")
+            .arg("--policy")
+            .arg(&self.policy)
+            .arg("--events")
+            .arg(&self.events)
+            .arg("--project")
+            .arg(&self.dir.0)
+            .arg("-v")
+            .arg(format!("{}:/tmp/secret:ro", self.dir.0.join("secret").display()))
+            .arg("-v")
+            .arg(format!(
+                "{}:/tmp/allowed:ro",
+                self.dir.0.join("allowed").display()
+            ))
+            .args(extra)
+            .arg("--")
+            .args(command)
+            .current_dir(&self.dir.0)
+            .env("XDG_STATE_HOME", self.dir.0.join("state"))
+            .env("XDG_CONFIG_HOME", self.dir.0.join("config"))
+            .stdin(Stdio::null());
+        c
+    }
+
+    fn run(&self, extra: &[&str], command: &[&str]) -> Output {
+        self.cmd(extra, command).output().expect("run corral")
+    }
+
+    fn events(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.events)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// The error a denied open or exec shows, by the layer the banner names:
+/// BPF LSM returns EACCES; fanotify's FAN_DENY is EPERM (the kernel does
+/// not let a listener choose EACCES).
+fn denied_text(stderr: &str) -> &'static str {
+    if stderr.contains("file: fanotify") {
+        "Operation not permitted"
+    } else {
+        "Permission denied"
+    }
+}
+
+/// Asserts a denial's message, using the banner of the same run (or of a
+/// reference run when this one was quiet).
+fn assert_denied(stderr: &str, banner: &str, what: &str) {
+    let want = denied_text(banner);
+    assert!(stderr.contains(want), "{what}: expected {want:?} in: {stderr}");
+}
+
+#[test]
+fn file_exec_net_decisions_and_exit_codes_pass_through() {
+    let t = "file_exec_net_decisions_and_exit_codes_pass_through";
+    if !podman_ready(t) {
+        return;
+    }
+    let dir = Scratch::new("decisions");
+    let s = Session::new(&dir, POLICY, "a");
+
+    // A forbidden file: Permission denied, exit 1, deny event with the line.
+    let o = s.run(&[], &["cat", "/tmp/secret"]);
+    assert_eq!(o.status.code(), Some(1), "stderr: {}", text(&o.stderr));
+    let banner = text(&o.stderr);
+    assert!(banner.contains("corral: session s"), "banner: {banner}");
+    assert_denied(&banner, &banner, "cat /tmp/secret");
+    assert!(!text(&o.stdout).contains("TOP-SECRET"));
+    let evs = s.events();
+    let deny = evs
+        .iter()
+        .find(|e| e["decision"] == "deny" && e["what"]["path"] == "/tmp/secret")
+        .unwrap_or_else(|| panic!("no deny event for /tmp/secret in {evs:#?}"));
+    let at = deny["policy_at"][0].as_str().unwrap_or_default();
+    assert_eq!(
+        at,
+        format!("{}:{}", s.policy.display(), line_of("forbid-secret")),
+        "policy line in {deny}"
+    );
+    assert_eq!(deny["policies"][0], "forbid-secret");
+
+    // An allowed file reads fine.
+    let o = s.run(&[], &["cat", "/tmp/allowed"]);
+    assert_eq!(o.status.code(), Some(0), "stderr: {}", text(&o.stderr));
+    assert_eq!(text(&o.stdout), "fine to read\n");
+
+    // A forbidden binary does not run (126: found but not executable).
+    let o = s.run(&[], &["/usr/bin/id"]);
+    assert_eq!(o.status.code(), Some(126), "stderr: {}", text(&o.stderr));
+    assert_denied(&text(&o.stderr), &banner, "exec /usr/bin/id");
+    assert!(!text(&o.stdout).contains("uid="));
+
+    // A connect the policy does not permit fails in the kernel (EPERM, not
+    // a refusal from a peer).
+    let o = s.run(&[], &["bash", "-c", "exec 3<>/dev/tcp/10.88.0.1/9"]);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(
+        text(&o.stderr).contains("Operation not permitted"),
+        "stderr: {}",
+        text(&o.stderr)
+    );
+
+    // Exit codes and death by signal pass through.
+    for (cmd, code) in [("exit 0", 0), ("exit 1", 1), ("exit 42", 42)] {
+        let o = s.run(&[], &["sh", "-c", cmd]);
+        assert_eq!(o.status.code(), Some(code), "{cmd}: {}", text(&o.stderr));
+    }
+    let o = s.run(&[], &["sh", "-c", "kill -9 $$"]);
+    assert_eq!(
+        o.status.signal(),
+        Some(9),
+        "status {:?}: {}",
+        o.status,
+        text(&o.stderr)
+    );
+    let o = s.run(&[], &["sh", "-c", "kill -TERM $$"]);
+    assert_eq!(
+        o.status.signal(),
+        Some(15),
+        "status {:?}: {}",
+        o.status,
+        text(&o.stderr)
+    );
+}
+
+#[test]
+fn first_instruction_runs_under_enforcement_every_time() {
+    let t = "first_instruction_runs_under_enforcement_every_time";
+    if !podman_ready(t) {
+        return;
+    }
+    let dir = Scratch::new("first");
+    let s = Session::new(&dir, POLICY, "b");
+    let banner = text(&s.run(&[], &["true"]).stderr);
+    for i in 0..50 {
+        let o = s.run(&["-q"], &["cat", "/tmp/secret"]);
+        assert_eq!(o.status.code(), Some(1), "run {i}: {}", text(&o.stderr));
+        assert!(!text(&o.stdout).contains("TOP-SECRET"), "run {i} read the secret");
+        assert_denied(&text(&o.stderr), &banner, &format!("run {i}"));
+    }
+}
+
+#[test]
+fn concurrent_sessions_enforce_their_own_principals() {
+    let t = "concurrent_sessions_enforce_their_own_principals";
+    if !podman_ready(t) {
+        return;
+    }
+    let policy = format!(
+        "{POLICY}\n@id(\"bob-no-allowed\")\nforbid (principal == Agent::\"bob\", action in Action::\"FileOpen\", resource)\nwhen {{ resource == File::\"/tmp/allowed\" }};\n"
+    );
+    let dir = Scratch::new("concurrent");
+    let s = Session::new(&dir, &policy, "c");
+    // Both sessions are alive at once (each sleeps before its read).
+    let script = "sleep 2; cat /tmp/allowed";
+    let alice = s
+        .cmd(&["--as", "alice", "-q"], &["sh", "-c", script])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("alice");
+    let bob = s
+        .cmd(&["--as", "bob", "-q"], &["sh", "-c", script])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("bob");
+    let a = alice.wait_with_output().expect("alice");
+    let b = bob.wait_with_output().expect("bob");
+    assert_eq!(a.status.code(), Some(0), "alice: {}", text(&a.stderr));
+    assert_eq!(text(&a.stdout), "fine to read\n");
+    assert_eq!(b.status.code(), Some(1), "bob: {}", text(&b.stderr));
+    let banner = text(&s.run(&[], &["true"]).stderr);
+    assert_denied(&text(&b.stderr), &banner, "bob");
+    let evs = s.events();
+    assert!(evs
+        .iter()
+        .any(|e| e["principal"] == "bob" && e["decision"] == "deny" && e["what"]["path"] == "/tmp/allowed"));
+    assert!(!evs
+        .iter()
+        .any(|e| e["principal"] == "alice" && e["decision"] == "deny"));
+}
+
+/// What session `sid` may leave behind: its container, its cgroups (v2
+/// and every v1 hierarchy), its run directory, pinned BPF objects, and its
+/// network namespace (`netns`, recorded while it ran).
+fn leftovers(sid: &str, netns: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let name = format!("corral-{sid}");
+    let exists = Command::new("podman")
+        .args(["container", "exists", &name])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if exists {
+        out.push(format!("container {name}"));
+    }
+    for h in std::fs::read_dir("/sys/fs/cgroup")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let p = h.path().join("corral").join(sid);
+        if p.exists() {
+            out.push(format!("cgroup {}", p.display()));
+        }
+    }
+    let run = Path::new("/run/corral/sessions").join(sid);
+    if run.exists() {
+        out.push(format!("run dir {}", run.display()));
+    }
+    for e in std::fs::read_dir("/sys/fs/bpf").into_iter().flatten().flatten() {
+        if e.file_name().to_string_lossy().contains("corral") {
+            out.push(format!("pinned {}", e.path().display()));
+        }
+    }
+    if !netns.is_empty() && Path::new(netns).exists() {
+        out.push(format!("netns {netns}"));
+    }
+    out
+}
+
+/// The session id (`s…`) from a process's cgroup path.
+fn sid_of(pid: u32) -> String {
+    let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+    let rest = cg.split("/corral/").nth(1).unwrap_or_default();
+    rest.split('/').next().unwrap_or_default().trim().to_string()
+}
+
+/// The container's network namespace path while it runs.
+fn netns_of(sid: &str) -> String {
+    Command::new("podman")
+        .args([
+            "inspect",
+            "--format",
+            "{{.NetworkSettings.SandboxKey}}",
+            &format!("corral-{sid}"),
+        ])
+        .output()
+        .map(|o| text(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+/// Waits until the session's agent (`sleep 1234`) runs; returns its pid.
+fn agent_pid(deadline: Duration) -> Option<u32> {
+    let end = Instant::now() + deadline;
+    while Instant::now() < end {
+        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if cmd == b"sleep\x001234\x00" {
+                let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+                if cg.contains("/corral/s") {
+                    return Some(pid);
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+#[test]
+fn interrupt_and_agent_kill_leave_nothing_behind() {
+    let t = "interrupt_and_agent_kill_leave_nothing_behind";
+    if !podman_ready(t) {
+        return;
+    }
+    let dir = Scratch::new("cleanup");
+    let s = Session::new(&dir, POLICY, "d");
+
+    // SIGINT to corral: the agent gets it, the session is torn down.
+    let mut c = s
+        .cmd(&["-q"], &["sleep", "1234"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let pid = agent_pid(Duration::from_secs(30)).expect("the agent started");
+    let sid = sid_of(pid);
+    let netns = netns_of(&sid);
+    assert!(netns.starts_with("/run/netns/"), "netns of {sid}: {netns:?}");
+    let running = leftovers(&sid, &netns);
+    assert!(
+        running.len() >= 4,
+        "a running session shows up in the listing: {running:?}"
+    );
+    let _ = Command::new("kill").args(["-INT", &c.id().to_string()]).status();
+    let end = Instant::now() + Duration::from_secs(30);
+    let st = loop {
+        if let Some(st) = c.try_wait().expect("wait") {
+            break st;
+        }
+        assert!(Instant::now() < end, "corral did not exit after SIGINT");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(
+        st.signal(),
+        Some(2),
+        "corral passes on the agent's death by SIGINT: {st:?}"
+    );
+    assert!(!Path::new(&format!("/proc/{pid}")).exists(), "agent still alive");
+    assert_eq!(leftovers(&sid, &netns), Vec::<String>::new(), "after SIGINT");
+
+    // kill -9 of the agent: the session ends by signal 9, nothing is left.
+    let c = s
+        .cmd(&["-q"], &["sleep", "1234"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let pid = agent_pid(Duration::from_secs(30)).expect("the agent started");
+    let sid = sid_of(pid);
+    let netns = netns_of(&sid);
+    let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+    let o = c.wait_with_output().expect("wait");
+    assert_eq!(o.status.signal(), Some(9), "{:?}: {}", o.status, text(&o.stderr));
+    assert_eq!(
+        leftovers(&sid, &netns),
+        Vec::<String>::new(),
+        "after kill -9 of the agent"
+    );
+}
+
+#[test]
+fn bare_session_without_a_container() {
+    let t = "bare_session_without_a_container";
+    if !is_root() {
+        skip(t, "needs root");
+        return;
+    }
+    let dir = Scratch::new("bare");
+    let secret = dir.file("bare-secret", "TOP-SECRET\n");
+    let policy = format!(
+        "{POLICY}\n@id(\"forbid-bare\")\nforbid (principal, action in Action::\"FileOpen\", resource)\nwhen {{ resource == File::\"{}\" }};\n",
+        secret.display()
+    );
+    let s = Session::new(&dir, &policy, "e");
+    let mut c = Command::new(env!("CARGO_BIN_EXE_corral"));
+    c.args(["run", "--no-container", "--policy"])
+        .arg(&s.policy)
+        .arg("--events")
+        .arg(&s.events)
+        .arg("--project")
+        .arg(&dir.0)
+        .env("XDG_STATE_HOME", dir.0.join("state"))
+        .env("XDG_CONFIG_HOME", dir.0.join("config"))
+        .stdin(Stdio::null());
+    let o = c
+        .arg("--")
+        .args([
+            "sh",
+            "-c",
+            &format!("cat {}; echo rc=$?; exit 3", secret.display()),
+        ])
+        .output()
+        .expect("run");
+    assert_eq!(o.status.code(), Some(3), "stderr: {}", text(&o.stderr));
+    assert_eq!(text(&o.stdout), "rc=1\n");
+    assert_denied(&text(&o.stderr), &text(&o.stderr), "bare cat");
+}
+
+#[test]
+fn real_agents_start_in_default_mode() {
+    let t = "real_agents_start_in_default_mode";
+    if !podman_ready(t) {
+        return;
+    }
+    let dir = Scratch::new("agents");
+    for (agent, want) in [("claude", "Claude Code"), ("codex", "codex-cli")] {
+        if !has(agent) {
+            skip(
+                t,
+                &format!("{agent} is not installed (scripts/deps.sh corral_agent_deps installs it)"),
+            );
+            continue;
+        }
+        let o = Command::new(env!("CARGO_BIN_EXE_corral"))
+            .args(["run", agent, "--", "--version"])
+            .current_dir(&dir.0)
+            .env("XDG_STATE_HOME", dir.0.join("state"))
+            .env("XDG_CONFIG_HOME", dir.0.join("config"))
+            .stdin(Stdio::null())
+            .output()
+            .expect("run corral");
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{agent}: stdout {:?} stderr {:?}",
+            text(&o.stdout),
+            text(&o.stderr)
+        );
+        assert!(
+            text(&o.stdout).contains(want),
+            "{agent} --version printed: {}",
+            text(&o.stdout)
+        );
+        let err = text(&o.stderr);
+        assert!(err.contains(&format!("principal {agent}")), "banner: {err}");
+        assert!(err.contains("policy built-in default"), "banner: {err}");
+    }
+}
+
+/// A tmux session running a command; killed on drop.
+struct Tmux(String);
+
+impl Tmux {
+    fn keys(&self, keys: &[&str]) {
+        let st = Command::new("tmux")
+            .args(["send-keys", "-t", &self.0])
+            .args(keys)
+            .status()
+            .expect("tmux send-keys");
+        assert!(st.success());
+    }
+    fn screen(&self) -> String {
+        let o = Command::new("tmux")
+            .args(["capture-pane", "-p", "-J", "-t", &self.0])
+            .output()
+            .expect("tmux capture-pane");
+        text(&o.stdout)
+    }
+    /// Waits until the screen contains `what`.
+    fn wait_for(&self, what: &str) -> String {
+        let end = Instant::now() + Duration::from_secs(30);
+        loop {
+            let s = self.screen();
+            if s.contains(what) {
+                return s;
+            }
+            assert!(Instant::now() < end, "screen never showed {what:?}:\n{s}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["kill-session", "-t", &self.0])
+            .status();
+    }
+}
+
+#[test]
+fn interactive_shell_under_tmux() {
+    let t = "interactive_shell_under_tmux";
+    if !podman_ready(t) {
+        return;
+    }
+    if !has("tmux") {
+        skip(t, "tmux is not installed");
+        return;
+    }
+    let dir = Scratch::new("tmux");
+    let s = Session::new(&dir, POLICY, "f");
+    let exit_file = dir.0.join("exit-code");
+    let name = format!("corral-test-tmux-{}", std::process::id());
+    let cmd = format!(
+        "env XDG_STATE_HOME={st} XDG_CONFIG_HOME={cf} {bin} run -e 'PS1=corral-prompt$ ' --policy {p} --project {d} -- bash --norc --noprofile -i; echo EXIT=$? > {e}; sleep 60",
+        st = dir.0.join("state").display(),
+        cf = dir.0.join("config").display(),
+        bin = env!("CARGO_BIN_EXE_corral"),
+        p = s.policy.display(),
+        d = dir.0.display(),
+        e = exit_file.display(),
+    );
+    let st = Command::new("tmux")
+        .args(["new-session", "-d", "-s", &name, "-x", "100", "-y", "30", &cmd])
+        .current_dir(&dir.0)
+        .status()
+        .expect("tmux new-session");
+    assert!(st.success());
+    let tm = Tmux(name.clone());
+    tm.wait_for("corral-prompt$ ");
+    // A command runs, with the terminal's size.
+    tm.keys(&["echo out-$((6*7)); stty size", "Enter"]);
+    tm.wait_for("out-42");
+    tm.wait_for("30 100");
+    // Resize: the agent sees the new size.
+    let st = Command::new("tmux")
+        .args(["resize-window", "-t", &name, "-x", "80", "-y", "24"])
+        .status()
+        .expect("tmux resize");
+    assert!(st.success());
+    std::thread::sleep(Duration::from_millis(500));
+    tm.keys(&["stty size", "Enter"]);
+    tm.wait_for("24 80");
+    // Ctrl-C goes to the agent's foreground job, not to corral.
+    tm.keys(&["sleep 300; echo after-sleep", "Enter"]);
+    std::thread::sleep(Duration::from_millis(500));
+    tm.keys(&["C-c"]);
+    tm.keys(&["echo still-$((2*21))", "Enter"]);
+    let screen = tm.wait_for("still-42");
+    assert!(
+        !screen.lines().any(|l| l.trim() == "after-sleep"),
+        "Ctrl-C did not stop the sleep:\n{screen}"
+    );
+    // Exit code passes through.
+    tm.keys(&["exit 3", "Enter"]);
+    let end = Instant::now() + Duration::from_secs(30);
+    while !exit_file.exists() {
+        assert!(Instant::now() < end, "corral did not exit:\n{}", tm.screen());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(
+        std::fs::read_to_string(&exit_file).unwrap_or_default().trim(),
+        "EXIT=3"
+    );
+}

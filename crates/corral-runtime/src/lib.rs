@@ -1,0 +1,18 @@
+//! corral's sessions: `corral run` puts an agent (or any command) in a
+//! container, or in a bare cgroup, under one policy.
+//!
+//! * [`config`]: global and project TOML configuration, merged with flags,
+//!   each value remembering where it came from.
+//! * [`recipes`]: what each known agent needs (config dirs, API-key
+//!   variables, hosts).
+//! * [`init`]: the static `corral-init` entrypoint, embedded in this crate,
+//!   and the supervisor's side of its go/exit protocol.
+//! * [`engine`]: podman and docker through their CLIs.
+//! * [`session`]: one governed run, from cgroup to cleanup.
+
+pub mod config;
+pub mod engine;
+pub mod init;
+pub mod recipes;
+pub mod session;
+pub mod sys;

@@ -1,0 +1,941 @@
+//! One governed run: cgroup, enforcement, container (or bare process),
+//! go, wait, cleanup.
+//!
+//! Order, and why:
+//!
+//! 1. The session cgroup `<v2>/corral/<id>` is created. The container's
+//!    cgroup is made beneath it (`--cgroup-parent`), so the kernel programs,
+//!    which match by ancestry, govern it and everything it forks.
+//! 2. The container starts with `corral-init` as its entrypoint. Before
+//!    anything else corral-init connects to the session's go socket and
+//!    blocks: nothing the agent chose has run yet.
+//! 3. The supervisor takes the peer's pid from `SO_PEERCRED`, checks that it
+//!    is inside the session cgroup, reads its mount table (the fanotify
+//!    fallback marks the container's own mounts), and attaches every layer.
+//!    Only then does it send `go`. If attaching fails it sends `abort`; if
+//!    the supervisor dies first, corral-init sees EOF and never starts the
+//!    agent.
+//! 4. corral-init forks the agent and reports its exit (`exit code N` /
+//!    `exit signal N`) on the same socket. The supervisor passes it on.
+//! 5. Cleanup (also on errors and signals): kill what is left in the
+//!    cgroup, remove the container, detach programs, remove the cgroups
+//!    (v2 and the v1 directories runc made) and the run directory.
+
+use crate::engine::Engine;
+use corral_core::{Decision, Event, Mode, SessionId};
+use corral_kernel::cgroup::{self, Cgroup};
+use corral_kernel::session::{FileLayer, JudgeRef, KernelSession, SessionConfig};
+use corral_policy::Plan;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+
+/// Why a session could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// A file or directory operation.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// Enforcement could not be attached (nothing was started).
+    #[error("enforcement could not be attached: {0}")]
+    Kernel(#[from] corral_kernel::Error),
+    /// The container or process did not come up.
+    #[error("{0}")]
+    Start(String),
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> SessionError {
+    let what = what.into();
+    move |source| SessionError::Io { what, source }
+}
+
+/// A bind mount into the container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount {
+    /// Host path.
+    pub src: PathBuf,
+    /// Path in the container.
+    pub dst: PathBuf,
+    /// Read-only.
+    pub read_only: bool,
+}
+
+/// Where the command runs.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// In a container.
+    Container {
+        /// The engine.
+        engine: Engine,
+        /// An image; `None` is the default mode (host filesystem read-only).
+        image: Option<String>,
+    },
+    /// A process in the session cgroup on the host (`--no-container`).
+    Bare,
+}
+
+/// Everything a session needs.
+#[derive(Clone)]
+pub struct Spec {
+    /// The session id.
+    pub id: SessionId,
+    /// `Agent::"<principal>"`.
+    pub principal: String,
+    /// Command and arguments.
+    pub command: Vec<String>,
+    /// Enforce or shadow.
+    pub mode: Mode,
+    /// The compiled policy.
+    pub plan: Plan,
+    /// The Cedar judge for exec arguments.
+    pub judge: Option<JudgeRef>,
+    /// What the banner calls the policy (its file, or "default policy").
+    pub policy_label: String,
+    /// The project directory (read-write, same path).
+    pub workspace: PathBuf,
+    /// Working directory of the command.
+    pub cwd: PathBuf,
+    /// HOME in the session (a private, writable directory in default mode).
+    pub home: PathBuf,
+    /// Environment of the command (beyond what the mode sets).
+    pub env: Vec<(String, String)>,
+    /// Extra bind mounts.
+    pub mounts: Vec<Mount>,
+    /// Container or bare.
+    pub target: Target,
+    /// Give the command a TTY (stdin is one).
+    pub tty: bool,
+    /// The file/exec layer.
+    pub file_layer: FileLayer,
+    /// corral's API port on loopback (refused to the session).
+    pub ctl_port: Option<u16>,
+    /// Where the session's events go (JSON lines).
+    pub events_path: PathBuf,
+    /// Run directory root (`/run/corral`): sessions' sockets.
+    pub run_root: PathBuf,
+    /// The installed corral-init binary.
+    pub init_bin: PathBuf,
+    /// Print the banner and the summary on stderr.
+    pub banner: bool,
+}
+
+/// How the command ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Exited with a code.
+    Code(i32),
+    /// Killed by a signal.
+    Signal(i32),
+}
+
+impl Exit {
+    /// The shell's view: the code, or 128 + signal.
+    pub fn code(self) -> i32 {
+        match self {
+            Exit::Code(c) => c,
+            Exit::Signal(s) => 128 + s,
+        }
+    }
+}
+
+/// What a finished session reports.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// The session id.
+    pub id: SessionId,
+    /// How the command ended.
+    pub exit: Exit,
+    /// Events recorded.
+    pub events: u64,
+    /// Denials (or would-denials in shadow mode) recorded.
+    pub denied: u64,
+    /// Events lost before they reached the recorder.
+    pub lost: u64,
+    /// The layer per decision kind, as the banner showed it.
+    pub layers: Vec<(String, String)>,
+}
+
+/// A fresh session id, unused on this host: the run directory is created
+/// exclusively, so two supervisors never share one.
+pub fn new_id(run_root: &Path) -> Result<(SessionId, PathBuf), SessionError> {
+    let sessions = run_root.join("sessions");
+    std::fs::create_dir_all(&sessions).map_err(io(format!("create {}", sessions.display())))?;
+    for _ in 0..64 {
+        let id = SessionId(rand::random::<u32>() % 1_000_000_000);
+        let dir = sessions.join(id.to_string());
+        match std::fs::create_dir(&dir) {
+            Ok(()) => return Ok((id, dir)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(io(format!("create {}", dir.display()))(e)),
+        }
+    }
+    Err(SessionError::Start("no free session id".into()))
+}
+
+/// Releases everything a session set up, in reverse order, also when the
+/// session failed half-way. Idempotent.
+struct Cleanup {
+    engine: Option<Engine>,
+    container: Option<String>,
+    cgroup: Option<Cgroup>,
+    /// `corral/<id>`, relative to each v1 hierarchy (runc makes these).
+    cgroup_rel: String,
+    run_dir: PathBuf,
+}
+
+impl Cleanup {
+    fn run(&mut self) {
+        if let Some(cg) = &self.cgroup {
+            let _ = cg.kill();
+        }
+        if let (Some(e), Some(name)) = (&self.engine, self.container.take()) {
+            if e.exists(&name) {
+                e.remove(&name);
+            }
+        }
+        if let Some(cg) = self.cgroup.take() {
+            let _ = cg.destroy();
+        }
+        remove_v1_dirs(&self.cgroup_rel);
+        let _ = std::fs::remove_dir_all(&self.run_dir);
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        self.run();
+    }
+}
+
+/// Removes `<v1 hierarchy>/<rel>` trees that runc created for the
+/// container (and conmon) under each cgroup-v1 controller, then the
+/// `corral` parent where empty.
+fn remove_v1_dirs(rel: &str) {
+    let Ok(rd) = std::fs::read_dir("/sys/fs/cgroup") else {
+        return;
+    };
+    for h in rd.flatten() {
+        let base = h.path();
+        if base.ends_with("unified") {
+            continue;
+        }
+        let top = base.join(rel);
+        if !top.is_dir() {
+            continue;
+        }
+        let mut dirs = Vec::new();
+        collect_dirs(&top, &mut dirs);
+        dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+        for d in dirs {
+            let _ = std::fs::remove_dir(&d);
+        }
+        if let Some(parent) = top.parent() {
+            if parent != base {
+                let _ = std::fs::remove_dir(parent);
+            }
+        }
+    }
+}
+
+fn collect_dirs(d: &Path, out: &mut Vec<PathBuf>) {
+    out.push(d.to_path_buf());
+    if let Ok(rd) = std::fs::read_dir(d) {
+        for e in rd.flatten() {
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                collect_dirs(&e.path(), out);
+            }
+        }
+    }
+}
+
+/// Filesystems whose opens are never file-policy questions (pseudo
+/// filesystems, or ones the fanotify thread itself reads).
+const UNMARKED_FS: &[&str] = &[
+    "proc",
+    "sysfs",
+    "cgroup",
+    "cgroup2",
+    "devpts",
+    "mqueue",
+    "bpf",
+    "securityfs",
+    "debugfs",
+    "tracefs",
+    "hugetlbfs",
+    "fusectl",
+    "configfs",
+    "pstore",
+    "binfmt_misc",
+    "autofs",
+    "nsfs",
+];
+
+/// One line of a mount table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountEntry {
+    /// Mount point.
+    pub point: String,
+    /// Filesystem type.
+    pub fstype: String,
+}
+
+/// Parses `/proc/<pid>/mountinfo`.
+pub fn parse_mountinfo(text: &str) -> Vec<MountEntry> {
+    text.lines()
+        .filter_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            let point = left.split_whitespace().nth(4)?;
+            let fstype = right.split_whitespace().next()?;
+            Some(MountEntry {
+                point: unescape_mount(point),
+                fstype: fstype.to_string(),
+            })
+        })
+        .collect()
+}
+
+fn unescape_mount(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
+            out.push(v);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The mounts of a container whose file opens the fanotify fallback must
+/// decide: every mount but pseudo filesystems, `/dev` (device nodes) and
+/// corral's own run directory. Paths are reached through
+/// `/proc/<pid>/root`, so the marks land on the container's mounts.
+pub fn container_file_mounts(pid: u32, table: &[MountEntry]) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = Vec::new();
+    for m in table {
+        if UNMARKED_FS.contains(&m.fstype.as_str())
+            || m.point == "/dev"
+            || m.point.starts_with("/run/corral")
+            || m.point.starts_with("/sys/")
+            || m.point.starts_with("/proc/")
+        {
+            continue;
+        }
+        let p = PathBuf::from(format!(
+            "/proc/{pid}/root{}",
+            if m.point == "/" { "" } else { &m.point }
+        ));
+        if !out.contains(&p) {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// For a bare session: the host mounts holding the given paths (the
+/// deepest mount containing each).
+pub fn host_file_mounts(table: &[MountEntry], paths: &[&Path]) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = Vec::new();
+    for p in paths {
+        let best = table
+            .iter()
+            .filter(|m| !UNMARKED_FS.contains(&m.fstype.as_str()))
+            .filter(|m| p.starts_with(&m.point))
+            .max_by_key(|m| m.point.len());
+        if let Some(m) = best {
+            let mp = PathBuf::from(&m.point);
+            if !out.contains(&mp) {
+                out.push(mp);
+            }
+        }
+    }
+    out
+}
+
+/// Host top-level directories not exposed in default mode (the private
+/// HOME, /tmp and the engine's own mounts replace them).
+const HIDDEN_TOP: &[&str] = &[
+    "proc",
+    "sys",
+    "dev",
+    "run",
+    "tmp",
+    "home",
+    "root",
+    "mnt",
+    "media",
+    "lost+found",
+    "boot",
+];
+
+/// Builds the rootfs directory for default mode: symlinks recreated, and
+/// the list of read-only binds for the host's top-level directories.
+fn host_root(rootfs: &Path) -> Result<Vec<Mount>, SessionError> {
+    std::fs::create_dir_all(rootfs).map_err(io(format!("create {}", rootfs.display())))?;
+    let mut binds = Vec::new();
+    let rd = std::fs::read_dir("/").map_err(io("read /"))?;
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let Some(n) = name.to_str() else { continue };
+        if HIDDEN_TOP.contains(&n) {
+            continue;
+        }
+        let ft = match e.file_type() {
+            Ok(t) => t,
+            Err(_) => continue,
+        };
+        let host = Path::new("/").join(n);
+        if ft.is_symlink() {
+            if let Ok(t) = std::fs::read_link(&host) {
+                let _ = std::os::unix::fs::symlink(t, rootfs.join(n));
+            }
+        } else if ft.is_dir() {
+            binds.push(Mount {
+                src: host.clone(),
+                dst: host,
+                read_only: true,
+            });
+        }
+    }
+    binds.sort_by(|a, b| a.dst.cmp(&b.dst));
+    Ok(binds)
+}
+
+fn volume_arg(m: &Mount) -> String {
+    format!(
+        "{}:{}:{}",
+        m.src.display(),
+        m.dst.display(),
+        if m.read_only { "ro" } else { "rw" }
+    )
+}
+
+/// The `<engine> run` arguments for a spec (everything after the program).
+pub fn run_args(spec: &Spec, run_dir: &Path, image: Option<&str>) -> Result<Vec<String>, SessionError> {
+    let name = container_name(spec.id);
+    let mut a: Vec<String> = vec![
+        "run".into(),
+        "--rm".into(),
+        "--name".into(),
+        name,
+        format!("--cgroup-parent=/corral/{}", spec.id),
+        // corral forwards signals itself (to corral-init, by host pid), so
+        // a terminal's signal is never delivered twice.
+        "--sig-proxy=false".into(),
+        "--log-driver=none".into(),
+        "--security-opt=no-new-privileges".into(),
+        // Raw sockets would bypass the connect hooks; the rest are not
+        // needed by coding agents.
+        "--cap-drop=NET_RAW,MKNOD,AUDIT_WRITE,SYS_CHROOT,SETFCAP".into(),
+        "--entrypoint=/run/corral/init".into(),
+        "-v".into(),
+        format!("{}:/run/corral:ro", run_dir.display()),
+        "-e".into(),
+        "CORRAL_GO=/run/corral/go.sock".into(),
+        "-e".into(),
+        format!("CORRAL_SESSION={}", spec.id),
+        "-w".into(),
+        spec.cwd.display().to_string(),
+        "-i".into(),
+    ];
+    if spec.tty {
+        a.push("-t".into());
+    }
+    let mut mounts = Vec::new();
+    if image.is_none() {
+        let rootfs = run_dir.join("root");
+        mounts.extend(host_root(&rootfs)?);
+        a.push("--read-only".into());
+        a.push("--tmpfs".into());
+        a.push(format!("{}:rw,exec,nosuid,nodev,mode=0700", spec.home.display()));
+        a.push("-e".into());
+        a.push(format!("HOME={}", spec.home.display()));
+        if let Ok(p) = std::env::var("PATH") {
+            a.push("-e".into());
+            a.push(format!("PATH={p}"));
+        }
+    }
+    mounts.push(Mount {
+        src: spec.workspace.clone(),
+        dst: spec.workspace.clone(),
+        read_only: false,
+    });
+    mounts.extend(spec.mounts.iter().cloned());
+    // A later mount at the same destination replaces an earlier one.
+    let mut seen = std::collections::BTreeMap::new();
+    for m in mounts {
+        seen.insert(m.dst.clone(), m);
+    }
+    for m in seen.values() {
+        a.push("-v".into());
+        a.push(volume_arg(m));
+    }
+    for (k, v) in &spec.env {
+        a.push("-e".into());
+        a.push(format!("{k}={v}"));
+    }
+    match image {
+        Some(img) => a.push(img.to_string()),
+        None => {
+            a.push("--rootfs".into());
+            a.push(run_dir.join("root").display().to_string());
+        }
+    }
+    a.push("--".into());
+    a.extend(spec.command.iter().cloned());
+    Ok(a)
+}
+
+/// The container's name for a session.
+pub fn container_name(id: SessionId) -> String {
+    format!("corral-{id}")
+}
+
+async fn accept_hello(
+    listener: &UnixListener,
+    child: &mut tokio::process::Child,
+) -> Result<(UnixStream, u32), SessionError> {
+    let accept = async {
+        let (s, _) = listener.accept().await.map_err(io("accept on the go socket"))?;
+        let pid = s
+            .peer_cred()
+            .map_err(io("SO_PEERCRED on the go socket"))?
+            .pid()
+            .ok_or_else(|| SessionError::Start("the go socket's peer has no pid".into()))?;
+        let mut r = BufReader::new(s);
+        let mut line = String::new();
+        tokio::time::timeout(Duration::from_secs(10), r.read_line(&mut line))
+            .await
+            .map_err(|_| SessionError::Start("corral-init did not say hello".into()))?
+            .map_err(io("read corral-init's hello"))?;
+        if !line.starts_with("hello ") {
+            return Err(SessionError::Start(format!(
+                "unexpected greeting on the go socket: {line:?}"
+            )));
+        }
+        Ok((r.into_inner(), pid as u32))
+    };
+    tokio::select! {
+        r = tokio::time::timeout(Duration::from_secs(60), accept) => match r {
+            Ok(r) => r,
+            Err(_) => Err(SessionError::Start("the container did not start within 60 s".into())),
+        },
+        st = child.wait() => Err(SessionError::Start(match st {
+            Ok(s) => format!("the container engine exited ({s}) before the session started"),
+            Err(e) => format!("waiting for the container engine: {e}"),
+        })),
+    }
+}
+
+/// Runs a session to the end. The banner line (when `spec.banner`) goes to
+/// stderr once every layer is attached, before the command's first
+/// instruction.
+pub async fn run(spec: Spec) -> Result<Outcome, SessionError> {
+    run_in(spec, None).await
+}
+
+/// As [`run`], with the run directory already created by [`new_id`].
+pub async fn run_in(spec: Spec, run_dir: Option<PathBuf>) -> Result<Outcome, SessionError> {
+    let run_dir = match run_dir {
+        Some(d) => d,
+        None => {
+            let d = spec.run_root.join("sessions").join(spec.id.to_string());
+            std::fs::create_dir_all(&d).map_err(io(format!("create {}", d.display())))?;
+            d
+        }
+    };
+    let rel = format!("corral/{}", spec.id);
+    let mut cleanup = Cleanup {
+        engine: None,
+        container: None,
+        cgroup: None,
+        cgroup_rel: rel.clone(),
+        run_dir: run_dir.clone(),
+    };
+    let cg = Cgroup::create(&rel)?;
+    let cg_path = cg.path().to_path_buf();
+    let cg_rel = cg.rel();
+    cleanup.cgroup = Some(cg);
+    set_mode(&run_dir, 0o755)?;
+
+    let sock = run_dir.join("go.sock");
+    let listener = UnixListener::bind(&sock).map_err(io(format!("bind {}", sock.display())))?;
+    set_mode(&sock, 0o777)?;
+
+    let mut child = match &spec.target {
+        Target::Container { engine, image } => {
+            std::fs::copy(&spec.init_bin, run_dir.join("init"))
+                .map_err(io(format!("copy corral-init into {}", run_dir.display())))?;
+            set_mode(&run_dir.join("init"), 0o755)?;
+            let args = run_args(&spec, &run_dir, image.as_deref())?;
+            let mut c = engine.tokio_command();
+            c.args(&args);
+            if !spec.tty {
+                // A terminal's Ctrl-C reaches corral, which forwards it once.
+                c.process_group(0);
+            }
+            cleanup.engine = Some(engine.clone());
+            cleanup.container = Some(container_name(spec.id));
+            c.spawn()
+                .map_err(io(format!("start {}", engine.program.display())))?
+        }
+        Target::Bare => {
+            let mut c = std::process::Command::new(&spec.init_bin);
+            c.arg("--").args(&spec.command);
+            c.current_dir(&spec.cwd);
+            c.env("CORRAL_GO", &sock);
+            c.env("CORRAL_SESSION", spec.id.to_string());
+            c.env("HOME", &spec.home);
+            for (k, v) in &spec.env {
+                c.env(k, v);
+            }
+            if let Some(cg) = &cleanup.cgroup {
+                cg.place(&mut c)?;
+            }
+            let mut c = tokio::process::Command::from(c);
+            if !spec.tty {
+                c.process_group(0);
+            }
+            c.spawn()
+                .map_err(io(format!("start {}", spec.init_bin.display())))?
+        }
+    };
+
+    let (mut stream, pid) = match accept_hello(&listener, &mut child).await {
+        Ok(x) => x,
+        Err(e) => {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+            return Err(e);
+        }
+    };
+    drop(listener);
+    let _ = std::fs::remove_file(&sock);
+
+    // The peer must be inside this session's cgroup.
+    let peer_cg = cgroup::of_pid(pid).unwrap_or_default();
+    if !cgroup::is_within(&peer_cg, &cg_rel) {
+        let _ = stream
+            .write_all(b"abort the go socket's peer is not in the session cgroup\n")
+            .await;
+        return Err(SessionError::Start(format!(
+            "the go socket's peer (pid {pid}, cgroup {peer_cg}) is not in the session cgroup {cg_rel}"
+        )));
+    }
+
+    let file_mounts = match &spec.target {
+        Target::Container { .. } => {
+            let t = std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))
+                .map_err(io(format!("read /proc/{pid}/mountinfo")))?;
+            container_file_mounts(pid, &parse_mountinfo(&t))
+        }
+        Target::Bare => {
+            let t =
+                std::fs::read_to_string("/proc/self/mountinfo").map_err(io("read /proc/self/mountinfo"))?;
+            let tmp = std::env::temp_dir();
+            host_file_mounts(
+                &parse_mountinfo(&t),
+                &[Path::new("/"), &spec.workspace, &spec.home, &tmp, &spec.cwd],
+            )
+        }
+    };
+
+    let mut cfg = SessionConfig::new(spec.id.0, &spec.principal, &cg_path);
+    cfg.mode = spec.mode;
+    cfg.ctl_port = spec.ctl_port;
+    cfg.file_layer = spec.file_layer;
+    cfg.exec_judge = spec.judge.clone();
+    cfg.file_mounts = file_mounts;
+    let (ks, rx) = match KernelSession::start(cfg, &spec.plan) {
+        Ok(x) => x,
+        Err(e) => {
+            let _ = stream.write_all(format!("abort {e}\n").as_bytes()).await;
+            let _ = child.wait().await;
+            return Err(e.into());
+        }
+    };
+    let layers = banner_layers(&ks, &spec.plan);
+    let recorder = tokio::spawn(record(rx, spec.events_path.clone(), spec.plan.clone()));
+
+    if spec.banner {
+        let l = layers
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}"))
+            .collect::<Vec<_>>()
+            .join("  ");
+        let mode = if spec.mode == Mode::Shadow {
+            " · SHADOW (nothing blocked)"
+        } else {
+            ""
+        };
+        // With a TTY the engine may already have put the terminal in raw
+        // mode: end the line with CR LF so the agent's first line starts
+        // at column 0.
+        eprint!(
+            "corral: session {} · principal {} · policy {} · {l}{mode} · events {}\r\n",
+            spec.id,
+            spec.principal,
+            spec.policy_label,
+            spec.events_path.display()
+        );
+    }
+    if let Err(e) = stream.write_all(b"go\n").await {
+        return Err(SessionError::Start(format!("send go to corral-init: {e}")));
+    }
+
+    let exit = supervise(stream, &mut child, pid, cleanup.cgroup.as_ref()).await;
+
+    // The command is done; stop what is left, then account for events.
+    if let Some(cg) = &cleanup.cgroup {
+        let _ = cg.kill();
+    }
+    if tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .is_err()
+    {
+        let _ = child.start_kill();
+        let _ = child.wait().await;
+    }
+    let mut ks = ks;
+    ks.flush().await;
+    let lost = ks.lost();
+    drop(ks);
+    let (events, denied) = recorder.await.unwrap_or((0, 0));
+    cleanup.run();
+    if spec.tty {
+        reclaim_terminal();
+    }
+    let exit = exit.unwrap_or(Exit::Code(125));
+    Ok(Outcome {
+        id: spec.id,
+        exit,
+        events,
+        denied,
+        lost,
+        layers,
+    })
+}
+
+/// Waits for the command's end, forwarding SIGINT/SIGTERM/SIGHUP/SIGQUIT
+/// to corral-init. A second interrupt, or 10 s without an exit after the
+/// first, kills the session's cgroup.
+async fn supervise(
+    stream: UnixStream,
+    child: &mut tokio::process::Child,
+    pid: u32,
+    cg: Option<&Cgroup>,
+) -> Option<Exit> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mk = |k: SignalKind| signal(k).ok();
+    let (mut int, mut term, mut hup, mut quit) = (
+        mk(SignalKind::interrupt()),
+        mk(SignalKind::terminate()),
+        mk(SignalKind::hangup()),
+        mk(SignalKind::quit()),
+    );
+    let mut lines = BufReader::new(stream).lines();
+    let mut exit = None;
+    let mut interrupted = 0u32;
+    let mut deadline: Option<tokio::time::Instant> = None;
+    let mut child_done = false;
+    loop {
+        let next_sig = async {
+            tokio::select! {
+                _ = recv(&mut int) => libc::SIGINT,
+                _ = recv(&mut term) => libc::SIGTERM,
+                _ = recv(&mut hup) => libc::SIGHUP,
+                _ = recv(&mut quit) => libc::SIGQUIT,
+            }
+        };
+        let grace = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            line = lines.next_line() => match line {
+                Ok(Some(l)) => { if let Some(e) = parse_exit(&l) { exit = Some(e); } }
+                // corral-init closed the socket: it has exited.
+                _ => break,
+            },
+            st = child.wait(), if !child_done => {
+                child_done = true;
+                // The engine's client ended; corral-init's report (or EOF)
+                // follows. Without a socket report, take the engine's code.
+                if let Ok(s) = st {
+                    if exit.is_none() {
+                        if let Some(c) = s.code() { exit = Some(Exit::Code(c)); }
+                    }
+                }
+                if deadline.is_none() {
+                    deadline = Some(tokio::time::Instant::now() + Duration::from_secs(10));
+                }
+            },
+            n = next_sig => {
+                interrupted += 1;
+                if interrupted > 1 {
+                    if let Some(cg) = cg { let _ = cg.kill(); }
+                } else {
+                    forward(pid, n);
+                    deadline = Some(tokio::time::Instant::now() + Duration::from_secs(10));
+                }
+            },
+            _ = grace => {
+                if let Some(cg) = cg { let _ = cg.kill(); }
+                deadline = Some(tokio::time::Instant::now() + Duration::from_secs(5));
+                if child_done && interrupted == 0 { break; }
+            },
+        }
+    }
+    exit
+}
+
+async fn recv(s: &mut Option<tokio::signal::unix::Signal>) {
+    match s {
+        Some(s) => {
+            s.recv().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+fn forward(pid: u32, sig: i32) {
+    if let (Ok(p), Ok(s)) = (i32::try_from(pid), nix::sys::signal::Signal::try_from(sig)) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), s);
+    }
+}
+
+/// `exit code N` / `exit signal N`.
+pub fn parse_exit(line: &str) -> Option<Exit> {
+    let mut w = line.split_whitespace();
+    if w.next()? != "exit" {
+        return None;
+    }
+    let kind = w.next()?;
+    let n: i32 = w.next()?.parse().ok()?;
+    match kind {
+        "code" => Some(Exit::Code(n)),
+        "signal" => Some(Exit::Signal(n)),
+        _ => None,
+    }
+}
+
+/// After a TTY session, the terminal's foreground group is corral's again
+/// (corral-init gave it to the agent's group in a bare session).
+fn reclaim_terminal() {
+    use std::os::fd::AsFd;
+    let stdin = std::io::stdin();
+    if nix::unistd::isatty(stdin.as_fd()).unwrap_or(false) {
+        // SIGTTOU would stop a caller outside the foreground group;
+        // blocking it (no unsafe handler change) lets tcsetpgrp proceed.
+        let mut set = nix::sys::signal::SigSet::empty();
+        set.add(nix::sys::signal::Signal::SIGTTOU);
+        let _ = nix::sys::signal::pthread_sigmask(nix::sys::signal::SigmaskHow::SIG_BLOCK, Some(&set), None);
+        let _ = nix::unistd::tcsetpgrp(stdin.as_fd(), nix::unistd::getpgrp());
+    }
+}
+
+fn banner_layers(ks: &KernelSession, plan: &Plan) -> Vec<(String, String)> {
+    let mut file = String::new();
+    let mut net = String::new();
+    for (k, v) in ks.layers() {
+        match k {
+            "file open" => file = v.to_string(),
+            "network connect/send" => net = v.to_string(),
+            _ => {}
+        }
+    }
+    let http =
+        if plan.asks.http_request || !plan.proxy.host_rules.is_empty() || !plan.proxy.rewrites.is_empty() {
+            "not enforced (no proxy yet: hostname rules match nothing, so default deny)"
+        } else {
+            "-"
+        };
+    vec![
+        ("file".into(), file.clone()),
+        ("exec".into(), file),
+        ("net".into(), net),
+        ("http".into(), http.into()),
+        (
+            "mcp".into(),
+            if plan.asks.mcp_call {
+                "not enforced (no MCP layer yet)"
+            } else {
+                "-"
+            }
+            .into(),
+        ),
+    ]
+}
+
+/// Writes every event as a JSON line (with the policies' file:line) and
+/// counts denials. Returns (events, denials).
+async fn record(mut rx: tokio::sync::mpsc::Receiver<Event>, path: PathBuf, plan: Plan) -> (u64, u64) {
+    let file = path
+        .parent()
+        .map(std::fs::create_dir_all)
+        .transpose()
+        .and_then(|_| std::fs::OpenOptions::new().create(true).append(true).open(&path));
+    let mut w = match file {
+        Ok(f) => Some(std::io::BufWriter::new(f)),
+        Err(e) => {
+            eprintln!("corral: cannot record events to {}: {e}", path.display());
+            None
+        }
+    };
+    let at: std::collections::HashMap<&str, &str> = plan
+        .policies
+        .iter()
+        .map(|p| (p.id.as_str(), p.at.as_str()))
+        .collect();
+    let (mut n, mut denied) = (0u64, 0u64);
+    while let Some(ev) = rx.recv().await {
+        n += 1;
+        if matches!(ev.decision, Some(Decision::Deny | Decision::WouldDeny)) {
+            denied += 1;
+        }
+        if let Some(w) = w.as_mut() {
+            let mut v = serde_json::to_value(&ev).unwrap_or(serde_json::Value::Null);
+            if let serde_json::Value::Object(m) = &mut v {
+                let locs: Vec<serde_json::Value> = ev
+                    .policies
+                    .iter()
+                    .map(|id| {
+                        serde_json::Value::String(at.get(id.as_str()).copied().unwrap_or("").to_string())
+                    })
+                    .collect();
+                if !locs.is_empty() {
+                    m.insert("policy_at".into(), serde_json::Value::Array(locs));
+                }
+            }
+            let _ = serde_json::to_writer(&mut *w, &v);
+            let _ = w.write_all(b"\n");
+            if rx.is_empty() {
+                let _ = w.flush();
+            }
+        }
+    }
+    if let Some(mut w) = w {
+        let _ = w.flush();
+    }
+    (n, denied)
+}
+
+fn set_mode(p: &Path, mode: u32) -> Result<(), SessionError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
+        .map_err(io(format!("chmod {}", p.display())))
+}
