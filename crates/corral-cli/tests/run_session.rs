@@ -243,6 +243,13 @@ fn file_exec_net_decisions_and_exit_codes_pass_through() {
         text(&o.stderr)
     );
 
+    // A new mount namespace would hold unmarked copies of the container's
+    // mounts (the fanotify fallback's blind spot): corral-init's seccomp
+    // filter refuses it, and the secret stays unread.
+    let o = s.run(&[], &["sh", "-c", "unshare -Um cat /tmp/secret; echo rc=$?"]);
+    assert_eq!(text(&o.stdout), "rc=1\n", "stderr: {}", text(&o.stderr));
+    assert!(text(&o.stderr).contains("unshare failed: Operation not permitted"));
+
     // Exit codes and death by signal pass through.
     for (cmd, code) in [("exit 0", 0), ("exit 1", 1), ("exit 42", 42)] {
         let o = s.run(&[], &["sh", "-c", cmd]);

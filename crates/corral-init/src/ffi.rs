@@ -118,6 +118,31 @@ pub fn set_no_new_privs() -> io::Result<()> {
     check(unsafe { prctl(PR_SET_NO_NEW_PRIVS, one, zero, zero, zero) })
 }
 
+/// `struct sock_fprog`.
+#[repr(C)]
+struct SockFprog {
+    len: u16,
+    filter: *const crate::seccomp::Insn,
+}
+
+const PR_SET_SECCOMP: c_int = 22;
+const SECCOMP_MODE_FILTER: c_ulong = 2;
+
+/// `prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, prog)`: installs a classic
+/// BPF seccomp filter on this thread and what it forks (no_new_privs must
+/// be set). The kernel copies the program, so `prog` need not outlive it.
+pub fn install_seccomp_filter(prog: &[crate::seccomp::Insn]) -> io::Result<()> {
+    let len = u16::try_from(prog.len()).map_err(|_| io::Error::other("seccomp program too long"))?;
+    let fprog = SockFprog {
+        len,
+        filter: prog.as_ptr(),
+    };
+    // SAFETY: `fprog` points at `prog`, a live slice of `len` instructions
+    // laid out as `struct sock_filter` (repr(C)); both outlive the call,
+    // and the kernel copies the program before returning.
+    check(unsafe { prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &fprog as *const SockFprog) })
+}
+
 /// `prctl(PR_SET_CHILD_SUBREAPER, 1)`: orphaned descendants are reparented
 /// to us rather than to the system's init.
 pub fn set_child_subreaper() -> io::Result<()> {

@@ -25,6 +25,7 @@
 mod ca;
 mod ffi;
 mod protocol;
+mod seccomp;
 mod supervise;
 
 use std::ffi::{CString, OsString};
@@ -87,6 +88,10 @@ fn main() {
 
     if let Err(err) = ffi::set_no_new_privs() {
         fatal(&format!("cannot set no_new_privs: {err}"));
+    }
+    // Before the watchdog thread exists, so the filter covers every thread.
+    if let Err(err) = seccomp::install() {
+        fatal(&format!("cannot install the session's seccomp filter: {err}"));
     }
     let pid1 = pid == 1;
     if !pid1 {
