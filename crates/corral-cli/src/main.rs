@@ -28,6 +28,9 @@ enum Command {
     /// Show the merged configuration and where each value came from.
     #[command(subcommand)]
     Config(commands::config::ConfigCmd),
+    /// Build the agents image (images/agents/Containerfile).
+    #[command(subcommand)]
+    Image(commands::image::ImageCmd),
 }
 
 fn main() -> ExitCode {
@@ -37,6 +40,7 @@ fn main() -> ExitCode {
         Command::Doctor(args) => commands::doctor::run(args),
         Command::Run(args) => commands::run::run(args),
         Command::Config(cmd) => commands::config::run(cmd),
+        Command::Image(cmd) => commands::image::run(cmd),
     };
     match result {
         Ok(code) => code,

@@ -12,6 +12,7 @@
 
 pub mod config;
 pub mod engine;
+pub mod image;
 pub mod init;
 pub mod recipes;
 pub mod session;
