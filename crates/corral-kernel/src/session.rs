@@ -38,6 +38,11 @@ pub struct SessionConfig {
     /// For the fanotify fallback: paths on the mounts whose file opens and
     /// execs are governed (the session's root and bind mounts).
     pub file_mounts: Vec<PathBuf>,
+    /// The fanotify fallback's mounts come later, through
+    /// [`KernelSession::attach_file_mounts`] (a container's mounts exist
+    /// only once it runs; the other layers attach to the session cgroup
+    /// meanwhile). The session's processes must not run before then.
+    pub defer_file_mounts: bool,
 }
 
 /// A shared exec judge.
@@ -69,7 +74,17 @@ pub enum FileLayer {
 enum Files {
     Lsm(Box<LsmEnforcer>),
     Fanotify(Fanotify),
+    /// fanotify, waiting for its mounts.
+    Pending(Box<PendingFanotify>),
     Off,
+}
+
+/// What the fanotify fallback needs once its mounts are known.
+struct PendingFanotify {
+    cfg: fanotify::Config,
+    tables: FileTables,
+    flags: Arc<crate::trace::MapFlags>,
+    tx: mpsc::Sender<Event>,
 }
 
 impl SessionConfig {
@@ -85,6 +100,7 @@ impl SessionConfig {
             file_layer: FileLayer::Auto,
             exec_judge: None,
             file_mounts: Vec::new(),
+            defer_file_mounts: false,
         }
     }
 }
@@ -166,7 +182,10 @@ impl KernelSession {
                 }
                 // Auto: BPF LSM is not listed, or listed but cannot attach; fall back
                 // only where the caller gave mounts for fanotify.
-                Err(e) if cfg.file_layer == FileLayer::Auto && !cfg.file_mounts.is_empty() => {
+                Err(e)
+                    if cfg.file_layer == FileLayer::Auto
+                        && (!cfg.file_mounts.is_empty() || cfg.defer_file_mounts) =>
+                {
                     lsm_refused = Some(e.to_string());
                     Files::Off
                 }
@@ -206,6 +225,20 @@ impl KernelSession {
         sink.gate = gate.clone();
         tracer.set_argv_mode(argv_mode)?;
         let files = match (files, cfg.file_layer) {
+            (Files::Off, FileLayer::Auto | FileLayer::Fanotify) if cfg.defer_file_mounts => {
+                Files::Pending(Box::new(PendingFanotify {
+                    cfg: fanotify::Config {
+                        session: cfg.id,
+                        principal: cfg.principal.clone(),
+                        cgroup_rel: cg.rel(),
+                        mounts: Vec::new(),
+                        mode: cfg.mode,
+                    },
+                    tables: FileTables::from_plan(plan, &cfg.principal)?,
+                    flags: tracer.open_flags(),
+                    tx: sink.tx.clone(),
+                }))
+            }
             (Files::Off, FileLayer::Auto | FileLayer::Fanotify) => {
                 if cfg.file_mounts.is_empty() {
                     return Err(Error::Unsupported(
@@ -309,7 +342,7 @@ impl KernelSession {
             _ => None,
         };
         let tables = match &self.files {
-            Files::Fanotify(_) => Some(FileTables::from_plan(plan, &self.cfg.principal)?),
+            Files::Fanotify(_) | Files::Pending(_) => Some(FileTables::from_plan(plan, &self.cfg.principal)?),
             _ => None,
         };
         let argv_mode = argv_mode(pp, &self.cfg)?;
@@ -330,9 +363,38 @@ impl KernelSession {
             g.active.store(argv_mode, std::sync::atomic::Ordering::Relaxed);
         }
         self.tracer.set_argv_mode(argv_mode)?;
-        if let (Files::Fanotify(f), Some(t)) = (&self.files, tables) {
-            f.swap(t);
+        match (&mut self.files, tables) {
+            (Files::Fanotify(f), Some(t)) => f.swap(t),
+            (Files::Pending(p), Some(t)) => p.tables = t,
+            _ => {}
         }
+        Ok(())
+    }
+
+    /// Marks the fanotify fallback's mounts (a session started with
+    /// `defer_file_mounts`); a no-op for the other file layers. Fails
+    /// closed: on error nothing is marked and the session's processes
+    /// must not be let go.
+    pub fn attach_file_mounts(&mut self, mounts: Vec<PathBuf>) -> Result<()> {
+        if !matches!(self.files, Files::Pending(_)) {
+            return Ok(());
+        }
+        if mounts.is_empty() {
+            return Err(Error::Unsupported("fanotify: no mount to mark".into()));
+        }
+        let Files::Pending(p) = std::mem::replace(&mut self.files, Files::Off) else {
+            return Ok(());
+        };
+        let PendingFanotify {
+            mut cfg,
+            tables,
+            flags,
+            tx,
+        } = *p;
+        cfg.mounts = mounts.clone();
+        let f = Fanotify::start(cfg, tables, flags, tx)?;
+        self.files = Files::Fanotify(f);
+        self.cfg.file_mounts = mounts;
         Ok(())
     }
 
@@ -351,6 +413,7 @@ impl KernelSession {
         let files = match &self.files {
             Files::Lsm(_) => "bpf-lsm",
             Files::Fanotify(_) => "fanotify (fallback)",
+            Files::Pending(_) => "fanotify (fallback, mounts not yet marked)",
             Files::Off => "not enforced (file layer off)",
         };
         vec![
@@ -379,6 +442,21 @@ impl KernelSession {
     /// The session's configuration.
     pub fn config(&self) -> &SessionConfig {
         &self.cfg
+    }
+
+    /// Detaches everything without waiting for the kernel's teardown of
+    /// the programs (most of a second of RCU grace periods): for callers
+    /// whose session's processes are already gone (`cgroup.kill` done).
+    /// Enforcement stays attached, on an empty cgroup, until the kernel
+    /// has released it.
+    pub fn close_in_background(self) {
+        let mut this = self;
+        let mut reaper = std::mem::replace(&mut this._reaper, crate::sys::Reaper::none());
+        // Our copies of every BPF and perf descriptor close first, while
+        // the watchdog still holds its own: cheap. The watchdog's exit then
+        // does the kernel's slow part, and nobody waits for it.
+        drop(this);
+        reaper.dismiss_in_background();
     }
 
     /// Stops the event readers after draining what the kernel has queued.

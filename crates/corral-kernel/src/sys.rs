@@ -244,6 +244,38 @@ impl Reaper {
     }
 }
 
+impl Reaper {
+    /// A placeholder that watches nothing (dismissing it does nothing).
+    pub(crate) fn none() -> Reaper {
+        Reaper { pid: 0, pipe_w: -1 }
+    }
+
+    /// Dismisses the watchdog without waiting for it: its exit releases
+    /// the last references to the session's BPF links, and the kernel's
+    /// teardown of tracepoint links (an RCU/SRCU grace period each) takes
+    /// most of a second. A thread reaps it.
+    pub(crate) fn dismiss_in_background(&mut self) {
+        if self.pipe_w < 0 {
+            return;
+        }
+        let b = [1u8];
+        // SAFETY: writing one byte to our own pipe and closing it.
+        unsafe {
+            libc::write(self.pipe_w, b.as_ptr().cast(), 1);
+            libc::close(self.pipe_w);
+        }
+        self.pipe_w = -1;
+        let pid = self.pid;
+        let _ = std::thread::Builder::new()
+            .name("corral-reap".into())
+            .spawn(move || {
+                let mut st = 0;
+                // SAFETY: reaping our own child; `st` is a live local.
+                unsafe { libc::waitpid(pid, &mut st, 0) };
+            });
+    }
+}
+
 impl Drop for Reaper {
     fn drop(&mut self) {
         self.dismiss();
@@ -259,45 +291,56 @@ unsafe fn reaper_main(r: libc::c_int, w: libc::c_int, kill_fd: libc::c_int, even
         // files, and BPF objects (links keep the programs attached). Every
         // other inherited descriptor is closed, so that closing it in the
         // supervisor still means what its owner expects (e.g. a stop pipe).
-        let mut lim = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        let max = if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
-            lim.rlim_cur.min(1 << 16) as libc::c_int
-        } else {
-            4096
-        };
-        let mut path = *b"/proc/self/fd/\0\0\0\0\0\0\0\0";
-        let mut link = [0u8; 64];
-        for fd in 0..max {
-            if fd == r || fd == kill_fd || fd == events_fd {
-                continue;
-            }
-            // "/proc/self/fd/<fd>" without allocating.
-            let mut digits = [0u8; 8];
-            let mut n = fd;
-            let mut k = 0;
+        // Only the descriptors that are open, listed by getdents64 on
+        // /proc/self/fd into a stack buffer (no allocation after fork):
+        // walking every number up to RLIMIT_NOFILE took most of a second.
+        let dir = libc::open(
+            c"/proc/self/fd".as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        );
+        if dir >= 0 {
+            let mut buf = [0u8; 4096];
+            let mut link = [0u8; 64];
             loop {
-                digits[k] = b'0' + (n % 10) as u8;
-                k += 1;
-                n /= 10;
-                if n == 0 || k == digits.len() {
+                let n = libc::syscall(libc::SYS_getdents64, dir, buf.as_mut_ptr(), buf.len());
+                if n <= 0 {
                     break;
                 }
+                let mut off = 0usize;
+                while off + 19 < n as usize {
+                    // struct linux_dirent64: ino u64, off i64, reclen u16,
+                    // type u8, name (NUL-terminated).
+                    let reclen = u16::from_ne_bytes([buf[off + 16], buf[off + 17]]) as usize;
+                    if reclen == 0 {
+                        break;
+                    }
+                    let name = &buf[off + 19..(off + reclen).min(n as usize)];
+                    let mut fd: libc::c_int = 0;
+                    let mut ok = false;
+                    for &c in name {
+                        if c == 0 {
+                            break;
+                        }
+                        if !c.is_ascii_digit() {
+                            ok = false;
+                            break;
+                        }
+                        fd = fd.saturating_mul(10).saturating_add((c - b'0') as libc::c_int);
+                        ok = true;
+                    }
+                    off += reclen;
+                    if !ok || fd == dir || fd == r || fd == kill_fd || fd == events_fd {
+                        continue;
+                    }
+                    let got =
+                        libc::readlinkat(dir, name.as_ptr().cast(), link.as_mut_ptr().cast(), link.len());
+                    if got >= 0 && link[..got as usize].starts_with(b"anon_inode:bpf") {
+                        continue;
+                    }
+                    libc::close(fd);
+                }
             }
-            for i in 0..k {
-                path[14 + i] = digits[k - 1 - i];
-            }
-            path[14 + k] = 0;
-            let got = libc::readlink(path.as_ptr().cast(), link.as_mut_ptr().cast(), link.len());
-            if got < 0 {
-                continue;
-            }
-            if link[..got as usize].starts_with(b"anon_inode:bpf") {
-                continue;
-            }
-            libc::close(fd);
+            libc::close(dir);
         }
         let mut pfd = libc::pollfd {
             fd: r,

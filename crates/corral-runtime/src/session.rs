@@ -205,6 +205,7 @@ impl Cleanup {
         }
         remove_v1_dirs(&self.cgroup_rel);
         let _ = std::fs::remove_dir_all(&self.run_dir);
+        let _ = std::fs::remove_dir_all(rootfs_dir(&self.run_dir));
     }
 }
 
@@ -380,9 +381,10 @@ const HIDDEN_TOP: &[&str] = &[
     "boot",
 ];
 
-/// Builds the rootfs directory for default mode: symlinks recreated, and
+/// Builds the rootfs directory for default mode (public so the benchmark's
+/// baseline uses the same binds): symlinks recreated, and
 /// the list of read-only binds for the host's top-level directories.
-fn host_root(rootfs: &Path) -> Result<Vec<Mount>, SessionError> {
+pub fn host_root(rootfs: &Path) -> Result<Vec<Mount>, SessionError> {
     std::fs::create_dir_all(rootfs).map_err(io(format!("create {}", rootfs.display())))?;
     let mut binds = Vec::new();
     let rd = std::fs::read_dir("/").map_err(io("read /"))?;
@@ -425,6 +427,8 @@ fn volume_arg(m: &Mount) -> String {
 /// The `<engine> run` arguments for a spec (everything after the program).
 pub fn run_args(spec: &Spec, run_dir: &Path, image: Option<&str>) -> Result<Vec<String>, SessionError> {
     let name = container_name(spec.id);
+    let podman = matches!(&spec.target, Target::Container { engine, .. } if engine.kind == crate::engine::Kind::Podman);
+    let nonrec = if podman { ",bind" } else { "" };
     let mut a: Vec<String> = vec![
         "run".into(),
         "--rm".into(),
@@ -441,7 +445,9 @@ pub fn run_args(spec: &Spec, run_dir: &Path, image: Option<&str>) -> Result<Vec<
         "--cap-drop=NET_RAW,MKNOD,AUDIT_WRITE,SYS_CHROOT,SETFCAP".into(),
         "--entrypoint=/run/corral/init".into(),
         "-v".into(),
-        format!("{}:/run/corral:ro", run_dir.display()),
+        // Not recursive: nothing mounted beneath the run directory on the
+        // host shows up again inside.
+        format!("{}:/run/corral:ro{nonrec}", run_dir.display()),
         "-e".into(),
         "CORRAL_GO=/run/corral/go.sock".into(),
         "-e".into(),
@@ -454,10 +460,23 @@ pub fn run_args(spec: &Spec, run_dir: &Path, image: Option<&str>) -> Result<Vec<
         a.push("-t".into());
     }
     let mut mounts = Vec::new();
+    let mut host_binds = Vec::new();
     if image.is_none() {
-        let rootfs = run_dir.join("root");
-        mounts.extend(host_root(&rootfs)?);
+        let rootfs = rootfs_dir(run_dir);
+        host_binds = host_root(&rootfs)?;
+        mounts.extend(host_binds.iter().cloned());
         a.push("--read-only".into());
+        // podman's own read-only tmpfs mounts copy what the image has at
+        // /tmp, /var/tmp and /run into them ("tmpcopyup"): here that would
+        // be the host's /var/tmp. Fresh, empty ones instead.
+        a.push("--read-only-tmpfs=false".into());
+        for d in ["/tmp", "/var/tmp", "/run"] {
+            a.push("--tmpfs".into());
+            a.push(format!(
+                "{d}:rw,exec,nosuid,nodev,notmpcopyup{}",
+                if d == "/run" { ",mode=0755" } else { ",mode=1777" }
+            ));
+        }
         a.push("--tmpfs".into());
         a.push(format!("{}:rw,exec,nosuid,nodev,mode=0700", spec.home.display()));
         a.push("-e".into());
@@ -478,9 +497,16 @@ pub fn run_args(spec: &Spec, run_dir: &Path, image: Option<&str>) -> Result<Vec<
     for m in mounts {
         seen.insert(m.dst.clone(), m);
     }
+    // The host's directories are bound without their submounts (podman's
+    // `bind`, not the default `rbind`): other containers' overlay roots
+    // under /var/lib/containers, and anything mounted later, stay out.
     for m in seen.values() {
         a.push("-v".into());
-        a.push(volume_arg(m));
+        let mut v = volume_arg(m);
+        if podman && host_binds.contains(m) {
+            v.push_str(",bind");
+        }
+        a.push(v);
     }
     for (k, v) in &spec.env {
         a.push("-e".into());
@@ -490,12 +516,24 @@ pub fn run_args(spec: &Spec, run_dir: &Path, image: Option<&str>) -> Result<Vec<
         Some(img) => a.push(img.to_string()),
         None => {
             a.push("--rootfs".into());
-            a.push(run_dir.join("root").display().to_string());
+            a.push(rootfs_dir(run_dir).display().to_string());
         }
     }
     a.push("--".into());
     a.extend(spec.command.iter().cloned());
     Ok(a)
+}
+
+/// The empty root directory of a default-mode container: beside the run
+/// directory (`<run>/sessions/<id>` → `<run>/rootfs/<id>`), never inside
+/// it, so the container's own mounts are not reachable again through the
+/// run directory's mount.
+pub fn rootfs_dir(run_dir: &Path) -> PathBuf {
+    let id = run_dir.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    match run_dir.parent().and_then(Path::parent) {
+        Some(root) => root.join("rootfs").join(id),
+        None => run_dir.join("rootfs"),
+    }
 }
 
 /// The container's name for a session.
@@ -539,6 +577,16 @@ async fn accept_hello(
     }
 }
 
+fn timing(what: &str) {
+    if std::env::var_os("CORRAL_TIMING").is_some() {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros())
+            .unwrap_or(0);
+        eprintln!("corral-timing {t} {what}");
+    }
+}
+
 /// Runs a session to the end. The banner line (when `spec.banner`) goes to
 /// stderr once every layer is attached, before the command's first
 /// instruction.
@@ -564,6 +612,7 @@ pub async fn run_in(spec: Spec, run_dir: Option<PathBuf>) -> Result<Outcome, Ses
         cgroup_rel: rel.clone(),
         run_dir: run_dir.clone(),
     };
+    timing("cgroup");
     let cg = Cgroup::create(&rel)?;
     let cg_path = cg.path().to_path_buf();
     let cg_rel = cg.rel();
@@ -613,7 +662,35 @@ pub async fn run_in(spec: Spec, run_dir: Option<PathBuf>) -> Result<Outcome, Ses
         }
     };
 
-    let (mut stream, pid) = match accept_hello(&listener, &mut child).await {
+    timing("spawned");
+    // Every layer but the fanotify fallback's marks attaches to the session
+    // cgroup while the engine starts the container (the programs match by
+    // ancestry, so the container's cgroup, made later, is covered). The
+    // marks need the container's mounts: they follow corral-init's hello.
+    let mut cfg = SessionConfig::new(spec.id.0, &spec.principal, &cg_path);
+    cfg.mode = spec.mode;
+    cfg.ctl_port = spec.ctl_port;
+    cfg.file_layer = spec.file_layer;
+    cfg.exec_judge = spec.judge.clone();
+    match &spec.target {
+        Target::Container { .. } => cfg.defer_file_mounts = true,
+        Target::Bare => {
+            let t =
+                std::fs::read_to_string("/proc/self/mountinfo").map_err(io("read /proc/self/mountinfo"))?;
+            let tmp = std::env::temp_dir();
+            cfg.file_mounts = host_file_mounts(
+                &parse_mountinfo(&t),
+                &[Path::new("/"), &spec.workspace, &spec.home, &tmp, &spec.cwd],
+            );
+        }
+    }
+    let plan = spec.plan.clone();
+    let attach = tokio::task::spawn_blocking(move || KernelSession::start(cfg, &plan));
+    let (hello, attached) = tokio::join!(accept_hello(&listener, &mut child), attach);
+    let attached = attached
+        .map_err(|e| SessionError::Start(format!("attaching enforcement: {e}")))
+        .and_then(|r| r.map_err(SessionError::from));
+    let (mut stream, pid) = match hello {
         Ok(x) => x,
         Err(e) => {
             let _ = child.start_kill();
@@ -623,6 +700,14 @@ pub async fn run_in(spec: Spec, run_dir: Option<PathBuf>) -> Result<Outcome, Ses
     };
     drop(listener);
     let _ = std::fs::remove_file(&sock);
+    let (mut ks, rx) = match attached {
+        Ok(x) => x,
+        Err(e) => {
+            let _ = stream.write_all(format!("abort {e}\n").as_bytes()).await;
+            let _ = child.wait().await;
+            return Err(e);
+        }
+    };
 
     // The peer must be inside this session's cgroup.
     let peer_cg = cgroup::of_pid(pid).unwrap_or_default();
@@ -635,37 +720,21 @@ pub async fn run_in(spec: Spec, run_dir: Option<PathBuf>) -> Result<Outcome, Ses
         )));
     }
 
-    let file_mounts = match &spec.target {
-        Target::Container { .. } => {
-            let t = std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))
-                .map_err(io(format!("read /proc/{pid}/mountinfo")))?;
-            container_file_mounts(pid, &parse_mountinfo(&t))
-        }
-        Target::Bare => {
-            let t =
-                std::fs::read_to_string("/proc/self/mountinfo").map_err(io("read /proc/self/mountinfo"))?;
-            let tmp = std::env::temp_dir();
-            host_file_mounts(
-                &parse_mountinfo(&t),
-                &[Path::new("/"), &spec.workspace, &spec.home, &tmp, &spec.cwd],
-            )
-        }
-    };
-
-    let mut cfg = SessionConfig::new(spec.id.0, &spec.principal, &cg_path);
-    cfg.mode = spec.mode;
-    cfg.ctl_port = spec.ctl_port;
-    cfg.file_layer = spec.file_layer;
-    cfg.exec_judge = spec.judge.clone();
-    cfg.file_mounts = file_mounts;
-    let (ks, rx) = match KernelSession::start(cfg, &spec.plan) {
-        Ok(x) => x,
-        Err(e) => {
+    timing("hello");
+    if let Target::Container { .. } = &spec.target {
+        let marked = std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))
+            .map_err(io(format!("read /proc/{pid}/mountinfo")))
+            .and_then(|t| {
+                ks.attach_file_mounts(container_file_mounts(pid, &parse_mountinfo(&t)))
+                    .map_err(SessionError::from)
+            });
+        if let Err(e) = marked {
             let _ = stream.write_all(format!("abort {e}\n").as_bytes()).await;
             let _ = child.wait().await;
-            return Err(e.into());
+            return Err(e);
         }
-    };
+    }
+    timing("attached");
     let layers = banner_layers(&ks, &spec.plan);
     let recorder = tokio::spawn(record(rx, spec.events_path.clone(), spec.plan.clone()));
 
@@ -695,8 +764,10 @@ pub async fn run_in(spec: Spec, run_dir: Option<PathBuf>) -> Result<Outcome, Ses
         return Err(SessionError::Start(format!("send go to corral-init: {e}")));
     }
 
+    timing("go");
     let exit = supervise(stream, &mut child, pid, cleanup.cgroup.as_ref()).await;
 
+    timing("exited");
     // The command is done; stop what is left, then account for events.
     if let Some(cg) = &cleanup.cgroup {
         let _ = cg.kill();
@@ -708,12 +779,18 @@ pub async fn run_in(spec: Spec, run_dir: Option<PathBuf>) -> Result<Outcome, Ses
         let _ = child.start_kill();
         let _ = child.wait().await;
     }
+    timing("waited");
     let mut ks = ks;
     ks.flush().await;
+    timing("flushed");
     let lost = ks.lost();
-    drop(ks);
+    // The cgroup is killed (above) and its processes reaped: the kernel's
+    // teardown of the programs need not hold the user up.
+    ks.close_in_background();
+    timing("dropped");
     let (events, denied) = recorder.await.unwrap_or((0, 0));
     cleanup.run();
+    timing("cleaned");
     if spec.tty {
         reclaim_terminal();
     }
