@@ -659,3 +659,73 @@ fn interactive_shell_under_tmux() {
         "EXIT=3"
     );
 }
+
+/// A minimal image built here (no registry): busybox and its applets.
+struct TestImage(String);
+
+impl TestImage {
+    fn build(dir: &Scratch) -> Option<TestImage> {
+        let busybox = Path::new("/bin/busybox");
+        if !busybox.exists() {
+            return None;
+        }
+        let root = dir.0.join("image-root");
+        std::fs::create_dir_all(root.join("bin")).expect("image root");
+        for d in ["tmp", "etc", "proc", "sys", "dev", "run"] {
+            std::fs::create_dir_all(root.join(d)).expect("image dir");
+        }
+        std::fs::copy(busybox, root.join("bin/busybox")).expect("copy busybox");
+        for app in ["sh", "cat", "echo", "id", "sleep", "ls"] {
+            std::os::unix::fs::symlink("busybox", root.join("bin").join(app)).expect("applet link");
+        }
+        let tag = format!("localhost/corral-test-busybox:{}", std::process::id());
+        let st = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "tar -C {} -c . | podman import --change 'ENV PATH=/bin' - {tag} >/dev/null",
+                root.display()
+            ))
+            .status()
+            .expect("podman import");
+        assert!(st.success(), "podman import failed");
+        Some(TestImage(tag))
+    }
+}
+
+impl Drop for TestImage {
+    fn drop(&mut self) {
+        let _ = Command::new("podman")
+            .args(["rmi", "-f", &self.0])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+#[test]
+fn image_mode_enforces_the_same_policy() {
+    let t = "image_mode_enforces_the_same_policy";
+    if !podman_ready(t) {
+        return;
+    }
+    let dir = Scratch::new("image");
+    let Some(img) = TestImage::build(&dir) else {
+        skip(t, "/bin/busybox is not installed (busybox-static)");
+        return;
+    };
+    let s = Session::new(&dir, POLICY, "g");
+    let o = s.run(&["--image", &img.0], &["cat", "/tmp/secret"]);
+    assert_eq!(o.status.code(), Some(1), "stderr: {}", text(&o.stderr));
+    let banner = text(&o.stderr);
+    assert_denied(&banner, &banner, "cat in an image");
+    assert!(!text(&o.stdout).contains("TOP-SECRET"));
+    let o = s.run(&["--image", &img.0], &["cat", "/tmp/allowed"]);
+    assert_eq!(text(&o.stdout), "fine to read\n", "stderr: {}", text(&o.stderr));
+    // The image's own files are what runs (busybox, not the host's cat).
+    let o = s.run(&["--image", &img.0], &["sh", "-c", "ls /bin/busybox && exit 42"]);
+    assert_eq!(o.status.code(), Some(42), "stderr: {}", text(&o.stderr));
+    assert!(s
+        .events()
+        .iter()
+        .any(|e| e["decision"] == "deny" && e["what"]["path"] == "/tmp/secret" && e["proc"]["exe"] == "/bin/busybox"));
+}
