@@ -1,16 +1,35 @@
 #!/usr/bin/env bash
-# corral's main job on a sample: build, validate the sample team policy and
-# the built-in default, compile the sample into enforcement tables, and
-# explain decisions (which policy line allowed or denied each request), and
-# show which kernel layer enforces each decision kind on this host.
+# corral's main job on a sample: run a scripted "agent" (examples/demo-agent.sh)
+# in a container under the built-in default policy, with enforcement in the
+# kernel, and show what it was stopped from doing, from the recorded events.
+# Then: validate, compile and explain the sample team policy, and show which
+# kernel layer enforces each decision kind on this host.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/deps.sh
 corral_build_deps
+corral_container_deps
 
 cargo build --release -q -p corral-cli
 corral=target/release/corral
 run() { echo; echo "\$ corral $*"; "$corral" "$@"; }
+
+events=$(mktemp --suffix=.jsonl)
+trap 'rm -f "$events"' EXIT
+run run --events "$events" -- ./examples/demo-agent.sh
+echo
+echo "What the agent was stopped from doing (from $events):"
+python3 - "$events" <<'PY'
+import json, sys
+for line in open(sys.argv[1]):
+    e = json.loads(line)
+    if e.get("decision") != "deny":
+        continue
+    w = e["what"]
+    target = w.get("path") or f'{w.get("ip")}:{w.get("port")}'
+    at = ", ".join(e.get("policy_at") or []) or "no permit (default deny)"
+    print(f'  {e["proc"].get("exe", e["proc"]["comm"])} pid {e["proc"]["pid"]}: {w["kind"]} {target} -> deny by {e["layer"]} ({at})')
+PY
 
 run policy check examples/team.cedar
 run policy check --workspace /workspace --home /root

@@ -937,7 +937,7 @@ fn banner_layers(ks: &KernelSession, plan: &Plan) -> Vec<(String, String)> {
     }
     let http =
         if plan.asks.http_request || !plan.proxy.host_rules.is_empty() || !plan.proxy.rewrites.is_empty() {
-            "not enforced (no proxy yet: hostname rules match nothing, so default deny)"
+            "none yet (no proxy: hostname permits match nothing, default deny)"
         } else {
             "-"
         };
