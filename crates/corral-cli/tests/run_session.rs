@@ -724,3 +724,44 @@ fn image_mode_enforces_the_same_policy() {
         && e["what"]["path"] == "/tmp/secret"
         && e["proc"]["exe"] == "/bin/busybox"));
 }
+
+#[test]
+fn refuses_to_start_what_it_cannot_enforce_or_parse() {
+    let dir = Scratch::new("refuse");
+    let marker = dir.0.join("ran");
+    let cmd = format!("touch {}", marker.display());
+    // A forbid on HTTP requests: no layer enforces it yet.
+    let http = dir.file(
+        "http.cedar",
+        "@id(\"read-all\")\npermit (principal, action == Action::\"FileOpenReadOnly\", resource)\nwhen { resource in Dir::\"/\" };\n\n@id(\"no-admin\")\nforbid (principal, action == Action::\"HttpRequest\", resource)\nwhen { context.path like \"/admin*\" };\n",
+    );
+    // A typo: the error names file:line:col.
+    let typo = dir.file("typo.cedar", "permit (principal, action == Action::\"FileOpenReadOnly\", resource)\nwhen { resource in Dir::\"/\" ;\n");
+    for (policy, want) in [
+        (&http, format!("no-admin ({}:6)", http.display())),
+        (&typo, format!("{}:2:", typo.display())),
+    ] {
+        let o = Command::new(env!("CARGO_BIN_EXE_corral"))
+            .args(["run", "--no-container", "--policy"])
+            .arg(policy)
+            .args(["--", "sh", "-c", &cmd])
+            .current_dir(&dir.0)
+            .env("XDG_STATE_HOME", dir.0.join("state"))
+            .env("XDG_CONFIG_HOME", dir.0.join("config"))
+            .stdin(Stdio::null())
+            .output()
+            .expect("run corral");
+        assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
+        assert!(
+            text(&o.stderr).contains(&want),
+            "want {want:?} in: {}",
+            text(&o.stderr)
+        );
+        assert!(
+            text(&o.stderr).contains("nothing was started"),
+            "{}",
+            text(&o.stderr)
+        );
+        assert!(!marker.exists(), "the command ran");
+    }
+}

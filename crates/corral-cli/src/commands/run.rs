@@ -68,6 +68,11 @@ pub struct RunArgs {
     /// else the git work tree, else the current directory).
     #[arg(long)]
     project: Option<PathBuf>,
+    /// Start even though the policy forbids HTTP requests or MCP calls,
+    /// which no layer on this build enforces yet (those forbids are
+    /// ignored; the banner says so).
+    #[arg(long)]
+    accept_unenforced: bool,
     /// No banner and no summary on stderr.
     #[arg(long, short)]
     quiet: bool,
@@ -198,6 +203,25 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
             bail!("the policy has {n} error(s); nothing was started");
         }
     };
+    // A forbid that no layer can enforce would be a silent hole: refuse,
+    // unless the user accepts it explicitly. (Permits that cannot be
+    // granted are safe: what they would allow stays denied.)
+    let unenforced: Vec<String> = plan
+        .userspace
+        .iter()
+        .filter(|u| matches!(u.layer, "http" | "mcp"))
+        .filter_map(|u| plan.policies.get(u.policy))
+        .filter(|p| p.effect == "forbid")
+        .map(|p| format!("  {} ({})", p.id, p.at))
+        .collect();
+    if !unenforced.is_empty() && !args.accept_unenforced {
+        bail!(
+            "the policy forbids HTTP requests or MCP calls, and no layer enforces those yet (the egress proxy \
+             and MCP layers are not built):\n{}\nnothing was started; pass --accept-unenforced to run with \
+             these forbids ignored",
+            unenforced.join("\n")
+        );
+    }
     let judge = JudgeRef(Arc::new(corral_kernel::argv::CedarJudge::new(&doc)));
 
     // Where.
