@@ -214,6 +214,9 @@ pub(crate) struct LsmEnforcer {
     written_ino: [Vec<InoKey>; 2],
     written_content: [Vec<(SizeKey, HashKey)>; 2],
     barrier: sys::RcuBarrier,
+    /// Whether the programs are attached: before that no program can be
+    /// reading a generation, and a swap need not wait for a grace period.
+    attached: bool,
     rows: Arc<RwLock<Rows>>,
     /// Optional hardening programs this kernel refused, and why.
     pub missing: Vec<String>,
@@ -259,6 +262,7 @@ impl LsmEnforcer {
             written_ino: Default::default(),
             written_content: Default::default(),
             barrier,
+            attached: false,
             rows,
             missing: Vec::new(),
         };
@@ -296,15 +300,20 @@ impl LsmEnforcer {
                 Err(e) => return Err(e),
             }
         }
+        me.attached = true;
         Ok((me, (ring, lost)))
     }
 
     /// Writes `img` into the inactive generation, then activates it.
     pub(crate) fn swap(&mut self, img: &PathImage) -> Result<()> {
         let next = self.gen ^ 1;
-        self.barrier
-            .wait()
-            .map_err(|e| Error::io("wait for an RCU grace period", e))?;
+        // Nothing reads before the programs are attached (the first
+        // tables, at start): no grace period to wait for then.
+        if self.attached {
+            self.barrier
+                .wait()
+                .map_err(|e| Error::io("wait for an RCU grace period", e))?;
+        }
         {
             let mut map: HashMap<_, PathKey, PathVal> = map_mut(&mut self.ebpf, "paths")?;
             for k in self.written[next as usize].drain(..) {

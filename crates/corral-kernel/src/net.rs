@@ -127,6 +127,9 @@ pub(crate) struct NetEnforcer {
     /// Keys written per generation, to remove before that generation is reused.
     written: [Vec<Key<NetKey>>; 2],
     barrier: sys::RcuBarrier,
+    /// Whether the programs are attached: before that no program can be
+    /// reading a generation, and a swap need not wait for a grace period.
+    attached: bool,
     rows: Arc<std::sync::RwLock<Rows>>,
 }
 
@@ -155,6 +158,7 @@ impl NetEnforcer {
             ctl_port,
             written: Default::default(),
             barrier,
+            attached: false,
             rows,
         };
         // First tables go to generation 0 (`swap` flips 1 -> 0).
@@ -181,6 +185,7 @@ impl NetEnforcer {
                 )
             })?;
         }
+        me.attached = true;
         Ok((me, (ring, lost)))
     }
 
@@ -188,10 +193,13 @@ impl NetEnforcer {
     pub(crate) fn swap(&mut self, img: &NetImage) -> Result<()> {
         let next = self.gen ^ 1;
         // No program may still be reading generation `next` (it was the
-        // active one before the previous flip).
-        self.barrier
-            .wait()
-            .map_err(|e| Error::io("wait for an RCU grace period", e))?;
+        // active one before the previous flip). Nothing reads before the
+        // programs are attached (the first tables, at start).
+        if self.attached {
+            self.barrier
+                .wait()
+                .map_err(|e| Error::io("wait for an RCU grace period", e))?;
+        }
         {
             let mut trie: LpmTrie<_, NetKey, VerdictCell> = map_mut(&mut self.ebpf, "net_table")?;
             for k in self.written[next as usize].drain(..) {
