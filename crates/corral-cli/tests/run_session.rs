@@ -765,3 +765,25 @@ fn refuses_to_start_what_it_cannot_enforce_or_parse() {
         assert!(!marker.exists(), "the command ran");
     }
 }
+
+#[test]
+fn names_the_missing_engine() {
+    let dir = Scratch::new("noengine");
+    let o = Command::new(env!("CARGO_BIN_EXE_corral"))
+        .args(["run", "--", "true"])
+        .current_dir(&dir.0)
+        .env("PATH", dir.0.join("empty-path"))
+        .env("XDG_STATE_HOME", dir.0.join("state"))
+        .env("XDG_CONFIG_HOME", dir.0.join("config"))
+        .stdin(Stdio::null())
+        .output()
+        .expect("run corral");
+    assert_eq!(o.status.code(), Some(1));
+    let err = text(&o.stderr);
+    assert!(
+        err.contains("podman is not installed (apt-get install podman runc)"),
+        "{err}"
+    );
+    assert!(err.contains("docker is not installed"), "{err}");
+    assert!(err.contains("--no-container"), "{err}");
+}

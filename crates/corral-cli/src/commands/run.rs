@@ -229,12 +229,10 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     let target = if args.no_container {
         Target::Bare
     } else {
-        let prefer = match settings.runtime.as_ref().map(|v| v.value.to_string()) {
-            None => None,
-            Some(s) if s == "podman" => Some(Kind::Podman),
-            Some(s) if s == "docker" => Some(Kind::Docker),
-            Some(s) => bail!("unknown runtime {s:?}: expected podman or docker"),
-        };
+        let prefer = settings.runtime.as_ref().map(|v| match v.value {
+            config::Engine::Podman => Kind::Podman,
+            config::Engine::Docker => Kind::Docker,
+        });
         Target::Container {
             engine: engine::detect(prefer, &state)?,
             image: settings.image.as_ref().map(|v| v.value.clone()),
