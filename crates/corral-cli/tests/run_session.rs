@@ -71,6 +71,19 @@ impl Scratch {
     }
 }
 
+impl Scratch {
+    /// `corral` with its state and config kept in this directory, run
+    /// from it, with no stdin.
+    fn corral(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_corral"));
+        c.current_dir(&self.0)
+            .env("XDG_STATE_HOME", self.0.join("state"))
+            .env("XDG_CONFIG_HOME", self.0.join("config"))
+            .stdin(Stdio::null());
+        c
+    }
+}
+
 impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
@@ -133,7 +146,7 @@ impl<'a> Session<'a> {
     }
 
     fn cmd(&self, extra: &[&str], command: &[&str]) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_corral"));
+        let mut c = self.dir.corral();
         c.arg("run")
             .arg("--policy")
             .arg(&self.policy)
@@ -150,11 +163,7 @@ impl<'a> Session<'a> {
             ))
             .args(extra)
             .arg("--")
-            .args(command)
-            .current_dir(&self.dir.0)
-            .env("XDG_STATE_HOME", self.dir.0.join("state"))
-            .env("XDG_CONFIG_HOME", self.dir.0.join("config"))
-            .stdin(Stdio::null());
+            .args(command);
         c
     }
 
@@ -482,16 +491,13 @@ fn bare_session_without_a_container() {
         secret.display()
     );
     let s = Session::new(&dir, &policy, "e");
-    let mut c = Command::new(env!("CARGO_BIN_EXE_corral"));
+    let mut c = dir.corral();
     c.args(["run", "--no-container", "--policy"])
         .arg(&s.policy)
         .arg("--events")
         .arg(&s.events)
         .arg("--project")
-        .arg(&dir.0)
-        .env("XDG_STATE_HOME", dir.0.join("state"))
-        .env("XDG_CONFIG_HOME", dir.0.join("config"))
-        .stdin(Stdio::null());
+        .arg(&dir.0);
     let o = c
         .arg("--")
         .args([
@@ -521,12 +527,9 @@ fn real_agents_start_in_default_mode() {
             );
             continue;
         }
-        let o = Command::new(env!("CARGO_BIN_EXE_corral"))
+        let o = dir
+            .corral()
             .args(["run", agent, "--", "--version"])
-            .current_dir(&dir.0)
-            .env("XDG_STATE_HOME", dir.0.join("state"))
-            .env("XDG_CONFIG_HOME", dir.0.join("config"))
-            .stdin(Stdio::null())
             .output()
             .expect("run corral");
         assert_eq!(
@@ -741,14 +744,11 @@ fn refuses_to_start_what_it_cannot_enforce_or_parse() {
         (&http, format!("no-admin ({}:6)", http.display())),
         (&typo, format!("{}:2:", typo.display())),
     ] {
-        let o = Command::new(env!("CARGO_BIN_EXE_corral"))
+        let o = dir
+            .corral()
             .args(["run", "--no-container", "--policy"])
             .arg(policy)
             .args(["--", "sh", "-c", &cmd])
-            .current_dir(&dir.0)
-            .env("XDG_STATE_HOME", dir.0.join("state"))
-            .env("XDG_CONFIG_HOME", dir.0.join("config"))
-            .stdin(Stdio::null())
             .output()
             .expect("run corral");
         assert_eq!(o.status.code(), Some(1), "{}", text(&o.stderr));
@@ -769,13 +769,10 @@ fn refuses_to_start_what_it_cannot_enforce_or_parse() {
 #[test]
 fn names_the_missing_engine() {
     let dir = Scratch::new("noengine");
-    let o = Command::new(env!("CARGO_BIN_EXE_corral"))
+    let o = dir
+        .corral()
         .args(["run", "--", "true"])
-        .current_dir(&dir.0)
         .env("PATH", dir.0.join("empty-path"))
-        .env("XDG_STATE_HOME", dir.0.join("state"))
-        .env("XDG_CONFIG_HOME", dir.0.join("config"))
-        .stdin(Stdio::null())
         .output()
         .expect("run corral");
     assert_eq!(o.status.code(), Some(1));

@@ -23,7 +23,7 @@ pub fn v2_root() -> Result<PathBuf> {
         };
         if right.split_whitespace().next() == Some("cgroup2") {
             if let Some(mp) = left.split_whitespace().nth(4) {
-                return Ok(PathBuf::from(unescape(mp)));
+                return Ok(PathBuf::from(unescape_mountinfo(mp)));
             }
         }
     }
@@ -32,8 +32,9 @@ pub fn v2_root() -> Result<PathBuf> {
     ))
 }
 
-fn unescape(s: &str) -> String {
-    // mountinfo escapes space, tab, newline and backslash as \ooo.
+/// Undoes `/proc/<pid>/mountinfo`'s escaping of space, tab, newline and
+/// backslash (`\ooo`, octal).
+pub fn unescape_mountinfo(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

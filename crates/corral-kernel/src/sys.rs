@@ -228,19 +228,25 @@ impl Reaper {
 
     /// Normal shutdown: the watchdog exits without killing anything.
     pub(crate) fn dismiss(&mut self) {
+        if let Some(pid) = self.tell_to_exit() {
+            reap(pid);
+        }
+    }
+
+    /// Writes the "exit quietly" byte and closes the pipe; the watchdog's
+    /// pid, unless it was already dismissed.
+    fn tell_to_exit(&mut self) -> Option<libc::pid_t> {
         if self.pipe_w < 0 {
-            return;
+            return None;
         }
         let b = [1u8];
-        // SAFETY: writing one byte to our pipe, closing it, then reaping our
-        // own child.
+        // SAFETY: writing one byte to our own pipe and closing it.
         unsafe {
             libc::write(self.pipe_w, b.as_ptr().cast(), 1);
             libc::close(self.pipe_w);
-            let mut st = 0;
-            libc::waitpid(self.pid, &mut st, 0);
         }
         self.pipe_w = -1;
+        Some(self.pid)
     }
 }
 
@@ -255,25 +261,19 @@ impl Reaper {
     /// teardown of tracepoint links (an RCU/SRCU grace period each) takes
     /// most of a second. A thread reaps it.
     pub(crate) fn dismiss_in_background(&mut self) {
-        if self.pipe_w < 0 {
-            return;
+        if let Some(pid) = self.tell_to_exit() {
+            let _ = std::thread::Builder::new()
+                .name("corral-reap".into())
+                .spawn(move || reap(pid));
         }
-        let b = [1u8];
-        // SAFETY: writing one byte to our own pipe and closing it.
-        unsafe {
-            libc::write(self.pipe_w, b.as_ptr().cast(), 1);
-            libc::close(self.pipe_w);
-        }
-        self.pipe_w = -1;
-        let pid = self.pid;
-        let _ = std::thread::Builder::new()
-            .name("corral-reap".into())
-            .spawn(move || {
-                let mut st = 0;
-                // SAFETY: reaping our own child; `st` is a live local.
-                unsafe { libc::waitpid(pid, &mut st, 0) };
-            });
     }
+}
+
+/// Waits for our own child `pid`.
+fn reap(pid: libc::pid_t) {
+    let mut st = 0;
+    // SAFETY: reaping our own child; `st` is a live local.
+    unsafe { libc::waitpid(pid, &mut st, 0) };
 }
 
 impl Drop for Reaper {

@@ -746,31 +746,9 @@ fn mounts_under(dir: &Path) -> io::Result<Vec<PathBuf>> {
     Ok(info
         .lines()
         .filter_map(|line| line.split(' ').nth(4))
-        .map(|field| PathBuf::from(unescape_mount(field)))
+        .map(|field| PathBuf::from(corral_kernel::cgroup::unescape_mountinfo(field)))
         .filter(|m| m != dir && m.starts_with(dir))
         .collect())
-}
-
-/// Undoes mountinfo's octal escapes (`\040` for a space).
-fn unescape_mount(field: &str) -> String {
-    let mut out = String::with_capacity(field.len());
-    let mut rest = field;
-    while let Some(i) = rest.find('\\') {
-        out.push_str(&rest[..i]);
-        let code = rest.get(i + 1..i + 4).and_then(|o| u8::from_str_radix(o, 8).ok());
-        match code {
-            Some(c) => {
-                out.push(char::from(c));
-                rest = &rest[i + 4..];
-            }
-            None => {
-                out.push('\\');
-                rest = &rest[i + 1..];
-            }
-        }
-    }
-    out.push_str(rest);
-    out
 }
 
 /// The first executable `name` on `PATH` (and the sbin directories, which a
@@ -870,6 +848,7 @@ mod tests {
 
     #[test]
     fn unescapes_mountinfo() {
+        use corral_kernel::cgroup::unescape_mountinfo as unescape_mount;
         assert_eq!(unescape_mount(r"/var/tmp/a\040b"), "/var/tmp/a b");
         assert_eq!(unescape_mount(r"/x\y"), r"/x\y");
     }

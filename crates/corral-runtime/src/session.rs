@@ -295,28 +295,11 @@ pub fn parse_mountinfo(text: &str) -> Vec<MountEntry> {
             let point = left.split_whitespace().nth(4)?;
             let fstype = right.split_whitespace().next()?;
             Some(MountEntry {
-                point: unescape_mount(point),
+                point: cgroup::unescape_mountinfo(point),
                 fstype: fstype.to_string(),
             })
         })
         .collect()
-}
-
-fn unescape_mount(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
-            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
-            out.push(v);
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The mounts of a container whose file opens the fanotify fallback must
