@@ -755,12 +755,15 @@ pub async fn run_in(spec: Spec, run_dir: Option<PathBuf>) -> Result<Outcome, Ses
     if let Some(cg) = &cleanup.cgroup {
         let _ = cg.kill();
     }
-    if tokio::time::timeout(Duration::from_secs(10), child.wait())
-        .await
-        .is_err()
-    {
-        let _ = child.start_kill();
-        let _ = child.wait().await;
+    match tokio::time::timeout(Duration::from_secs(10), child.wait()).await {
+        // `<engine> run --rm` removed the container before it exited
+        // normally: no need to ask the engine again (a CLI call, ~25 ms).
+        Ok(Ok(st)) if st.code().is_some() && exit.is_some() => cleanup.container = None,
+        Ok(_) => {}
+        Err(_) => {
+            let _ = child.start_kill();
+            let _ = child.wait().await;
+        }
     }
     timing("waited");
     let mut ks = ks;
