@@ -1,0 +1,78 @@
+//! Event kinds: the coarse classes the store indexes and the CLI filters on.
+
+use crate::AuditError;
+use corral_core::What;
+use std::str::FromStr;
+
+/// The class of an event, as stored in the `kind` column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// File opens.
+    File,
+    /// Exec decisions.
+    Exec,
+    /// Network connections and datagrams.
+    Net,
+    /// Process telemetry: fork, exit, exec traces.
+    Process,
+    /// Anything else (lost-event records).
+    Other,
+}
+
+impl Kind {
+    /// The name stored in the database and accepted by [`FromStr`].
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::File => "file",
+            Kind::Exec => "exec",
+            Kind::Net => "net",
+            Kind::Process => "process",
+            Kind::Other => "other",
+        }
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Kind {
+    type Err = AuditError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "file" => Ok(Kind::File),
+            "exec" => Ok(Kind::Exec),
+            "net" => Ok(Kind::Net),
+            "process" => Ok(Kind::Process),
+            "other" => Ok(Kind::Other),
+            _ => Err(AuditError::UnknownKind(s.to_owned())),
+        }
+    }
+}
+
+/// The kind of an event.
+pub fn kind_of(what: &What) -> Kind {
+    match what {
+        What::FileOpen { .. } => Kind::File,
+        What::Exec { .. } => Kind::Exec,
+        What::Connect { .. } => Kind::Net,
+        What::Fork { .. } | What::Exit { .. } | What::ExecTrace { .. } => Kind::Process,
+        What::Lost { .. } => Kind::Other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for k in [Kind::File, Kind::Exec, Kind::Net, Kind::Process, Kind::Other] {
+            assert_eq!(k.as_str().parse::<Kind>().ok(), Some(k));
+        }
+        assert!("files".parse::<Kind>().is_err());
+    }
+}

@@ -1,0 +1,8 @@
+//! The audit store's integration tests: one binary, shared helpers in `util`.
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic, missing_docs)]
+
+mod crash;
+mod pipeline;
+mod store;
+mod throughput;
+mod util;
