@@ -17,6 +17,7 @@ run() { echo; echo "\$ corral $*"; "$corral" "$@"; }
 events=$(mktemp --suffix=.jsonl)
 trap 'rm -f "$events"' EXIT
 run run --events "$events" -- ./examples/demo-agent.sh
+run events --session last --decision deny
 echo
 echo "What the agent was stopped from doing (from $events):"
 python3 - "$events" <<'PY'

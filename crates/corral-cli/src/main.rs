@@ -25,6 +25,10 @@ enum Command {
     Doctor(commands::doctor::DoctorArgs),
     /// Run an agent (or any command) in a container under the policy.
     Run(commands::run::RunArgs),
+    /// The audit trail: every decision of every session, from the store.
+    Events(commands::events::EventsArgs),
+    /// Past and running sessions, with their counts of decisions.
+    Sessions(commands::events::SessionsArgs),
     /// Show the merged configuration and where each value came from.
     #[command(subcommand)]
     Config(commands::config::ConfigCmd),
@@ -40,6 +44,8 @@ fn main() -> ExitCode {
         Command::Doctor(args) => commands::doctor::run(args),
         Command::Run(args) => commands::run::run(args),
         Command::Config(cmd) => commands::config::run(cmd),
+        Command::Events(args) => commands::events::run(args),
+        Command::Sessions(args) => commands::events::sessions(args),
         Command::Image(cmd) => commands::image::run(cmd),
     };
     match result {

@@ -784,3 +784,85 @@ fn names_the_missing_engine() {
     assert!(err.contains("docker is not installed"), "{err}");
     assert!(err.contains("--no-container"), "{err}");
 }
+
+#[test]
+fn events_land_in_the_store_and_are_queryable() {
+    let t = "events_land_in_the_store_and_are_queryable";
+    if !podman_ready(t) {
+        return;
+    }
+    let dir = Scratch::new("store");
+    let s = Session::new(&dir, POLICY, "h");
+    let o = s.run(
+        &["-q"],
+        &["sh", "-c", "cat /tmp/secret; cat /tmp/allowed; exit 5"],
+    );
+    assert_eq!(o.status.code(), Some(5), "{}", text(&o.stderr));
+    // A second corral process reads what the first stored.
+    let q = |args: &[&str]| -> Vec<serde_json::Value> {
+        let o = dir
+            .corral()
+            .arg("events")
+            .args(args)
+            .arg("--json")
+            .output()
+            .expect("corral events");
+        assert!(o.status.success(), "{}", text(&o.stderr));
+        text(&o.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("json line"))
+            .collect()
+    };
+    let denies = q(&["--session", "last", "--decision", "deny"]);
+    assert_eq!(denies.len(), 1, "{denies:#?}");
+    let d = &denies[0];
+    assert_eq!(d["what"]["path"], "/tmp/secret");
+    assert_eq!(d["what"]["access"], "read");
+    assert_eq!(d["policies"][0], "forbid-secret");
+    assert_eq!(
+        d["policy_at"][0],
+        format!("{}:{}", s.policy.display(), line_of("forbid-secret"))
+    );
+    assert_eq!(d["proc"]["exe"], "/usr/bin/cat");
+    assert!(d["wall_ns"].as_u64().unwrap_or(0) > 0 && d["ts_ns"].as_u64().unwrap_or(0) > 0);
+    let sid = d["session"].as_u64().expect("session id");
+    // Each filter narrows.
+    assert!(q(&[
+        "--session",
+        &format!("s{sid}"),
+        "--kind",
+        "file",
+        "--grep",
+        "/tmp/allowed"
+    ])
+    .iter()
+    .all(|e| e["what"]["path"] == "/tmp/allowed" && e["decision"] == "allow"));
+    assert!(!q(&[
+        "--session",
+        &format!("s{sid}"),
+        "--kind",
+        "file",
+        "--grep",
+        "/tmp/allowed"
+    ])
+    .is_empty());
+    assert!(q(&["--session", "last", "--kind", "exec"])
+        .iter()
+        .all(|e| e["what"]["kind"] == "exec"));
+    assert!(!q(&["--session", "last", "--kind", "exec", "--since", "10m"]).is_empty());
+    // The session's row: principal, exit, counts.
+    let o = dir
+        .corral()
+        .args(["sessions", "--json"])
+        .output()
+        .expect("corral sessions");
+    let rows: Vec<serde_json::Value> = text(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json"))
+        .collect();
+    let row = rows.iter().find(|r| r["id"] == sid).expect("the session's row");
+    assert_eq!(row["principal"], "sh");
+    assert_eq!(row["exit"], "exit 5");
+    assert_eq!(row["denied"], 1);
+    assert!(row["allowed"].as_u64().unwrap_or(0) >= 3, "{row}");
+}

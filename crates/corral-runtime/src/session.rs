@@ -117,7 +117,11 @@ pub struct Spec {
     /// corral's API port on loopback (refused to the session).
     pub ctl_port: Option<u16>,
     /// Where the session's events go (JSON lines).
-    pub events_path: PathBuf,
+    pub events_path: Option<PathBuf>,
+    /// The audit pipeline every event is sent to (never waited on).
+    pub audit: Option<corral_audit::PipelineSender>,
+    /// Where events are recorded, for the banner.
+    pub record_label: String,
     /// Run directory root (`/run/corral`): sessions' sockets.
     pub run_root: PathBuf,
     /// The installed corral-init binary.
@@ -719,7 +723,12 @@ pub async fn run_in(spec: Spec, run_dir: Option<PathBuf>) -> Result<Outcome, Ses
     }
     timing("attached");
     let layers = banner_layers(&ks, &spec.plan);
-    let recorder = tokio::spawn(record(rx, spec.events_path.clone(), spec.plan.clone()));
+    let recorder = tokio::spawn(record(
+        rx,
+        spec.events_path.clone(),
+        spec.audit.clone(),
+        spec.plan.clone(),
+    ));
 
     if spec.banner {
         let l = layers
@@ -737,10 +746,7 @@ pub async fn run_in(spec: Spec, run_dir: Option<PathBuf>) -> Result<Outcome, Ses
         // at column 0.
         eprint!(
             "corral: session {} · principal {} · policy {} · {l}{mode} · events {}\r\n",
-            spec.id,
-            spec.principal,
-            spec.policy_label,
-            spec.events_path.display()
+            spec.id, spec.principal, spec.policy_label, spec.record_label
         );
     }
     if let Err(e) = stream.write_all(b"go\n").await {
@@ -946,17 +952,27 @@ fn banner_layers(ks: &KernelSession, plan: &Plan) -> Vec<(String, String)> {
 
 /// Writes every event as a JSON line (with the policies' file:line) and
 /// counts denials. Returns (events, denials).
-async fn record(mut rx: tokio::sync::mpsc::Receiver<Event>, path: PathBuf, plan: Plan) -> (u64, u64) {
-    let file = path
-        .parent()
-        .map(std::fs::create_dir_all)
-        .transpose()
-        .and_then(|_| std::fs::OpenOptions::new().create(true).append(true).open(&path));
-    let mut w = match file {
-        Ok(f) => Some(std::io::BufWriter::new(f)),
-        Err(e) => {
-            eprintln!("corral: cannot record events to {}: {e}", path.display());
-            None
+async fn record(
+    mut rx: tokio::sync::mpsc::Receiver<Event>,
+    jsonl: Option<PathBuf>,
+    audit: Option<corral_audit::PipelineSender>,
+    plan: Plan,
+) -> (u64, u64) {
+    let mut w = match &jsonl {
+        None => None,
+        Some(path) => {
+            let file = path
+                .parent()
+                .map(std::fs::create_dir_all)
+                .transpose()
+                .and_then(|_| std::fs::OpenOptions::new().create(true).append(true).open(path));
+            match file {
+                Ok(f) => Some(std::io::BufWriter::new(f)),
+                Err(e) => {
+                    eprintln!("corral: cannot write events to {}: {e}", path.display());
+                    None
+                }
+            }
         }
     };
     let at: std::collections::HashMap<&str, &str> = plan
@@ -970,18 +986,16 @@ async fn record(mut rx: tokio::sync::mpsc::Receiver<Event>, path: PathBuf, plan:
         if matches!(ev.decision, Some(Decision::Deny | Decision::WouldDeny)) {
             denied += 1;
         }
+        let policy_at: Vec<String> = ev
+            .policies
+            .iter()
+            .map(|id| at.get(id.as_str()).copied().unwrap_or("").to_string())
+            .collect();
         if let Some(w) = w.as_mut() {
             let mut v = serde_json::to_value(&ev).unwrap_or(serde_json::Value::Null);
             if let serde_json::Value::Object(m) = &mut v {
-                let locs: Vec<serde_json::Value> = ev
-                    .policies
-                    .iter()
-                    .map(|id| {
-                        serde_json::Value::String(at.get(id.as_str()).copied().unwrap_or("").to_string())
-                    })
-                    .collect();
-                if !locs.is_empty() {
-                    m.insert("policy_at".into(), serde_json::Value::Array(locs));
+                if !policy_at.is_empty() {
+                    m.insert("policy_at".into(), serde_json::json!(policy_at));
                 }
             }
             let _ = serde_json::to_writer(&mut *w, &v);
@@ -990,11 +1004,38 @@ async fn record(mut rx: tokio::sync::mpsc::Receiver<Event>, path: PathBuf, plan:
                 let _ = w.flush();
             }
         }
+        if let Some(a) = &audit {
+            // Never waits: a full pipeline drops the event and counts it.
+            a.send(corral_audit::Stored {
+                id: None,
+                wall_ns: wall_ns(),
+                policy_at,
+                event: ev,
+            });
+        }
     }
     if let Some(mut w) = w {
         let _ = w.flush();
     }
     (n, denied)
+}
+
+/// SHA-256 of `bytes`, lowercase hex (the policy's identity in the audit
+/// trail).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Wall-clock time in ns.
+pub fn wall_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
 }
 
 fn set_mode(p: &Path, mode: u32) -> Result<(), SessionError> {

@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod doctor;
+pub mod events;
 pub mod image;
 pub mod policy;
 pub mod run;

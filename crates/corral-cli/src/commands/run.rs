@@ -73,6 +73,9 @@ pub struct RunArgs {
     /// ignored; the banner says so).
     #[arg(long)]
     accept_unenforced: bool,
+    /// The audit store (default: ~/.local/state/corral/audit.db).
+    #[arg(long)]
+    store: Option<PathBuf>,
     /// No banner and no summary on stderr.
     #[arg(long, short)]
     quiet: bool,
@@ -192,6 +195,14 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
             "built-in default".to_string(),
         ),
     };
+    let policy_sha256 = corral_runtime::session::sha256_hex(
+        sources
+            .iter()
+            .map(|s| s.text.as_bytes())
+            .collect::<Vec<_>>()
+            .concat()
+            .as_slice(),
+    );
     let checked = check(sources);
     let (doc, plan) = match (checked.doc, checked.plan) {
         (Some(d), Some(p)) if !checked.diagnostics.iter().any(|d| d.is_error()) => (d, p),
@@ -281,20 +292,35 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     let run_root = run_root();
     let (id, run_dir) = session::new_id(&run_root)?;
     let init_bin = init::install(&state.join("bin")).context("install corral-init")?;
-    let events_path = args
-        .events
-        .clone()
-        .unwrap_or_else(|| state.join("sessions").join(id.to_string()).join("events.jsonl"));
+    // The audit trail: the session's row, then every event through the
+    // pipeline (a writer thread; enforcement never waits on it).
+    let store_path = args.store.clone().unwrap_or_else(corral_audit::default_path);
+    let mut store = corral_audit::Store::open(&store_path)?;
+    let mode = if settings.shadow.value {
+        Mode::Shadow
+    } else {
+        Mode::Enforce
+    };
+    store.session_started(&corral_audit::SessionRow {
+        id: id.0,
+        principal: principal.clone(),
+        policy_label: policy_label.clone(),
+        policy_sha256,
+        mode: if mode == Mode::Shadow { "shadow" } else { "enforce" }.into(),
+        started_ns: session::wall_ns(),
+        command: command.clone(),
+    })?;
+    let pipeline = corral_audit::Pipeline::start(corral_audit::Store::open(&store_path)?, 65_536);
+    let record_label = match &args.events {
+        Some(p) => format!("{} and {}", store_path.display(), p.display()),
+        None => store_path.display().to_string(),
+    };
     let tty = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
     let spec = Spec {
         id,
         principal,
         command,
-        mode: if settings.shadow.value {
-            Mode::Shadow
-        } else {
-            Mode::Enforce
-        },
+        mode,
         plan,
         judge: Some(judge),
         policy_label,
@@ -311,7 +337,9 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         tty,
         file_layer: parse_layer(&args.file_layer)?,
         ctl_port: None,
-        events_path,
+        events_path: args.events.clone(),
+        audit: Some(pipeline.sender()),
+        record_label,
         run_root,
         init_bin,
         banner: !args.quiet,
@@ -321,15 +349,34 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         .enable_all()
         .build()
         .context("start the async runtime")?;
-    let out = rt.block_on(session::run_in(spec, Some(run_dir)))?;
+    let out = rt.block_on(session::run_in(spec, Some(run_dir)));
     drop(rt);
+    // Everything the session produced is in the pipeline: store it, then
+    // close the session's row (also when the session failed to start).
+    let stats = pipeline.close();
+    let (exit_text, lost) = match &out {
+        Ok(o) => (
+            match o.exit {
+                Exit::Code(c) => format!("exit {c}"),
+                Exit::Signal(s) => format!("signal {s}"),
+            },
+            o.lost,
+        ),
+        Err(e) => (format!("failed: {e}"), 0),
+    };
+    store.session_ended(id.0, session::wall_ns(), &exit_text, lost)?;
+    if lost > 0 {
+        store.add_drops(id.0, "kernel", lost)?;
+    }
+    let stats = stats?;
+    let out = out?;
     if !args.quiet {
         let how = match out.exit {
             Exit::Code(c) => format!("exit {c}"),
             Exit::Signal(s) => format!("killed by signal {s}"),
         };
-        let lost = if out.lost > 0 {
-            format!(", {} lost", out.lost)
+        let lost = if out.lost + stats.dropped > 0 {
+            format!(", {} lost", out.lost + stats.dropped)
         } else {
             String::new()
         };

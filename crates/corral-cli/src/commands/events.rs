@@ -1,0 +1,304 @@
+//! `corral events` and `corral sessions`: the audit trail, from the store.
+
+use anyhow::{bail, Context as _, Result};
+use corral_audit::{Kind, Query, Store};
+use corral_core::{Decision, What};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// `corral events` arguments.
+#[derive(clap::Args)]
+pub struct EventsArgs {
+    /// A session id (`s123` or `123`), or `last`.
+    #[arg(long)]
+    session: Option<String>,
+    /// file, exec, net or process.
+    #[arg(long)]
+    kind: Option<String>,
+    /// allow, deny or would_deny.
+    #[arg(long)]
+    decision: Option<String>,
+    /// Only events newer than this (`30s`, `10m`, `2h`, `1d`).
+    #[arg(long)]
+    since: Option<String>,
+    /// Only events whose target, executable or policies contain this text.
+    #[arg(long)]
+    grep: Option<String>,
+    /// JSON lines instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Keep printing new events as they are stored.
+    #[arg(long, short)]
+    follow: bool,
+    /// At most this many events (the newest; default 1000, 0 = all).
+    #[arg(long, default_value_t = 1000)]
+    limit: usize,
+    /// The store (default: ~/.local/state/corral/audit.db).
+    #[arg(long)]
+    store: Option<PathBuf>,
+}
+
+/// `corral sessions` arguments.
+#[derive(clap::Args)]
+pub struct SessionsArgs {
+    /// JSON lines instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// The store (default: ~/.local/state/corral/audit.db).
+    #[arg(long)]
+    store: Option<PathBuf>,
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+/// `10m` → 600 s.
+fn parse_age(s: &str) -> Result<Duration> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num
+        .parse()
+        .with_context(|| format!("--since {s:?}: expected a number and a unit (30s, 10m, 2h, 1d)"))?;
+    let secs = match unit {
+        "s" | "" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86400,
+        _ => bail!("--since {s:?}: unknown unit {unit:?} (s, m, h, d)"),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+fn open(store: &Option<PathBuf>) -> Result<Store> {
+    let path = store.clone().unwrap_or_else(corral_audit::default_path);
+    if !path.exists() {
+        bail!("no audit store at {} yet (corral run creates it)", path.display());
+    }
+    Ok(Store::open(&path)?)
+}
+
+/// `MM-DD HH:MM:SS.mmm` (UTC) of a wall-clock time in ns.
+fn clock(wall_ns: u64) -> String {
+    let secs = wall_ns / 1_000_000_000;
+    let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
+    let (_, month, day) = civil_date(secs / 86400);
+    format!(
+        "{month:02}-{day:02} {h:02}:{m:02}:{s:02}.{:03}",
+        (wall_ns / 1_000_000) % 1000
+    )
+}
+
+/// (year, month, day) of a day count since 1970-01-01 (proleptic
+/// Gregorian; Howard Hinnant's days-to-civil algorithm).
+fn civil_date(days: u64) -> (i64, u32, u32) {
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+
+fn action(w: &What) -> (&'static str, String) {
+    match w {
+        What::FileOpen { path, access } => (
+            match access {
+                corral_core::Access::Read => "open r",
+                corral_core::Access::Write => "open rw",
+                corral_core::Access::Exec => "open x",
+            },
+            path.clone(),
+        ),
+        What::Exec { path, argv } => (
+            "exec",
+            match argv {
+                Some(a) => format!("{path} {}", a.join(" ")),
+                None => path.clone(),
+            },
+        ),
+        What::Connect { ip, port, transport } => (
+            match transport {
+                corral_core::Transport::Tcp => "connect tcp",
+                corral_core::Transport::Udp => "connect udp",
+            },
+            format!("{ip}:{port}"),
+        ),
+        What::Fork { child } => ("fork", format!("pid {child}")),
+        What::Exit { code } => ("exit", code.to_string()),
+        What::ExecTrace { path, argv } => ("exec (trace)", format!("{path} {}", argv.join(" "))),
+        What::Lost { count } => ("lost", format!("{count} events")),
+    }
+}
+
+fn decision_text(d: Option<Decision>) -> &'static str {
+    match d {
+        Some(Decision::Allow) => "allow",
+        Some(Decision::Deny) => "DENY",
+        Some(Decision::WouldDeny) => "would deny",
+        None => "-",
+    }
+}
+
+fn print_row(s: &corral_audit::Stored, json: bool) -> Result<()> {
+    if json {
+        let mut v = serde_json::to_value(&s.event)?;
+        if let serde_json::Value::Object(m) = &mut v {
+            m.insert("wall_ns".into(), s.wall_ns.into());
+            if !s.policy_at.is_empty() {
+                m.insert("policy_at".into(), serde_json::to_value(&s.policy_at)?);
+            }
+        }
+        println!("{v}");
+        return Ok(());
+    }
+    let e = &s.event;
+    let (what, target) = action(&e.what);
+    let who = e.proc.exe.clone().unwrap_or_else(|| e.proc.comm.clone());
+    let why = e
+        .policies
+        .iter()
+        .zip(s.policy_at.iter().map(Some).chain(std::iter::repeat(None)))
+        .map(|(id, at)| match at {
+            Some(at) if !at.is_empty() => format!("{id} ({at})"),
+            _ => id.clone(),
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    println!(
+        "{}  {:<11} {:>7} {:<24} {:<12} {:<40} {:<10} {}",
+        clock(s.wall_ns),
+        e.session.to_string(),
+        e.proc.pid,
+        who,
+        what,
+        target,
+        decision_text(e.decision),
+        why
+    );
+    Ok(())
+}
+
+/// Runs `corral events`.
+pub fn run(args: EventsArgs) -> Result<ExitCode> {
+    let store = open(&args.store)?;
+    let session = match args.session.as_deref() {
+        None => None,
+        Some("last") => Some(store.last_session()?.context("no session recorded yet")?),
+        Some(s) => Some(
+            s.trim_start_matches('s')
+                .parse::<u32>()
+                .with_context(|| format!("--session {s:?}: expected an id like s123, or last"))?,
+        ),
+    };
+    let kind = args
+        .kind
+        .as_deref()
+        .map(|k| k.parse::<Kind>())
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--kind: {e}"))?;
+    let decision = match args.decision.as_deref() {
+        None => None,
+        Some("allow") => Some(Decision::Allow),
+        Some("deny") => Some(Decision::Deny),
+        Some("would_deny" | "would-deny") => Some(Decision::WouldDeny),
+        Some(d) => bail!("--decision {d:?}: expected allow, deny or would_deny"),
+    };
+    let since_wall_ns = args
+        .since
+        .as_deref()
+        .map(parse_age)
+        .transpose()?
+        .map(|d| now_ns().saturating_sub(d.as_nanos() as u64));
+    let mut q = Query {
+        session,
+        kind,
+        decision,
+        since_wall_ns,
+        grep: args.grep.clone(),
+        limit: (args.limit > 0).then_some(args.limit),
+        after_id: None,
+    };
+    if !args.json {
+        println!(
+            "{:<18}  {:<11} {:>7} {:<24} {:<12} {:<40} {:<10} policy",
+            "time (UTC)", "session", "pid", "process", "action", "target", "decision"
+        );
+    }
+    loop {
+        let rows = store.query(&q)?;
+        for r in &rows {
+            print_row(r, args.json)?;
+        }
+        if !args.follow {
+            break;
+        }
+        if let Some(last) = rows.iter().filter_map(|r| r.id).max() {
+            q.after_id = Some(last);
+        }
+        q.limit = None;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `corral sessions`.
+pub fn sessions(args: SessionsArgs) -> Result<ExitCode> {
+    let store = open(&args.store)?;
+    let rows = store.sessions()?;
+    if args.json {
+        for s in &rows {
+            println!("{}", serde_json::to_string(s)?);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<11} {:<14} {:<8} {:<18} {:<18} {:>8} {:>8} {:>10} {:>7}  {:<14} policy",
+        "session",
+        "principal",
+        "mode",
+        "started",
+        "ended",
+        "allowed",
+        "denied",
+        "would-deny",
+        "drops",
+        "exit"
+    );
+    for s in &rows {
+        println!(
+            "{:<11} {:<14} {:<8} {:<18} {:<18} {:>8} {:>8} {:>10} {:>7}  {:<14} {} ({})",
+            format!("s{}", s.id),
+            s.principal,
+            s.mode,
+            clock(s.started_ns),
+            s.ended_ns.map(clock).unwrap_or_else(|| "running".into()),
+            s.allowed,
+            s.denied,
+            s.would_deny,
+            s.drops,
+            s.exit.clone().unwrap_or_default(),
+            s.policy_label,
+            s.policy_sha256.get(..12).unwrap_or_default()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn civil_dates() {
+        assert_eq!(super::civil_date(0), (1970, 1, 1));
+        assert_eq!(super::civil_date(20_784), (2026, 11, 27));
+        assert_eq!(super::civil_date(11_016), (2000, 2, 29));
+    }
+}
