@@ -14,23 +14,11 @@ cargo build --release -q -p corral-cli
 corral=target/release/corral
 run() { echo; echo "\$ corral $*"; "$corral" "$@"; }
 
-events=$(mktemp --suffix=.jsonl)
-trap 'rm -f "$events"' EXIT
-run run --events "$events" -- ./examples/demo-agent.sh
-run events --session last --decision deny
+run run -- ./examples/demo-agent.sh
 echo
-echo "What the agent was stopped from doing (from $events):"
-python3 - "$events" <<'PY'
-import json, sys
-for line in open(sys.argv[1]):
-    e = json.loads(line)
-    if e.get("decision") != "deny":
-        continue
-    w = e["what"]
-    target = w.get("path") or f'{w.get("ip")}:{w.get("port")}'
-    at = ", ".join(e.get("policy_at") or []) or "no permit (default deny)"
-    print(f'  {e["proc"].get("exe", e["proc"]["comm"])} pid {e["proc"]["pid"]}: {w["kind"]} {target} -> deny by {e["layer"]} ({at})')
-PY
+echo "What the agent was stopped from doing (from the audit store):"
+run events --session last --decision deny
+run sessions
 
 run policy check examples/team.cedar
 run policy check --workspace /workspace --home /root

@@ -107,7 +107,6 @@ fn civil_date(days: u64) -> (i64, u32, u32) {
     (year, month, day)
 }
 
-
 fn action(w: &What) -> (&'static str, String) {
     match w {
         What::FileOpen { path, access } => (
@@ -173,6 +172,11 @@ fn print_row(s: &corral_audit::Stored, json: bool) -> Result<()> {
         })
         .collect::<Vec<_>>()
         .join(", ");
+    let why = if why.is_empty() && matches!(e.decision, Some(Decision::Deny | Decision::WouldDeny)) {
+        "no permit (default deny)".to_string()
+    } else {
+        why
+    };
     println!(
         "{}  {:<11} {:>7} {:<24} {:<12} {:<40} {:<10} {}",
         clock(s.wall_ns),
