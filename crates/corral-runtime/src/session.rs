@@ -205,7 +205,13 @@ impl Cleanup {
             }
         }
         if let Some(cg) = self.cgroup.take() {
+            let parent = cg.path().parent().map(Path::to_path_buf);
             let _ = cg.destroy();
+            // The shared `corral` parent, when this was the last session in
+            // it (rmdir fails harmlessly while another session lives).
+            if let Some(p) = parent {
+                let _ = std::fs::remove_dir(p);
+            }
         }
         remove_v1_dirs(&self.cgroup_rel);
         let _ = std::fs::remove_dir_all(&self.run_dir);
@@ -226,6 +232,10 @@ fn remove_v1_dirs(rel: &str) {
     let Ok(rd) = std::fs::read_dir("/sys/fs/cgroup") else {
         return;
     };
+    // Directories that could not go yet: conmon's (`<rel>/conmon`) stays
+    // busy until conmon has run podman's cleanup, shortly after the
+    // container's end.
+    let mut busy: Vec<PathBuf> = Vec::new();
     for h in rd.flatten() {
         let base = h.path();
         if base.ends_with("unified") {
@@ -239,14 +249,43 @@ fn remove_v1_dirs(rel: &str) {
         collect_dirs(&top, &mut dirs);
         dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
         for d in dirs {
-            let _ = std::fs::remove_dir(&d);
+            if std::fs::remove_dir(&d).is_err() && d.is_dir() {
+                busy.push(d);
+            }
         }
         if let Some(parent) = top.parent() {
-            if parent != base {
-                let _ = std::fs::remove_dir(parent);
+            if parent != base
+                && std::fs::remove_dir(parent).is_err()
+                && busy.iter().any(|b| b.starts_with(parent))
+            {
+                busy.push(parent.to_path_buf());
             }
         }
     }
+    if !busy.is_empty() {
+        remove_later(&busy);
+    }
+}
+
+/// Removes `dirs` (deepest first) from a detached process that retries
+/// for up to 10 s, so the user does not wait for conmon to leave them.
+fn remove_later(dirs: &[PathBuf]) {
+    let list = dirs
+        .iter()
+        .map(|d| format!("'{}'", d.display().to_string().replace('\'', "")))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let script = format!(
+        "for i in $(seq 50); do left=0; for d in {list}; do [ -d \"$d\" ] && ! rmdir \"$d\" 2>/dev/null && left=1; done; \
+         [ $left = 0 ] && exit 0; sleep 0.2; done"
+    );
+    let mut c = std::process::Command::new("/bin/sh");
+    c.args(["-c", &script])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    std::os::unix::process::CommandExt::process_group(&mut c, 0);
+    let _ = c.spawn();
 }
 
 fn collect_dirs(d: &Path, out: &mut Vec<PathBuf>) {
