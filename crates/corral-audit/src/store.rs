@@ -44,23 +44,14 @@ pub struct SessionRow {
     pub command: Vec<String>,
 }
 
-/// A session with its outcome and event counts.
+/// A session with its outcome and event counts: its start row (empty
+/// fields, start 0, when only its events or drops were seen) and what
+/// followed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionSummary {
-    /// The session id.
-    pub id: u32,
-    /// The principal (empty when the session's start was never recorded).
-    pub principal: String,
-    /// The policy label.
-    pub policy_label: String,
-    /// SHA-256 of the policy text.
-    pub policy_sha256: String,
-    /// `enforce` or `shadow`.
-    pub mode: String,
-    /// Wall-clock start, ns (0 when never recorded).
-    pub started_ns: u64,
-    /// The command.
-    pub command: Vec<String>,
+    /// The row recorded at start.
+    #[serde(flatten)]
+    pub session: SessionRow,
     /// Wall-clock end, ns, once ended.
     pub ended_ns: Option<u64>,
     /// How it ended, once ended.
@@ -359,13 +350,15 @@ impl Store {
                 let command: Option<String> = r.get(6)?;
                 Ok((
                     SessionSummary {
-                        id: r.get(0)?,
-                        principal: r.get::<_, Option<String>>(1)?.unwrap_or_default(),
-                        policy_label: r.get::<_, Option<String>>(2)?.unwrap_or_default(),
-                        policy_sha256: r.get::<_, Option<String>>(3)?.unwrap_or_default(),
-                        mode: r.get::<_, Option<String>>(4)?.unwrap_or_default(),
-                        started_ns: r.get::<_, Option<i64>>(5)?.unwrap_or(0) as u64,
-                        command: Vec::new(),
+                        session: SessionRow {
+                            id: r.get(0)?,
+                            principal: r.get::<_, Option<String>>(1)?.unwrap_or_default(),
+                            policy_label: r.get::<_, Option<String>>(2)?.unwrap_or_default(),
+                            policy_sha256: r.get::<_, Option<String>>(3)?.unwrap_or_default(),
+                            mode: r.get::<_, Option<String>>(4)?.unwrap_or_default(),
+                            started_ns: r.get::<_, Option<i64>>(5)?.unwrap_or(0) as u64,
+                            command: Vec::new(),
+                        },
                         ended_ns: r.get::<_, Option<i64>>(7)?.map(|v| v as u64),
                         exit: r.get(8)?,
                         lost: r.get::<_, Option<i64>>(9)?.map(|v| v as u64),
@@ -382,10 +375,10 @@ impl Store {
         for row in rows {
             let (mut s, command) = row.map_err(self.db("listing sessions"))?;
             if let Some(c) = command {
-                s.command = serde_json::from_str(&c).map_err(|source| AuditError::Decode {
+                s.session.command = serde_json::from_str(&c).map_err(|source| AuditError::Decode {
                     path: self.path.clone(),
                     table: "sessions",
-                    id: i64::from(s.id),
+                    id: i64::from(s.session.id),
                     source,
                 })?;
             }

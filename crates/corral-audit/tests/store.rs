@@ -206,18 +206,18 @@ fn sessions_count_decisions_and_drops() {
 
     let s = store.sessions().unwrap();
     assert_eq!(s.len(), 3);
-    let s1 = s.iter().find(|s| s.id == 1).unwrap();
+    let s1 = s.iter().find(|s| s.session.id == 1).unwrap();
     assert_eq!((s1.allowed, s1.denied, s1.would_deny, s1.drops), (2, 2, 1, 0));
     assert_eq!(s1.ended_ns, Some(99));
     assert_eq!(s1.exit.as_deref(), Some("exited 0"));
     assert_eq!(s1.lost, Some(3));
-    assert_eq!(s1.command, vec!["claude", "--yes"]);
-    assert_eq!(s1.mode, "shadow");
-    let s2 = s.iter().find(|s| s.id == 2).unwrap();
+    assert_eq!(s1.session.command, vec!["claude", "--yes"]);
+    assert_eq!(s1.session.mode, "shadow");
+    let s2 = s.iter().find(|s| s.session.id == 2).unwrap();
     assert_eq!((s2.allowed, s2.denied, s2.would_deny, s2.drops), (2, 7, 1, 11));
     assert_eq!(s2.ended_ns, None);
-    let s77 = s.iter().find(|s| s.id == 77).unwrap();
-    assert_eq!((s77.principal.as_str(), s77.drops), ("", 2));
+    let s77 = s.iter().find(|s| s.session.id == 77).unwrap();
+    assert_eq!((s77.session.principal.as_str(), s77.drops), ("", 2));
     assert_eq!(
         store.drops(2).unwrap(),
         vec![("kernel_ring".to_string(), 1), ("pipeline_full".to_string(), 10)]

@@ -31,14 +31,10 @@ fn left_cgroups(pid: u32) -> Vec<String> {
 }
 
 fn is_root() -> bool {
-    let uid = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(str::to_string))
-        .and_then(|l| l.split_whitespace().nth(2).map(str::to_string));
-    if uid.as_deref() == Some("0") {
+    if corral_vmtest::is_root() {
         true
     } else {
-        eprintln!("CORRAL-SKIP doctor: needs root");
+        corral_vmtest::skip("doctor", "needs root");
         false
     }
 }

@@ -7,30 +7,11 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
-use std::io::Write as _;
+use corral_vmtest::{is_root, skip};
 use std::os::unix::process::ExitStatusExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
-
-fn skip(test: &str, reason: &str) {
-    let line = format!("CORRAL-SKIP {test}: {reason}");
-    eprintln!("{line}");
-    if let Ok(path) = std::env::var("CORRAL_SKIP_LOG") {
-        if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
-            let _ = writeln!(f, "{line}");
-        }
-    }
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(str::to_string))
-        .and_then(|l| l.split_whitespace().nth(2).map(str::to_string))
-        .as_deref()
-        == Some("0")
-}
 
 fn has(prog: &str) -> bool {
     Command::new("sh")

@@ -6,18 +6,8 @@
 //! nothing).
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
-use std::io::Write as _;
+use corral_vmtest::skip;
 use std::time::Duration;
-
-fn skip(test: &str, reason: &str) {
-    let line = format!("CORRAL-SKIP {test}: {reason}");
-    eprintln!("{line}");
-    if let Ok(path) = std::env::var("CORRAL_SKIP_LOG") {
-        if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
-            let _ = writeln!(f, "{line}");
-        }
-    }
-}
 
 const SCRIPT: &str = r#"
 set -u

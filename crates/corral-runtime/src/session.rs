@@ -139,16 +139,6 @@ pub enum Exit {
     Signal(i32),
 }
 
-impl Exit {
-    /// The shell's view: the code, or 128 + signal.
-    pub fn code(self) -> i32 {
-        match self {
-            Exit::Code(c) => c,
-            Exit::Signal(s) => 128 + s,
-        }
-    }
-}
-
 /// What a finished session reports.
 #[derive(Debug, Clone)]
 pub struct Outcome {
@@ -613,14 +603,9 @@ fn timing(what: &str) {
     }
 }
 
-/// Runs a session to the end. The banner line (when `spec.banner`) goes to
-/// stderr once every layer is attached, before the command's first
-/// instruction.
-pub async fn run(spec: Spec) -> Result<Outcome, SessionError> {
-    run_in(spec, None).await
-}
-
-/// As [`run`], with the run directory already created by [`new_id`].
+/// Runs a session to the end, in `run_dir` (created by [`new_id`]; `None`
+/// makes it). The banner line (when `spec.banner`) goes to stderr once
+/// every layer is attached, before the command's first instruction.
 pub async fn run_in(spec: Spec, run_dir: Option<PathBuf>) -> Result<Outcome, SessionError> {
     let run_dir = match run_dir {
         Some(d) => d,

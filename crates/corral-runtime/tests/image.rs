@@ -29,17 +29,6 @@ fn containerfile_installs_the_five_agents() {
     assert!(image::CONTAINERFILE.contains("WORKDIR /workspace"));
 }
 
-fn skip(test: &str, reason: &str) {
-    use std::io::Write as _;
-    let line = format!("CORRAL-SKIP {test}: {reason}");
-    eprintln!("{line}");
-    if let Ok(path) = std::env::var("CORRAL_SKIP_LOG") {
-        if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
-            let _ = writeln!(f, "{line}");
-        }
-    }
-}
-
 /// Removes the images this test made, whatever happens.
 struct Cleanup(Engine, Vec<String>);
 
@@ -62,14 +51,8 @@ impl Drop for Cleanup {
 #[test]
 fn builds_from_debootstrap_and_agents_start() {
     let t = "builds_from_debootstrap_and_agents_start";
-    let root = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(str::to_string))
-        .and_then(|l| l.split_whitespace().nth(2).map(str::to_string))
-        .as_deref()
-        == Some("0");
-    if !root {
-        skip(t, "needs root (debootstrap, podman)");
+    if !corral_vmtest::is_root() {
+        corral_vmtest::skip(t, "needs root (debootstrap, podman)");
         return;
     }
     let podman = std::process::Command::new("podman")
@@ -77,7 +60,7 @@ fn builds_from_debootstrap_and_agents_start() {
         .output()
         .is_ok();
     if !podman {
-        skip(t, "podman is not installed");
+        corral_vmtest::skip(t, "podman is not installed");
         return;
     }
     let engine = Engine::Podman;

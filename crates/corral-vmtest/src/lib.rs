@@ -195,6 +195,32 @@ pub fn kernel() -> Result<PathBuf, Error> {
     kernel::find_kernel()
 }
 
+/// Records a test that cannot run for lack of a host capability: prints
+/// `CORRAL-SKIP <test>: <reason>` on stderr and appends it to
+/// `$CORRAL_SKIP_LOG` when set (scripts/test.sh counts those lines as
+/// skips). Shared by every crate's tests, so a skip is never silent.
+pub fn skip(test: &str, reason: &str) {
+    use std::io::Write as _;
+    let line = format!("CORRAL-SKIP {test}: {reason}");
+    eprintln!("{line}");
+    if let Some(log) = std::env::var_os("CORRAL_SKIP_LOG") {
+        if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(log) {
+            let _ = writeln!(f, "{line}");
+        }
+    }
+}
+
+/// Whether this process runs as root (effective uid 0, read from
+/// `/proc/self/status`).
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(str::to_string))
+        .and_then(|l| l.split_whitespace().nth(2).map(str::to_string))
+        .as_deref()
+        == Some("0")
+}
+
 /// `Err(reason)` when QEMU, the guest kernel or busybox is missing; callers report a skip.
 pub fn available() -> Result<(), String> {
     qemu_binary().map_err(|e| e.to_string())?;

@@ -5,7 +5,7 @@ use corral_audit::{Kind, Query, Store};
 use corral_core::{Decision, What};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// `corral events` arguments.
 #[derive(clap::Args)]
@@ -48,13 +48,6 @@ pub struct SessionsArgs {
     /// The store (default: ~/.local/state/corral/audit.db).
     #[arg(long)]
     store: Option<PathBuf>,
-}
-
-fn now_ns() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
 }
 
 /// `10m` → 600 s.
@@ -221,7 +214,7 @@ pub fn run(args: EventsArgs) -> Result<ExitCode> {
         .as_deref()
         .map(parse_age)
         .transpose()?
-        .map(|d| now_ns().saturating_sub(d.as_nanos() as u64));
+        .map(|d| corral_runtime::session::wall_ns().saturating_sub(d.as_nanos() as u64));
     let mut q = Query {
         session,
         kind,
@@ -280,18 +273,18 @@ pub fn sessions(args: SessionsArgs) -> Result<ExitCode> {
     for s in &rows {
         println!(
             "{:<11} {:<14} {:<8} {:<18} {:<18} {:>8} {:>8} {:>10} {:>7}  {:<14} {} ({})",
-            format!("s{}", s.id),
-            s.principal,
-            s.mode,
-            clock(s.started_ns),
+            format!("s{}", s.session.id),
+            s.session.principal,
+            s.session.mode,
+            clock(s.session.started_ns),
             s.ended_ns.map(clock).unwrap_or_else(|| "running".into()),
             s.allowed,
             s.denied,
             s.would_deny,
             s.drops,
             s.exit.clone().unwrap_or_default(),
-            s.policy_label,
-            s.policy_sha256.get(..12).unwrap_or_default()
+            s.session.policy_label,
+            s.session.policy_sha256.get(..12).unwrap_or_default()
         );
     }
     Ok(ExitCode::SUCCESS)
