@@ -15,6 +15,10 @@ pub enum Kind {
     Net,
     /// Process telemetry: fork, exit, exec traces.
     Process,
+    /// Session start, end and mode switches.
+    Session,
+    /// Policy loads and reloads.
+    Policy,
     /// Anything else (lost-event records).
     Other,
 }
@@ -27,6 +31,8 @@ impl Kind {
             Kind::Exec => "exec",
             Kind::Net => "net",
             Kind::Process => "process",
+            Kind::Session => "session",
+            Kind::Policy => "policy",
             Kind::Other => "other",
         }
     }
@@ -47,6 +53,8 @@ impl FromStr for Kind {
             "exec" => Ok(Kind::Exec),
             "net" => Ok(Kind::Net),
             "process" => Ok(Kind::Process),
+            "session" => Ok(Kind::Session),
+            "policy" => Ok(Kind::Policy),
             "other" => Ok(Kind::Other),
             _ => Err(AuditError::UnknownKind(s.to_owned())),
         }
@@ -60,6 +68,8 @@ pub fn kind_of(what: &What) -> Kind {
         What::Exec { .. } => Kind::Exec,
         What::Connect { .. } => Kind::Net,
         What::Fork { .. } | What::Exit { .. } | What::ExecTrace { .. } => Kind::Process,
+        What::SessionStart { .. } | What::SessionEnd { .. } | What::ModeChange { .. } => Kind::Session,
+        What::PolicyLoad { .. } => Kind::Policy,
         What::Lost { .. } => Kind::Other,
     }
 }
@@ -70,7 +80,15 @@ mod tests {
 
     #[test]
     fn names_round_trip() {
-        for k in [Kind::File, Kind::Exec, Kind::Net, Kind::Process, Kind::Other] {
+        for k in [
+            Kind::File,
+            Kind::Exec,
+            Kind::Net,
+            Kind::Process,
+            Kind::Session,
+            Kind::Policy,
+            Kind::Other,
+        ] {
             assert_eq!(k.as_str().parse::<Kind>().ok(), Some(k));
         }
         assert!("files".parse::<Kind>().is_err());

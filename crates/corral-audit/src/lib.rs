@@ -13,12 +13,14 @@ mod error;
 mod kind;
 pub mod pipeline;
 mod query;
+mod retention;
 mod schema;
 mod store;
 
 pub use error::AuditError;
 pub use kind::{kind_of, Kind};
-pub use pipeline::{Pipeline, PipelineSender, PipelineStats};
+pub use pipeline::{Options, Pipeline, PipelineSender, PipelineStats, Subscription};
+pub use retention::{Pruned, Retention};
 pub use query::Query;
 pub use store::{SessionRow, SessionSummary, Store, Stored};
 

@@ -8,7 +8,7 @@
 //! [`MAX_PENDING`] events, and retries; whatever it cannot keep is counted
 //! as `store_error`. Drop counters reach the store periodically and at close.
 
-use crate::{AuditError, Store, Stored};
+use crate::{AuditError, Retention, Store, Stored};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
@@ -40,7 +40,41 @@ pub const PIPELINE_CLOSED: &str = "pipeline_closed";
 #[allow(clippy::large_enum_variant)]
 enum Msg {
     Event(Stored),
+    /// A policy text to keep (see [`Store::record_policy`]).
+    Policy { label: String, text: String },
     Close,
+}
+
+/// One subscriber's end: batches of stored events (ids set), in store order.
+struct Subscriber {
+    tx: SyncSender<Arc<Vec<Stored>>>,
+    lagged: Arc<AtomicU64>,
+}
+
+/// A live feed of stored events, for the UI, `--follow` in-process, and
+/// exporters. A subscriber that falls behind loses whole batches, counted
+/// in [`Subscription::lagged`]; the store and enforcement never wait on it.
+pub struct Subscription {
+    rx: Receiver<Arc<Vec<Stored>>>,
+    lagged: Arc<AtomicU64>,
+}
+
+impl Subscription {
+    /// The next batch, waiting at most `timeout`. `Disconnected` once the
+    /// pipeline has closed and every batch was taken.
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<Arc<Vec<Stored>>, RecvTimeoutError> {
+        self.rx.recv_timeout(timeout)
+    }
+
+    /// The next batch; `None` once the pipeline has closed.
+    pub fn recv(&self) -> Option<Arc<Vec<Stored>>> {
+        self.rx.recv().ok()
+    }
+
+    /// Events this subscriber missed because its queue was full.
+    pub fn lagged(&self) -> u64 {
+        self.lagged.load(Ordering::Relaxed)
+    }
 }
 
 /// Drop counts shared between senders and the writer.
@@ -87,6 +121,7 @@ pub struct PipelineStats {
 pub struct Pipeline {
     tx: SyncSender<Msg>,
     drops: Arc<Drops>,
+    subscribers: Arc<Mutex<Vec<Subscriber>>>,
     thread: std::io::Result<JoinHandle<PipelineStats>>,
 }
 
@@ -115,6 +150,17 @@ impl PipelineSender {
         }
     }
 
+    /// Keeps a policy text in the store (a reload's new policy). Waits only
+    /// while the channel is full; `false` if the pipeline is closed.
+    pub fn record_policy(&self, label: &str, text: &str) -> bool {
+        self.tx
+            .send(Msg::Policy {
+                label: label.to_owned(),
+                text: text.to_owned(),
+            })
+            .is_ok()
+    }
+
     /// Events dropped so far by senders of this pipeline (all senders).
     pub fn dropped(&self) -> u64 {
         self.drops.total.load(Ordering::Relaxed)
@@ -125,11 +171,20 @@ impl Pipeline {
     /// Starts the writer thread; the channel holds `capacity` events (at
     /// least one).
     pub fn start(store: Store, capacity: usize) -> Pipeline {
+        Pipeline::start_with(store, capacity, Options::default())
+    }
+
+    /// [`Pipeline::start`] with options (retention).
+    pub fn start_with(store: Store, capacity: usize, options: Options) -> Pipeline {
         let (tx, rx) = sync_channel(capacity.max(1));
         let drops = Arc::new(Drops::default());
+        let subscribers = Arc::new(Mutex::new(Vec::new()));
         let writer = Writer {
             store,
             drops: Arc::clone(&drops),
+            subscribers: Arc::clone(&subscribers),
+            retention: options.retention,
+            last_prune: None,
             pending: Vec::new(),
             unflushed: HashMap::new(),
             stats: PipelineStats::default(),
@@ -140,7 +195,27 @@ impl Pipeline {
             .spawn(move || writer.run(rx));
         // Without a thread (the system is out of resources) every send is
         // counted as `pipeline_closed` and `close` reports the error.
-        Pipeline { tx, drops, thread }
+        Pipeline {
+            tx,
+            drops,
+            subscribers,
+            thread,
+        }
+    }
+
+    /// Subscribes to stored events from now on; the queue holds `capacity`
+    /// batches (at least one).
+    pub fn subscribe(&self, capacity: usize) -> Subscription {
+        let (tx, rx) = sync_channel(capacity.max(1));
+        let lagged = Arc::new(AtomicU64::new(0));
+        self.subscribers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(Subscriber {
+                tx,
+                lagged: Arc::clone(&lagged),
+            });
+        Subscription { rx, lagged }
     }
 
     /// A new handle for sending events.
@@ -168,9 +243,22 @@ impl Pipeline {
     }
 }
 
+/// Pipeline options.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// What the store keeps; checked at start and every [`PRUNE_INTERVAL`].
+    pub retention: Retention,
+}
+
+/// How often retention is applied while the pipeline runs.
+pub const PRUNE_INTERVAL: Duration = Duration::from_secs(60);
+
 struct Writer {
     store: Store,
     drops: Arc<Drops>,
+    subscribers: Arc<Mutex<Vec<Subscriber>>>,
+    retention: Retention,
+    last_prune: Option<Instant>,
     pending: Vec<Stored>,
     /// Drop counts not yet in the store.
     unflushed: HashMap<(u32, &'static str), u64>,
@@ -205,6 +293,7 @@ impl Writer {
                         let left = deadline.saturating_duration_since(Instant::now());
                         match rx.recv_timeout(left) {
                             Ok(Msg::Event(s)) => self.accept(s),
+                            Ok(Msg::Policy { label, text }) => self.policy(&label, &text),
                             Ok(Msg::Close) | Err(RecvTimeoutError::Disconnected) => {
                                 closing = true;
                                 break;
@@ -213,18 +302,24 @@ impl Writer {
                         }
                     }
                 }
+                Ok(Msg::Policy { label, text }) => self.policy(&label, &text),
                 Ok(Msg::Close) | Err(RecvTimeoutError::Disconnected) => closing = true,
                 Err(RecvTimeoutError::Timeout) => {}
             }
             self.write();
+            self.prune();
             if last_flush.elapsed() >= FLUSH_INTERVAL {
                 self.flush_drops();
                 last_flush = Instant::now();
             }
         }
         // Closing: take what other senders still queued, then write it all.
-        while let Ok(Msg::Event(s)) = rx.try_recv() {
-            self.accept(s);
+        while let Ok(m) = rx.try_recv() {
+            match m {
+                Msg::Event(s) => self.accept(s),
+                Msg::Policy { label, text } => self.policy(&label, &text),
+                Msg::Close => {}
+            }
         }
         for attempt in 0..CLOSE_ATTEMPTS {
             self.write();
@@ -255,14 +350,59 @@ impl Writer {
         *self.unflushed.entry((session, STORE_ERROR)).or_default() += 1;
     }
 
+    fn policy(&mut self, label: &str, text: &str) {
+        if let Err(e) = self.store.record_policy(label, text) {
+            self.stats.write_errors += 1;
+            self.stats.last_error = Some(e.to_string());
+        }
+    }
+
+    /// Applies retention at start and every [`PRUNE_INTERVAL`].
+    fn prune(&mut self) {
+        if self.retention.is_unlimited()
+            || self.last_prune.is_some_and(|t| t.elapsed() < PRUNE_INTERVAL)
+        {
+            return;
+        }
+        self.last_prune = Some(Instant::now());
+        if let Err(e) = self.store.prune(&self.retention) {
+            self.stats.write_errors += 1;
+            self.stats.last_error = Some(e.to_string());
+        }
+    }
+
+    /// Hands a stored batch to every subscriber that has room; the others
+    /// count it as lagged. Closed subscriptions are forgotten.
+    fn broadcast(&mut self, batch: Vec<Stored>) {
+        let mut subs = self
+            .subscribers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if subs.is_empty() {
+            return;
+        }
+        let n = batch.len() as u64;
+        let shared = Arc::new(batch);
+        subs.retain(|s| match s.tx.try_send(Arc::clone(&shared)) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => {
+                s.lagged.fetch_add(n, Ordering::Relaxed);
+                true
+            }
+            Err(TrySendError::Disconnected(_)) => false,
+        });
+    }
+
     /// Writes pending events, one transaction per [`BATCH`].
     fn write(&mut self) {
         while !self.pending.is_empty() {
             let n = self.pending.len().min(BATCH);
-            match self.store.insert(self.pending.get(..n).unwrap_or_default()) {
+            let batch = self.pending.get_mut(..n).unwrap_or_default();
+            match self.store.insert_assign(batch) {
                 Ok(k) => {
                     self.stats.stored += k as u64;
-                    self.pending.drain(..n);
+                    let done: Vec<Stored> = self.pending.drain(..n).collect();
+                    self.broadcast(done);
                     self.failing = false;
                 }
                 Err(e) => {

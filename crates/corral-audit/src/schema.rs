@@ -2,9 +2,14 @@
 //!
 //! Version 1 is the first. A file with a newer version is refused, never
 //! rewritten; an older one is migrated step by step inside one transaction.
+//!
+//! Version 2 keeps each policy text once (by SHA-256), so a session's policy
+//! can be read back (`corral policy suggest` diffs against it), and records
+//! how many events a session generated, so `generated = stored + drops` can
+//! be checked.
 
 /// The newest schema this build knows.
-pub(crate) const VERSION: i64 = 1;
+pub(crate) const VERSION: i64 = 2;
 
 /// Creates version 1 from an empty database.
 pub(crate) const V1: &str = "
@@ -55,4 +60,18 @@ CREATE TABLE counts (
     denied     INTEGER NOT NULL DEFAULT 0,
     would_deny INTEGER NOT NULL DEFAULT 0
 );
+";
+
+/// Version 1 -> 2.
+pub(crate) const V2: &str = "
+CREATE TABLE policies (
+    sha256 TEXT PRIMARY KEY,
+    label  TEXT NOT NULL,
+    text   TEXT NOT NULL
+) WITHOUT ROWID;
+ALTER TABLE sessions ADD COLUMN generated INTEGER;
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+) WITHOUT ROWID;
 ";

@@ -66,6 +66,8 @@ pub struct SessionSummary {
     pub would_deny: u64,
     /// Events dropped before they were stored, all reasons.
     pub drops: u64,
+    /// Events the session generated in all, once ended (stored + drops).
+    pub generated: Option<u64>,
 }
 
 /// The audit store.
@@ -98,7 +100,12 @@ fn target(what: &What) -> Option<String> {
         }
         What::Connect { ip, port, .. } => Some(std::net::SocketAddr::new(*ip, *port).to_string()),
         What::Fork { child } => Some(child.to_string()),
-        What::Exit { .. } | What::Lost { .. } => None,
+        What::PolicyLoad { label, .. } => Some(label.clone()),
+        What::Exit { .. }
+        | What::Lost { .. }
+        | What::SessionStart { .. }
+        | What::SessionEnd { .. }
+        | What::ModeChange { .. } => None,
     }
 }
 
@@ -141,6 +148,9 @@ impl Store {
         if found < 1 {
             tx.execute_batch(schema::V1).map_err(open_err)?;
         }
+        if found < 2 {
+            tx.execute_batch(schema::V2).map_err(open_err)?;
+        }
         if found < schema::VERSION {
             tx.pragma_update(None, "user_version", schema::VERSION)
                 .map_err(open_err)?;
@@ -155,6 +165,14 @@ impl Store {
     /// The file this store lives in.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    pub(crate) fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    pub(crate) fn conn_mut(&mut self) -> &mut Connection {
+        &mut self.conn
     }
 
     fn db(&self, op: &'static str) -> impl Fn(rusqlite::Error) -> AuditError + '_ {
@@ -193,21 +211,72 @@ impl Store {
         }
     }
 
-    /// Records a session's end: wall-clock end (ns), how it exited, and how
-    /// many events the kernel reported lost.
-    pub fn session_ended(&mut self, id: u32, ended_ns: u64, exit: &str, lost: u64) -> Result<(), AuditError> {
+    /// Records a session's end: wall-clock end (ns), how it exited, how
+    /// many events the kernel reported lost, and how many events the session
+    /// generated in all (each one is stored or counted as a drop).
+    pub fn session_ended(
+        &mut self,
+        id: u32,
+        ended_ns: u64,
+        exit: &str,
+        lost: u64,
+        generated: u64,
+    ) -> Result<(), AuditError> {
         self.conn
             .execute(
-                "UPDATE sessions SET ended_ns = ?2, exit = ?3, lost = ?4 WHERE id = ?1",
-                params![id, ended_ns as i64, exit, lost as i64],
+                "UPDATE sessions SET ended_ns = ?2, exit = ?3, lost = ?4, generated = ?5 WHERE id = ?1",
+                params![id, ended_ns as i64, exit, lost as i64, generated as i64],
             )
             .map_err(self.db("recording a session end"))?;
         Ok(())
     }
 
+    /// Keeps a policy text (once per SHA-256 of `text`; `label` is where it
+    /// came from). Returns the SHA-256.
+    pub fn record_policy(&mut self, label: &str, text: &str) -> Result<String, AuditError> {
+        use sha2::Digest as _;
+        let sha = sha2::Sha256::digest(text.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>();
+        self.conn
+            .execute(
+                "INSERT INTO policies (sha256, label, text) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+                params![sha, label, text],
+            )
+            .map_err(self.db("recording a policy"))?;
+        Ok(sha)
+    }
+
+    /// A policy text recorded by [`Store::record_policy`], with its label.
+    pub fn policy_text(&self, sha256: &str) -> Result<Option<(String, String)>, AuditError> {
+        self.conn
+            .query_row(
+                "SELECT label, text FROM policies WHERE sha256 = ?1",
+                [sha256],
+                |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
+            )
+            .optional()
+            .map_err(self.db("reading a policy"))
+    }
+
     /// Inserts a batch of events in one transaction; returns how many were
     /// stored (all of them, or none on error).
     pub fn insert(&mut self, events: &[Stored]) -> Result<usize, AuditError> {
+        self.insert_inner(events, None)
+    }
+
+    /// Like [`Store::insert`], and sets each event's `id` once committed.
+    pub fn insert_assign(&mut self, events: &mut [Stored]) -> Result<usize, AuditError> {
+        let mut ids = Vec::with_capacity(events.len());
+        let n = self.insert_inner(events, Some(&mut ids))?;
+        for (s, id) in events.iter_mut().zip(ids) {
+            s.id = Some(id);
+        }
+        Ok(n)
+    }
+
+    fn insert_inner(&mut self, events: &[Stored], mut ids: Option<&mut Vec<i64>>) -> Result<usize, AuditError> {
         let path = self.path.clone();
         let err = |op| {
             let path = path.clone();
@@ -245,6 +314,9 @@ impl Store {
                     data,
                 ])
                 .map_err(err("inserting events"))?;
+                if let Some(ids) = ids.as_deref_mut() {
+                    ids.push(tx.last_insert_rowid());
+                }
                 if let Some(d) = e.decision {
                     let c = counts.entry(e.session.0).or_default();
                     match d {
@@ -341,7 +413,8 @@ impl Store {
             SELECT ids.id, s.principal, s.policy_label, s.policy_sha256, s.mode, s.started_ns,
                    s.command, s.ended_ns, s.exit, s.lost,
                    coalesce(c.allowed, 0), coalesce(c.denied, 0), coalesce(c.would_deny, 0),
-                   (SELECT coalesce(sum(count), 0) FROM drops d WHERE d.session = ids.id)
+                   (SELECT coalesce(sum(count), 0) FROM drops d WHERE d.session = ids.id),
+                   s.generated
             FROM ids LEFT JOIN sessions s ON s.id = ids.id LEFT JOIN counts c ON c.session = ids.id
             ORDER BY coalesce(s.started_ns, 0), ids.id";
         let mut stmt = self.conn.prepare(sql).map_err(self.db("listing sessions"))?;
@@ -366,6 +439,7 @@ impl Store {
                         denied: r.get::<_, i64>(11)? as u64,
                         would_deny: r.get::<_, i64>(12)? as u64,
                         drops: r.get::<_, i64>(13)? as u64,
+                        generated: r.get::<_, Option<i64>>(14)?.map(|v| v as u64),
                     },
                     command,
                 ))

@@ -181,7 +181,7 @@ fn sessions_count_decisions_and_drops() {
         store.session_started(&session(2, 30)),
         Err(AuditError::DuplicateSession { id: 2, .. })
     ));
-    store.session_ended(1, 99, "exited 0", 3).unwrap();
+    store.session_ended(1, 99, "exited 0", 3, 10).unwrap();
     // More events for session 2 in a second batch.
     let more: Vec<Stored> = (0..5)
         .map(|i| {

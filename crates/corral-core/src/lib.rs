@@ -131,6 +131,36 @@ pub enum What {
         /// How many.
         count: u64,
     },
+    /// A session started (recorded by the supervisor before the agent runs).
+    SessionStart {
+        /// Enforce or shadow.
+        mode: Mode,
+        /// SHA-256 of the policy in force.
+        policy_sha256: String,
+        /// The command the session runs.
+        command: Vec<String>,
+    },
+    /// A session ended.
+    SessionEnd {
+        /// How it ended (`exit 0`, `signal 9`, `failed: ...`).
+        exit: String,
+    },
+    /// The session's mode was switched while it ran.
+    ModeChange {
+        /// The new mode.
+        mode: Mode,
+    },
+    /// A new policy was offered to a running session: in force if `error`
+    /// is `None`, else refused (the old one stays in force, unchanged).
+    PolicyLoad {
+        /// Where the policy came from (a file name, `ui`).
+        label: String,
+        /// SHA-256 of the policy text.
+        sha256: String,
+        /// Why it was refused.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
 }
 
 /// One event: a decision (with its policy ids) or a telemetry record.
@@ -140,7 +170,8 @@ pub struct Event {
     pub session: SessionId,
     /// The session's principal (`Agent::"<name>"`).
     pub principal: String,
-    /// Kernel monotonic timestamp (`CLOCK_MONOTONIC`/`ktime_get_ns`), ns.
+    /// Kernel monotonic timestamp (`CLOCK_MONOTONIC`/`ktime_get_ns`), ns
+    /// (the supervisor's own clock reading for session and policy events).
     pub ts_ns: u64,
     /// The process.
     pub proc: Proc,

@@ -13,7 +13,7 @@ pub struct EventsArgs {
     /// A session id (`s123` or `123`), or `last`.
     #[arg(long)]
     session: Option<String>,
-    /// file, exec, net or process.
+    /// file, exec, net, process, session or policy.
     #[arg(long)]
     kind: Option<String>,
     /// allow, deny or would_deny.
@@ -128,6 +128,26 @@ fn action(w: &What) -> (&'static str, String) {
         What::Exit { code } => ("exit", code.to_string()),
         What::ExecTrace { path, argv } => ("exec (trace)", format!("{path} {}", argv.join(" "))),
         What::Lost { count } => ("lost", format!("{count} events")),
+        What::SessionStart { mode, command, .. } => (
+            "session start",
+            format!("{} ({})", command.join(" "), mode_str(*mode)),
+        ),
+        What::SessionEnd { exit } => ("session end", exit.clone()),
+        What::ModeChange { mode } => ("mode", mode_str(*mode).to_string()),
+        What::PolicyLoad { label, sha256, error } => (
+            "policy load",
+            match error {
+                None => format!("{label} ({})", sha256.get(..12).unwrap_or_default()),
+                Some(e) => format!("{label} REFUSED: {e}"),
+            },
+        ),
+    }
+}
+
+fn mode_str(m: corral_core::Mode) -> &'static str {
+    match m {
+        corral_core::Mode::Enforce => "enforce",
+        corral_core::Mode::Shadow => "shadow",
     }
 }
 
