@@ -22,7 +22,7 @@
 //!    (v2 and the v1 directories runc made) and the run directory.
 
 use crate::engine::Engine;
-use corral_core::{Decision, Event, Mode, SessionId};
+use corral_core::{Decision, Event, Layer, Mode, Proc, SessionId, What};
 use corral_kernel::cgroup::{self, Cgroup};
 use corral_kernel::session::{FileLayer, JudgeRef, KernelSession, SessionConfig};
 use corral_policy::Plan;
@@ -1052,6 +1052,36 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+/// `CLOCK_MONOTONIC` now, in ns: the clock kernel events carry.
+pub fn mono_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map(|t| (t.tv_sec() as u64).saturating_mul(1_000_000_000) + t.tv_nsec() as u64)
+        .unwrap_or(0)
+}
+
+/// An event the supervisor records itself (session start and end, mode
+/// switches, policy loads): no decision, layer `userspace`, the
+/// supervisor's own process.
+pub fn supervisor_event(id: SessionId, principal: &str, what: What) -> Event {
+    Event {
+        session: id,
+        principal: principal.to_owned(),
+        ts_ns: mono_ns(),
+        proc: Proc {
+            pid: std::process::id(),
+            ppid: std::os::unix::process::parent_id(),
+            comm: "corral".into(),
+            exe: std::env::current_exe()
+                .ok()
+                .map(|p| p.to_string_lossy().into_owned()),
+        },
+        what,
+        decision: None,
+        layer: Layer::Userspace,
+        policies: Vec::new(),
+    }
 }
 
 /// Wall-clock time in ns.

@@ -1,7 +1,7 @@
 //! `corral run`: an agent (or any command) in a container under the policy.
 
 use anyhow::{bail, Context as _, Result};
-use corral_core::Mode;
+use corral_core::{Mode, What};
 use corral_kernel::session::{FileLayer, JudgeRef};
 use corral_policy::{check, default_policy, Source};
 use corral_runtime::config::{self, Flags};
@@ -195,14 +195,8 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
             "built-in default".to_string(),
         ),
     };
-    let policy_sha256 = corral_runtime::session::sha256_hex(
-        sources
-            .iter()
-            .map(|s| s.text.as_bytes())
-            .collect::<Vec<_>>()
-            .concat()
-            .as_slice(),
-    );
+    let policy_text: String = sources.iter().map(|s| &*s.text).collect();
+    let policy_sha256 = corral_runtime::session::sha256_hex(policy_text.as_bytes());
     let checked = check(sources);
     let (doc, plan) = match (checked.doc, checked.plan) {
         (Some(d), Some(p)) if !checked.diagnostics.iter().any(|d| d.is_error()) => (d, p),
@@ -301,16 +295,35 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     } else {
         Mode::Enforce
     };
+    store.record_policy(&policy_label, &policy_text)?;
     store.session_started(&corral_audit::SessionRow {
         id: id.0,
         principal: principal.clone(),
         policy_label: policy_label.clone(),
-        policy_sha256,
+        policy_sha256: policy_sha256.clone(),
         mode: if mode == Mode::Shadow { "shadow" } else { "enforce" }.into(),
         started_ns: session::wall_ns(),
         command: command.clone(),
     })?;
     let pipeline = corral_audit::Pipeline::start(corral_audit::Store::open(&store_path)?, 65_536);
+    // Events the supervisor records itself, outside the session's count.
+    let audit = pipeline.sender();
+    let who = principal.clone();
+    let mut own_events = 0u64;
+    let mut own = |what| {
+        own_events += 1;
+        audit.send(corral_audit::Stored {
+            id: None,
+            wall_ns: session::wall_ns(),
+            policy_at: Vec::new(),
+            event: session::supervisor_event(id, &who, what),
+        });
+    };
+    own(What::SessionStart {
+        mode,
+        policy_sha256,
+        command: command.clone(),
+    });
     let record_label = match &args.events {
         Some(p) => format!("{} and {}", store_path.display(), p.display()),
         None => store_path.display().to_string(),
@@ -353,18 +366,25 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     drop(rt);
     // Everything the session produced is in the pipeline: store it, then
     // close the session's row (also when the session failed to start).
-    let stats = pipeline.close();
-    let (exit_text, lost) = match &out {
+    let (exit_text, lost, events) = match &out {
         Ok(o) => (
             match o.exit {
                 Exit::Code(c) => format!("exit {c}"),
                 Exit::Signal(s) => format!("signal {s}"),
             },
             o.lost,
+            o.events,
         ),
-        Err(e) => (format!("failed: {e}"), 0),
+        Err(e) => (format!("failed: {e}"), 0, 0),
     };
-    store.session_ended(id.0, session::wall_ns(), &exit_text, lost)?;
+    own(What::SessionEnd {
+        exit: exit_text.clone(),
+    });
+    let stats = pipeline.close();
+    // Every event generated is stored or counted as a drop: the kernel's
+    // losses (below), the pipeline's (by reason, at close).
+    let generated = events + lost + own_events;
+    store.session_ended(id.0, session::wall_ns(), &exit_text, lost, generated)?;
     if lost > 0 {
         store.add_drops(id.0, "kernel", lost)?;
     }
