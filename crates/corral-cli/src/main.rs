@@ -29,6 +29,12 @@ enum Command {
     Events(commands::events::EventsArgs),
     /// Past and running sessions, with their counts of decisions.
     Sessions(commands::events::SessionsArgs),
+    /// Show or switch a running session's mode: enforce, or shadow (decide
+    /// and record "would deny", block nothing).
+    Mode(commands::control::ModeArgs),
+    /// Load a new policy into a running session (hot reload; on any error
+    /// the policy in force stays, unchanged).
+    Reload(commands::control::ReloadArgs),
     /// Show the merged configuration and where each value came from.
     #[command(subcommand)]
     Config(commands::config::ConfigCmd),
@@ -46,6 +52,8 @@ fn main() -> ExitCode {
         Command::Config(cmd) => commands::config::run(cmd),
         Command::Events(args) => commands::events::run(args),
         Command::Sessions(args) => commands::events::sessions(args),
+        Command::Mode(args) => commands::control::mode(args),
+        Command::Reload(args) => commands::control::reload(args),
         Command::Image(cmd) => commands::image::run(cmd),
     };
     match result {

@@ -847,3 +847,184 @@ fn events_land_in_the_store_and_are_queryable() {
     assert_eq!(row["denied"], 1);
     assert!(row["allowed"].as_u64().unwrap_or(0) >= 3, "{row}");
 }
+
+/// A running `corral run`: its stdout lines and the session id from the
+/// banner, as they come.
+struct Live {
+    child: std::process::Child,
+    out: std::sync::mpsc::Receiver<String>,
+    err: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Live {
+    fn start(mut c: Command) -> (Live, String) {
+        let mut child = c
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start corral run");
+        let (tx, out) = std::sync::mpsc::channel();
+        let stdout = child.stdout.take().expect("stdout");
+        std::thread::spawn(move || {
+            use std::io::BufRead as _;
+            for l in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(l);
+            }
+        });
+        let err = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let (sid_tx, sid_rx) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().expect("stderr");
+        let e = err.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead as _;
+            for l in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = l.strip_prefix("corral: session ") {
+                    let _ = sid_tx.send(rest.split(' ').next().unwrap_or_default().to_string());
+                }
+                e.lock().unwrap().push_str(&l);
+                e.lock().unwrap().push('\n');
+            }
+        });
+        let sid = sid_rx
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("no banner; stderr: {}", err.lock().unwrap()));
+        (Live { child, out, err }, sid)
+    }
+
+    /// Waits for a stdout line starting with `prefix`; returns it.
+    fn expect(&self, prefix: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.out.recv_timeout(left) {
+                Ok(l) if l.starts_with(prefix) => return l,
+                Ok(_) => {}
+                Err(_) => panic!("no line {prefix:?}; stderr: {}", self.err.lock().unwrap()),
+            }
+        }
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+#[test]
+fn mode_switch_and_policy_reload_while_running() {
+    let t = "mode_switch_and_policy_reload_while_running";
+    if !podman_ready(t) {
+        return;
+    }
+    let dir = Scratch::new("control");
+    let s = Session::new(&dir, POLICY, "c");
+    // Each step reads the forbidden file, says how it went, and waits for
+    // the test (a file appearing in the workspace) before the next.
+    let step = |n: u32| {
+        format!(
+            "if cat /tmp/secret >/dev/null 2>&1; then echo R{n}=read; else echo R{n}=refused; fi; \
+             echo READY{n}; while [ ! -e go{n} ]; do sleep 0.05; done; "
+        )
+    };
+    let script = format!(
+        "if [ -e /run/corral/control ]; then echo CTL=visible; else echo CTL=hidden; fi; {}{}{}{}",
+        step(1),
+        step(2),
+        step(3),
+        "if cat /tmp/secret >/dev/null 2>&1; then echo R4=read; else echo R4=refused; fi"
+    );
+    let (live, sid) = Live::start(s.cmd(&[], &["sh", "-c", &script]));
+    let ctl = |args: &[&str]| -> Output {
+        dir.corral()
+            .args(args)
+            .args(["--session", &sid])
+            .output()
+            .expect("corral control command")
+    };
+    assert_eq!(live.expect("CTL="), "CTL=hidden", "the control socket must not be reachable from the session");
+    assert_eq!(live.expect("R1="), "R1=refused");
+    live.expect("READY1");
+    // Shadow: the same read goes through, recorded as would-deny.
+    let o = ctl(&["mode", "shadow"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(text(&o.stdout).contains("mode shadow"), "{}", text(&o.stdout));
+    std::fs::write(dir.0.join("go1"), "").unwrap();
+    assert_eq!(live.expect("R2="), "R2=read");
+    live.expect("READY2");
+    // Back to enforce; a broken policy is refused with its file:line:col
+    // and changes nothing.
+    assert!(ctl(&["mode", "enforce"]).status.success());
+    let broken = dir.file("broken.cedar", "permit (principal, action, resource)\nwhen { resource in Dir::\"/\" ;\n");
+    let o = ctl(&["reload", broken.to_str().unwrap()]);
+    assert!(!o.status.success(), "a broken policy must be refused");
+    let err = text(&o.stderr);
+    assert!(err.contains(&format!("{}:2:", broken.display())), "diagnostic with file:line:col: {err}");
+    std::fs::write(dir.0.join("go2"), "").unwrap();
+    assert_eq!(live.expect("R3="), "R3=refused", "the refused reload changed nothing");
+    live.expect("READY3");
+    // A policy without the forbid: the read is allowed from now on, and
+    // its event names the new file's line.
+    let relaxed_text = POLICY.replace(
+        "@id(\"forbid-secret\")\nforbid (principal, action in Action::\"FileOpen\", resource)\nwhen { resource == File::\"/tmp/secret\" };",
+        "",
+    );
+    assert!(!relaxed_text.contains("/tmp/secret\""));
+    let relaxed = dir.file("relaxed.cedar", &relaxed_text);
+    let o = ctl(&["reload", relaxed.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    std::fs::write(dir.0.join("go3"), "").unwrap();
+    assert_eq!(live.expect("R4="), "R4=read");
+    let mut live = live;
+    let st = live.child.wait().expect("wait");
+    assert_eq!(st.code(), Some(0), "{}", live.err.lock().unwrap());
+    assert!(
+        matches!(ctl(&["mode"]).status.code(), Some(1)),
+        "the control socket is gone with the session"
+    );
+
+    // The audit trail tells the story.
+    let q = |args: &[&str]| -> Vec<serde_json::Value> {
+        let o = dir
+            .corral()
+            .arg("events")
+            .args(["--session", &sid, "--json"])
+            .args(args)
+            .output()
+            .expect("corral events");
+        assert!(o.status.success(), "{}", text(&o.stderr));
+        text(&o.stdout).lines().map(|l| serde_json::from_str(l).expect("json")).collect()
+    };
+    let secret: Vec<String> = q(&["--kind", "file", "--grep", "/tmp/secret"])
+        .iter()
+        .filter(|e| e["proc"]["exe"] == "/usr/bin/cat")
+        .map(|e| e["decision"].as_str().unwrap_or("-").to_string())
+        .collect();
+    assert_eq!(secret, ["deny", "would_deny", "deny", "allow"], "R1..R4 as decided");
+    let modes: Vec<String> = q(&["--kind", "session"])
+        .iter()
+        .map(|e| e["what"]["kind"].as_str().unwrap_or("").to_string() + ":" + e["what"]["mode"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        modes,
+        ["session_start:enforce", "mode_change:shadow", "mode_change:enforce", "session_end:"]
+    );
+    let loads = q(&["--kind", "policy"]);
+    assert_eq!(loads.len(), 2, "{loads:#?}");
+    assert!(loads[0]["what"]["error"].as_str().unwrap_or("").contains("broken.cedar:2:"));
+    assert_eq!(loads[1]["what"]["label"], relaxed.display().to_string());
+    assert!(loads[1]["what"].get("error").is_none());
+    let allowed = q(&["--kind", "file", "--grep", "/tmp/secret", "--decision", "allow"]);
+    let at = allowed
+        .iter()
+        .find(|e| e["proc"]["exe"] == "/usr/bin/cat")
+        .expect("the allowed read");
+    assert_eq!(at["policies"][0], "read-all");
+    assert!(
+        at["policy_at"][0].as_str().unwrap_or("").starts_with(&relaxed.display().to_string()),
+        "{at}"
+    );
+}

@@ -18,7 +18,7 @@
 use crate::abi::RawEvent;
 use crate::events::Sink;
 use aya::maps::{HashMap, MapData};
-use corral_core::{Decision, Layer, Mode, What};
+use corral_core::{Decision, Layer, What};
 use corral_policy::{Evaluator, PolicyDoc, Request};
 use std::sync::{Arc, Mutex};
 
@@ -71,7 +71,8 @@ pub(crate) struct Gate {
     /// Replaced on policy swap.
     pub judge: std::sync::RwLock<Arc<dyn ExecJudge>>,
     pub pending: Mutex<HashMap<MapData, u32, u32>>,
-    pub mode: Mode,
+    /// Shadow mode (switchable while the session runs).
+    pub shadow: std::sync::atomic::AtomicBool,
     /// The `argv_mode` the kernel has: 0 = nothing to decide.
     pub active: std::sync::atomic::AtomicU32,
 }
@@ -103,10 +104,11 @@ impl Gate {
                 Err(_) => (false, vec!["corral:judge-unavailable".to_string()]),
             }
         };
-        let decision = match (allowed, self.mode) {
+        let shadow = self.shadow.load(std::sync::atomic::Ordering::Relaxed);
+        let decision = match (allowed, shadow) {
             (true, _) => Decision::Allow,
-            (false, Mode::Shadow) => Decision::WouldDeny,
-            (false, Mode::Enforce) => Decision::Deny,
+            (false, true) => Decision::WouldDeny,
+            (false, false) => Decision::Deny,
         };
         if stopped {
             if let Ok(mut p) = self.pending.lock() {

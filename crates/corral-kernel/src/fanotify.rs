@@ -393,6 +393,8 @@ struct Shared {
     state: Mutex<State>,
     lost: AtomicU64,
     decisions: AtomicU64,
+    /// Shadow mode, switchable while running (starts as `cfg.mode`).
+    shadow: std::sync::atomic::AtomicBool,
 }
 
 struct State {
@@ -648,6 +650,7 @@ impl Fanotify {
         }
         let (stop_r, stop_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| Error::io("fanotify: pipe2 for the stop signal", os_err(e)))?;
+        let cfg_shadow = cfg.mode == Mode::Shadow;
         let shared = Arc::new(Shared {
             group,
             cfg,
@@ -661,6 +664,7 @@ impl Fanotify {
             }),
             lost: AtomicU64::new(0),
             decisions: AtomicU64::new(0),
+            shadow: std::sync::atomic::AtomicBool::new(cfg_shadow),
         });
         let s = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
@@ -672,6 +676,14 @@ impl Fanotify {
             stop_w: Some(stop_w),
             thread: Some(thread),
         })
+    }
+
+    /// Switches between enforce and shadow; decisions made from now on
+    /// follow the new mode.
+    pub fn set_mode(&self, mode: Mode) {
+        self.shared
+            .shadow
+            .store(mode == Mode::Shadow, Ordering::SeqCst);
     }
 
     /// Replaces the tables atomically: every decision made after `swap`
@@ -765,6 +777,10 @@ impl Kind {
 }
 
 impl Shared {
+    fn shadow(&self) -> bool {
+        self.shadow.load(Ordering::SeqCst)
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -855,12 +871,12 @@ impl Shared {
             // Vanished (module docs): its syscall cannot complete.
             None if !Path::new(&format!("/proc/{tid}")).exists() => return true,
             // Alive but its cgroup cannot be read: fail closed.
-            None => return self.cfg.mode == Mode::Shadow,
+            None => return self.shadow(),
         }
         let who = who(tid);
         let Some(obj) = object(fd) else {
             // The object cannot be named: fail closed.
-            return self.cfg.mode == Mode::Shadow;
+            return self.shadow();
         };
         let exec = mask.contains(MaskFlags::FAN_OPEN_EXEC_PERM);
         let key_tid = if self.report_tid { tid } else { who.tgid };
@@ -923,7 +939,8 @@ impl Shared {
                 o
             }
         };
-        let allow_now = !outcome.denied() || self.cfg.mode == Mode::Shadow;
+        let shadow = self.shadow();
+        let allow_now = !outcome.denied() || shadow;
         if exec && allow_now {
             st.pending_exec
                 .insert(key_tid, (obj.dev, obj.ino, Instant::now()));
@@ -941,10 +958,10 @@ impl Shared {
         let policies = st.tables.ids(&outcome.by);
         drop(st);
 
-        let decision = match (outcome.allow, self.cfg.mode) {
+        let decision = match (outcome.allow, shadow) {
             (Some(true), _) => Some(Decision::Allow),
-            (Some(false), Mode::Enforce) => Some(Decision::Deny),
-            (Some(false), Mode::Shadow) => Some(Decision::WouldDeny),
+            (Some(false), false) => Some(Decision::Deny),
+            (Some(false), true) => Some(Decision::WouldDeny),
             (None, _) => None,
         };
         let what = match kind {

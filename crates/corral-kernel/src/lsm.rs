@@ -304,6 +304,21 @@ impl LsmEnforcer {
         Ok((me, (ring, lost)))
     }
 
+    /// Switches between enforce and shadow: one write of the config
+    /// (the active generation stays).
+    pub(crate) fn set_mode(&mut self, mode: Mode) -> Result<()> {
+        self.mode = mode;
+        write_cfg(
+            &mut self.ebpf,
+            Cfg {
+                gen: self.gen,
+                mode: u32::from(mode == Mode::Shadow),
+                ctl_port: 0,
+                ready: 1,
+            },
+        )
+    }
+
     /// Writes `img` into the inactive generation, then activates it.
     pub(crate) fn swap(&mut self, img: &PathImage) -> Result<()> {
         let next = self.gen ^ 1;

@@ -189,6 +189,13 @@ impl NetEnforcer {
         Ok((me, (ring, lost)))
     }
 
+    /// Switches between enforce and shadow: one write of the config
+    /// (the active generation stays).
+    pub(crate) fn set_mode(&mut self, mode: Mode) -> Result<()> {
+        self.mode = mode;
+        self.write_cfg(self.gen)
+    }
+
     /// Writes `img` into the inactive generation, then activates it.
     pub(crate) fn swap(&mut self, img: &NetImage) -> Result<()> {
         let next = self.gen ^ 1;

@@ -217,7 +217,7 @@ impl KernelSession {
             (Some(judge), Some(pending)) => Some(Arc::new(Gate {
                 judge: RwLock::new(judge.0.clone()),
                 pending: std::sync::Mutex::new(pending),
-                mode: cfg.mode,
+                shadow: std::sync::atomic::AtomicBool::new(cfg.mode == Mode::Shadow),
                 active: std::sync::atomic::AtomicU32::new(argv_mode),
             })),
             _ => None,
@@ -369,6 +369,52 @@ impl KernelSession {
             _ => {}
         }
         Ok(())
+    }
+
+    /// Switches every layer between enforce and shadow while the session
+    /// runs. Each layer flips with one write; requests decided after this
+    /// returns follow `mode`. On error the layers already switched are put
+    /// back, so the session is never half in one mode.
+    pub fn set_mode(&mut self, mode: Mode) -> Result<()> {
+        let old = self.cfg.mode;
+        if old == mode {
+            return Ok(());
+        }
+        self.net.set_mode(mode)?;
+        if let Files::Lsm(l) = &mut self.files {
+            if let Err(e) = l.set_mode(mode) {
+                let _ = self.net.set_mode(old);
+                return Err(e);
+            }
+        }
+        // Exec arguments: 1 = stop and decide, 2 = report only.
+        let argv = if mode == Mode::Shadow { 2 } else { 1 };
+        if let Some(g) = &self.gate {
+            if g.active.load(std::sync::atomic::Ordering::Relaxed) != 0 {
+                if let Err(e) = self.tracer.set_argv_mode(argv) {
+                    let _ = self.net.set_mode(old);
+                    if let Files::Lsm(l) = &mut self.files {
+                        let _ = l.set_mode(old);
+                    }
+                    return Err(e);
+                }
+                g.active.store(argv, std::sync::atomic::Ordering::Relaxed);
+            }
+            g.shadow
+                .store(mode == Mode::Shadow, std::sync::atomic::Ordering::Relaxed);
+        }
+        match &mut self.files {
+            Files::Fanotify(f) => f.set_mode(mode),
+            Files::Pending(p) => p.cfg.mode = mode,
+            _ => {}
+        }
+        self.cfg.mode = mode;
+        Ok(())
+    }
+
+    /// The session's current mode.
+    pub fn mode(&self) -> Mode {
+        self.cfg.mode
     }
 
     /// Marks the fanotify fallback's mounts (a session started with

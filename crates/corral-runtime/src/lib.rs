@@ -11,6 +11,7 @@
 //! * [`session`]: one governed run, from cgroup to cleanup.
 
 pub mod config;
+pub mod control;
 pub mod engine;
 pub mod image;
 pub mod init;

@@ -96,6 +96,12 @@ pub struct Spec {
     pub plan: Plan,
     /// The Cedar judge for exec arguments.
     pub judge: Option<JudgeRef>,
+    /// SHA-256 of the policy text (reported by the control socket).
+    pub policy_sha256: String,
+    /// Compiles a policy offered at runtime (label, text) into a plan and
+    /// exec judge, with the same checks as at start; `None` refuses
+    /// reloads.
+    pub reload: Option<Reloader>,
     /// What the banner calls the policy (its file, or "default policy").
     pub policy_label: String,
     /// The project directory (read-write, same path).
@@ -129,6 +135,11 @@ pub struct Spec {
     /// Print the banner and the summary on stderr.
     pub banner: bool,
 }
+
+/// Compiles a policy offered at runtime: `(label, text)` to its plan and
+/// exec judge, or the diagnostics that refuse it.
+pub type Reloader =
+    std::sync::Arc<dyn Fn(&str, &str) -> Result<(Plan, JudgeRef), String> + Send + Sync>;
 
 /// How the command ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -747,12 +758,19 @@ pub async fn run_in(spec: Spec, run_dir: Option<PathBuf>) -> Result<Outcome, Ses
     }
     timing("attached");
     let layers = banner_layers(&ks, &spec.plan);
+    let (plan_tx, plan_rx) = tokio::sync::watch::channel(spec.plan.clone());
     let recorder = tokio::spawn(record(
         rx,
         spec.events_path.clone(),
         spec.audit.clone(),
-        spec.plan.clone(),
+        plan_rx,
     ));
+    // The control socket (mode switch, reload, status) lives as long as
+    // the command runs.
+    let control = crate::control::Server::bind(&spec.run_root, spec.id, &cg_rel)
+        .map_err(io("bind the control socket"))?;
+    let (ctl_tx, mut ctl_rx) = tokio::sync::mpsc::channel(8);
+    let control = tokio::spawn(control.serve(ctl_tx));
 
     if spec.banner {
         let l = layers
@@ -778,7 +796,27 @@ pub async fn run_in(spec: Spec, run_dir: Option<PathBuf>) -> Result<Outcome, Ses
     }
 
     timing("go");
-    let exit = supervise(stream, &mut child, pid, cleanup.cgroup.as_ref()).await;
+    let mut state = Control {
+        mode: spec.mode,
+        policy_label: spec.policy_label.clone(),
+        policy_sha256: spec.policy_sha256.clone(),
+        events: 0,
+    };
+    let exit = {
+        let sup = supervise(stream, &mut child, pid, cleanup.cgroup.as_ref());
+        tokio::pin!(sup);
+        loop {
+            tokio::select! {
+                e = &mut sup => break e,
+                Some(inc) = ctl_rx.recv() => {
+                    let rep = state.apply(&spec, &mut ks, &plan_tx, inc.req).await;
+                    let _ = inc.reply.send(rep);
+                }
+            }
+        }
+    };
+    control.abort();
+    let _ = control.await;
 
     timing("exited");
     // The command is done; stop what is left, then account for events.
@@ -805,6 +843,7 @@ pub async fn run_in(spec: Spec, run_dir: Option<PathBuf>) -> Result<Outcome, Ses
     ks.close_in_background();
     timing("dropped");
     let (events, denied) = recorder.await.unwrap_or((0, 0));
+    let events = events + state.events;
     cleanup.run();
     timing("cleaned");
     if spec.tty {
@@ -974,13 +1013,120 @@ fn banner_layers(ks: &KernelSession, plan: &Plan) -> Vec<(String, String)> {
     ]
 }
 
+/// A running session's controllable state.
+struct Control {
+    mode: Mode,
+    policy_label: String,
+    policy_sha256: String,
+    /// Events the supervisor recorded (mode switches, policy loads).
+    events: u64,
+}
+
+impl Control {
+    fn reply(&self, spec: &Spec, error: Option<String>) -> crate::control::Reply {
+        crate::control::Reply {
+            ok: error.is_none(),
+            error,
+            session: spec.id,
+            principal: spec.principal.clone(),
+            mode: self.mode,
+            policy_label: self.policy_label.clone(),
+            policy_sha256: self.policy_sha256.clone(),
+        }
+    }
+
+    fn emit(&mut self, spec: &Spec, what: What) {
+        self.events += 1;
+        if let Some(a) = &spec.audit {
+            a.send(corral_audit::Stored {
+                id: None,
+                wall_ns: wall_ns(),
+                policy_at: Vec::new(),
+                event: supervisor_event(spec.id, &spec.principal, what),
+            });
+        }
+    }
+
+    async fn apply(
+        &mut self,
+        spec: &Spec,
+        ks: &mut KernelSession,
+        plan_tx: &tokio::sync::watch::Sender<Plan>,
+        req: crate::control::Request,
+    ) -> crate::control::Reply {
+        use crate::control::Request;
+        match req {
+            Request::Status => self.reply(spec, None),
+            Request::Mode { mode } => {
+                if mode == self.mode {
+                    return self.reply(spec, None);
+                }
+                match ks.set_mode(mode) {
+                    Ok(()) => {
+                        self.mode = mode;
+                        self.emit(spec, What::ModeChange { mode });
+                        eprint!(
+                            "corral: session {} switched to {}\r\n",
+                            spec.id,
+                            if mode == Mode::Shadow { "SHADOW (nothing blocked)" } else { "enforce" }
+                        );
+                        self.reply(spec, None)
+                    }
+                    Err(e) => self.reply(spec, Some(format!("the mode was not switched: {e}"))),
+                }
+            }
+            Request::Reload { label, text } => {
+                let sha256 = sha256_hex(text.as_bytes());
+                let Some(reload) = spec.reload.clone() else {
+                    return self.reply(spec, Some("this session does not accept policy reloads".into()));
+                };
+                // Compiling is CPU work (Cedar validation, the plan): off
+                // the async threads.
+                let (l, t) = (label.clone(), text.clone());
+                let compiled = tokio::task::spawn_blocking(move || reload(&l, &t))
+                    .await
+                    .unwrap_or_else(|e| Err(format!("the policy compiler failed: {e}")));
+                let result = compiled.and_then(|(plan, judge)| {
+                    ks.swap(&plan, Some(judge))
+                        .map(|()| plan)
+                        .map_err(|e| format!("the new tables could not be loaded: {e}"))
+                });
+                match result {
+                    Ok(plan) => {
+                        let _ = plan_tx.send(plan);
+                        if let Some(a) = &spec.audit {
+                            a.record_policy(&label, &text);
+                        }
+                        self.policy_label = label.clone();
+                        self.policy_sha256 = sha256.clone();
+                        self.emit(spec, What::PolicyLoad { label, sha256, error: None });
+                        self.reply(spec, None)
+                    }
+                    Err(e) => {
+                        self.emit(
+                            spec,
+                            What::PolicyLoad {
+                                label,
+                                sha256,
+                                error: Some(e.clone()),
+                            },
+                        );
+                        self.reply(spec, Some(e))
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Writes every event as a JSON line (with the policies' file:line) and
-/// counts denials. Returns (events, denials).
+/// counts denials. Returns (events, denials). `plan` follows reloads, for
+/// the policies' file:line.
 async fn record(
     mut rx: tokio::sync::mpsc::Receiver<Event>,
     jsonl: Option<PathBuf>,
     audit: Option<corral_audit::PipelineSender>,
-    plan: Plan,
+    mut plan: tokio::sync::watch::Receiver<Plan>,
 ) -> (u64, u64) {
     let mut w = match &jsonl {
         None => None,
@@ -999,13 +1145,18 @@ async fn record(
             }
         }
     };
-    let at: std::collections::HashMap<&str, &str> = plan
-        .policies
-        .iter()
-        .map(|p| (p.id.as_str(), p.at.as_str()))
-        .collect();
+    let index = |p: &Plan| -> std::collections::HashMap<String, String> {
+        p.policies
+            .iter()
+            .map(|p| (p.id.clone(), p.at.clone()))
+            .collect()
+    };
+    let mut at = index(&plan.borrow_and_update());
     let (mut n, mut denied) = (0u64, 0u64);
     while let Some(ev) = rx.recv().await {
+        if plan.has_changed().unwrap_or(false) {
+            at = index(&plan.borrow_and_update());
+        }
         n += 1;
         if matches!(ev.decision, Some(Decision::Deny | Decision::WouldDeny)) {
             denied += 1;
@@ -1013,7 +1164,7 @@ async fn record(
         let policy_at: Vec<String> = ev
             .policies
             .iter()
-            .map(|id| at.get(id.as_str()).copied().unwrap_or("").to_string())
+            .map(|id| at.get(id).cloned().unwrap_or_default())
             .collect();
         if let Some(w) = w.as_mut() {
             let mut v = serde_json::to_value(&ev).unwrap_or(serde_json::Value::Null);

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub mod config;
+pub mod control;
 pub mod doctor;
 pub mod events;
 pub mod image;

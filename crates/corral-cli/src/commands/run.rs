@@ -3,7 +3,7 @@
 use anyhow::{bail, Context as _, Result};
 use corral_core::{Mode, What};
 use corral_kernel::session::{FileLayer, JudgeRef};
-use corral_policy::{check, default_policy, Source};
+use corral_policy::{check, default_policy, Plan, Source};
 use corral_runtime::config::{self, Flags};
 use corral_runtime::engine::{self, Kind};
 use corral_runtime::session::{self, Exit, Mount, Spec, Target};
@@ -95,7 +95,7 @@ fn home() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/root"))
 }
 
-fn run_root() -> PathBuf {
+pub(crate) fn run_root() -> PathBuf {
     std::env::var_os("CORRAL_RUN_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/run/corral"))
@@ -197,37 +197,15 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     };
     let policy_text: String = sources.iter().map(|s| &*s.text).collect();
     let policy_sha256 = corral_runtime::session::sha256_hex(policy_text.as_bytes());
-    let checked = check(sources);
-    let (doc, plan) = match (checked.doc, checked.plan) {
-        (Some(d), Some(p)) if !checked.diagnostics.iter().any(|d| d.is_error()) => (d, p),
-        _ => {
-            let n = checked.diagnostics.iter().filter(|d| d.is_error()).count();
-            for d in &checked.diagnostics {
-                eprint!("{}", d.render());
-            }
-            bail!("the policy has {n} error(s); nothing was started");
-        }
-    };
-    // A forbid that no layer can enforce would be a silent hole: refuse,
-    // unless the user accepts it explicitly. (Permits that cannot be
-    // granted are safe: what they would allow stays denied.)
-    let unenforced: Vec<String> = plan
-        .userspace
-        .iter()
-        .filter(|u| matches!(u.layer, "http" | "mcp"))
-        .filter_map(|u| plan.policies.get(u.policy))
-        .filter(|p| p.effect == "forbid")
-        .map(|p| format!("  {} ({})", p.id, p.at))
-        .collect();
-    if !unenforced.is_empty() && !args.accept_unenforced {
-        bail!(
-            "the policy forbids HTTP requests or MCP calls, and no layer enforces those yet (the egress proxy \
-             and MCP layers are not built):\n{}\nnothing was started; pass --accept-unenforced to run with \
-             these forbids ignored",
-            unenforced.join("\n")
-        );
-    }
-    let judge = JudgeRef(Arc::new(corral_kernel::argv::CedarJudge::new(&doc)));
+    let accept_unenforced = args.accept_unenforced;
+    let (plan, judge) = compile_policy(sources, accept_unenforced).map_err(|e| {
+        eprint!("{e}");
+        anyhow::anyhow!("the policy was refused; nothing was started")
+    })?;
+    // A reload goes through the same checks (its text is one source).
+    let reload: session::Reloader = Arc::new(move |label: &str, text: &str| {
+        compile_policy(vec![Source::new(label, text.to_string())], accept_unenforced)
+    });
 
     // Where.
     let state = state_dir();
@@ -296,6 +274,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         Mode::Enforce
     };
     store.record_policy(&policy_label, &policy_text)?;
+    let policy_sha256_spec = policy_sha256.clone();
     store.session_started(&corral_audit::SessionRow {
         id: id.0,
         principal: principal.clone(),
@@ -336,6 +315,8 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         mode,
         plan,
         judge: Some(judge),
+        policy_sha256: policy_sha256_spec,
+        reload: Some(reload),
         policy_label,
         workspace: workspace.clone(),
         cwd: if cwd.starts_with(&workspace) {
@@ -454,4 +435,39 @@ fn consent(r: &recipes::Recipe, args: &RunArgs, global: Option<&Path>) -> Result
         );
         Ok(false)
     }
+}
+
+/// Validates and compiles a policy: its plan and exec judge, or the
+/// rendered diagnostics (file:line:col) that refuse it. A forbid no layer
+/// can enforce is refused too (it would be a silent hole) unless
+/// `accept_unenforced`; permits that cannot be granted are safe (what they
+/// would allow stays denied).
+fn compile_policy(sources: Vec<Source>, accept_unenforced: bool) -> std::result::Result<(Plan, JudgeRef), String> {
+    let checked = check(sources);
+    let (doc, plan) = match (checked.doc, checked.plan) {
+        (Some(d), Some(p)) if !checked.diagnostics.iter().any(|d| d.is_error()) => (d, p),
+        _ => {
+            let n = checked.diagnostics.iter().filter(|d| d.is_error()).count();
+            let mut out: String = checked.diagnostics.iter().map(|d| d.render()).collect();
+            out.push_str(&format!("the policy has {n} error(s)\n"));
+            return Err(out);
+        }
+    };
+    let unenforced: Vec<String> = plan
+        .userspace
+        .iter()
+        .filter(|u| matches!(u.layer, "http" | "mcp"))
+        .filter_map(|u| plan.policies.get(u.policy))
+        .filter(|p| p.effect == "forbid")
+        .map(|p| format!("  {} ({})", p.id, p.at))
+        .collect();
+    if !unenforced.is_empty() && !accept_unenforced {
+        return Err(format!(
+            "the policy forbids HTTP requests or MCP calls, and no layer enforces those yet (the egress proxy \
+             and MCP layers are not built):\n{}\npass --accept-unenforced to run with these forbids ignored\n",
+            unenforced.join("\n")
+        ));
+    }
+    let judge = JudgeRef(Arc::new(corral_kernel::argv::CedarJudge::new(&doc)));
+    Ok((plan, judge))
 }

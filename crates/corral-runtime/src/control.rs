@@ -1,0 +1,282 @@
+//! A running session's control socket: switch between enforce and shadow,
+//! load a new policy, ask for the status. `corral mode`, `corral reload`
+//! and the control UI are its clients.
+//!
+//! The socket is `<run root>/control/<session>.sock`, outside the session's
+//! run directory (which the container sees at `/run/corral`), in a
+//! directory only root can enter. The supervisor also checks each peer:
+//! same user as the supervisor, and not a process of the session itself, so
+//! an agent can never switch its own enforcement off.
+//!
+//! One request per connection: a JSON line, answered by a JSON line.
+
+use corral_core::{Mode, SessionId};
+use serde::{Deserialize, Serialize};
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Longest a client waits for the answer (a reload compiles a policy).
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
+/// Largest request accepted (a policy text travels inside it).
+pub const MAX_REQUEST: usize = 8 << 20;
+
+/// What a client asks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    /// The session's current state.
+    Status,
+    /// Switch every layer to `mode`.
+    Mode {
+        /// The new mode.
+        mode: Mode,
+    },
+    /// Replace the policy with `text` (validated and compiled first; on
+    /// any error the old policy stays in force, unchanged).
+    Reload {
+        /// Where the text came from (a file name), for diagnostics and the
+        /// audit trail.
+        label: String,
+        /// The Cedar policy.
+        text: String,
+    },
+}
+
+/// The answer: the session's state after the request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reply {
+    /// Whether the request was carried out.
+    pub ok: bool,
+    /// Why not (diagnostics of a refused policy, with file:line:col).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The session.
+    #[serde(default)]
+    pub session: SessionId,
+    /// Its principal.
+    #[serde(default)]
+    pub principal: String,
+    /// Its mode now.
+    #[serde(default)]
+    pub mode: Mode,
+    /// Label of the policy in force.
+    #[serde(default)]
+    pub policy_label: String,
+    /// SHA-256 of the policy in force.
+    #[serde(default)]
+    pub policy_sha256: String,
+}
+
+/// Why a control request failed on the client side.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// No such running session (no socket, or nobody listening).
+    #[error("session {id} is not running on this host (no control socket at {})", path.display())]
+    NotRunning {
+        /// The session asked for.
+        id: SessionId,
+        /// The socket looked for.
+        path: PathBuf,
+    },
+    /// Talking to the supervisor failed.
+    #[error("control socket {}: {source}", path.display())]
+    Io {
+        /// The socket.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The supervisor's answer is not a reply.
+    #[error("control socket {}: unreadable answer {answer:?}", path.display())]
+    BadReply {
+        /// The socket.
+        path: PathBuf,
+        /// What came back.
+        answer: String,
+    },
+}
+
+/// The directory holding every session's control socket.
+pub fn dir(run_root: &Path) -> PathBuf {
+    run_root.join("control")
+}
+
+/// The control socket of session `id`.
+pub fn socket_path(run_root: &Path, id: SessionId) -> PathBuf {
+    dir(run_root).join(format!("{id}.sock"))
+}
+
+/// Sessions with a control socket under `run_root`, sorted (a socket whose
+/// supervisor died is left out: nobody accepts on it).
+pub fn running(run_root: &Path) -> Vec<SessionId> {
+    let Ok(rd) = std::fs::read_dir(dir(run_root)) else {
+        return Vec::new();
+    };
+    let mut out: Vec<SessionId> = rd
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let id = name.strip_suffix(".sock")?.strip_prefix('s')?.parse::<u32>().ok()?;
+            std::os::unix::net::UnixStream::connect(e.path())
+                .ok()
+                .map(|_| SessionId(id))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Sends `req` to session `id` and waits for its reply.
+pub fn request(run_root: &Path, id: SessionId, req: &Request) -> Result<Reply, ControlError> {
+    let path = socket_path(run_root, id);
+    let io = |source| ControlError::Io {
+        path: path.clone(),
+        source,
+    };
+    let stream = match std::os::unix::net::UnixStream::connect(&path) {
+        Ok(s) => s,
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            return Err(ControlError::NotRunning { id, path });
+        }
+        Err(e) => return Err(io(e)),
+    };
+    stream.set_read_timeout(Some(CLIENT_TIMEOUT)).map_err(io)?;
+    let mut line = serde_json::to_string(req).map_err(|e| io(std::io::Error::other(e)))?;
+    line.push('\n');
+    (&stream).write_all(line.as_bytes()).map_err(io)?;
+    let mut answer = String::new();
+    BufReader::new(&stream).read_line(&mut answer).map_err(io)?;
+    serde_json::from_str(answer.trim_end()).map_err(|_| ControlError::BadReply {
+        path: path.clone(),
+        answer,
+    })
+}
+
+/// The supervisor's end: a bound socket and the session's cgroup, to
+/// refuse peers from inside the session.
+pub(crate) struct Server {
+    listener: tokio::net::UnixListener,
+    path: PathBuf,
+    session_cgroup: String,
+}
+
+/// A request that passed the peer checks, and where its reply goes.
+pub(crate) struct Incoming {
+    pub req: Request,
+    pub reply: tokio::sync::oneshot::Sender<Reply>,
+}
+
+impl Server {
+    /// Binds `<run root>/control/<id>.sock` (directory 0700, socket 0600).
+    pub(crate) fn bind(run_root: &Path, id: SessionId, session_cgroup: &str) -> std::io::Result<Server> {
+        use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+        let d = dir(run_root);
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&d)?;
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700))?;
+        let path = socket_path(run_root, id);
+        let _ = std::fs::remove_file(&path);
+        let listener = tokio::net::UnixListener::bind(&path)?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+        Ok(Server {
+            listener,
+            path,
+            session_cgroup: session_cgroup.to_owned(),
+        })
+    }
+
+    /// Accepts connections until dropped; each checked, read and answered
+    /// on its own task, so a slow client never holds the supervisor up.
+    pub(crate) async fn serve(self, tx: tokio::sync::mpsc::Sender<Incoming>) {
+        loop {
+            let Ok((stream, _)) = self.listener.accept().await else {
+                continue;
+            };
+            let tx = tx.clone();
+            let cg = self.session_cgroup.clone();
+            tokio::spawn(async move {
+                let _ = handle(stream, &cg, tx).await;
+            });
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Why a peer may not control the session; `None` when it may.
+fn refuse(stream: &tokio::net::UnixStream, session_cgroup: &str) -> Option<String> {
+    let cred = match stream.peer_cred() {
+        Ok(c) => c,
+        Err(e) => return Some(format!("cannot identify the peer: {e}")),
+    };
+    if cred.uid() != nix::unistd::geteuid().as_raw() {
+        return Some(format!(
+            "uid {} may not control this session (only uid {})",
+            cred.uid(),
+            nix::unistd::geteuid()
+        ));
+    }
+    let Some(pid) = cred.pid() else {
+        return Some("the peer has no pid".into());
+    };
+    match corral_kernel::cgroup::of_pid(pid as u32) {
+        Some(cg) if corral_kernel::cgroup::is_within(&cg, session_cgroup) => {
+            Some("a process of the session may not control it".into())
+        }
+        Some(_) => None,
+        None => Some(format!("cannot read the cgroup of pid {pid}")),
+    }
+}
+
+async fn handle(
+    stream: tokio::net::UnixStream,
+    session_cgroup: &str,
+    tx: tokio::sync::mpsc::Sender<Incoming>,
+) -> std::io::Result<()> {
+    use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
+    let refused = refuse(&stream, session_cgroup);
+    let (r, mut w) = stream.into_split();
+    let mut line = String::new();
+    let mut reader = tokio::io::BufReader::new(r.take(MAX_REQUEST as u64 + 1));
+    let read = reader.read_line(&mut line);
+    let got = tokio::time::timeout(Duration::from_secs(30), read).await;
+    let error_reply = |e: String| serde_json::json!({ "ok": false, "error": e }).to_string();
+    let answer = if let Some(why) = refused {
+        error_reply(why)
+    } else {
+        match got {
+            Err(_) => error_reply("no request within 30 s".into()),
+            Ok(Err(e)) => error_reply(format!("reading the request: {e}")),
+            Ok(Ok(_)) if line.len() > MAX_REQUEST => {
+                error_reply(format!("request larger than {MAX_REQUEST} bytes"))
+            }
+            Ok(Ok(_)) => match serde_json::from_str::<Request>(line.trim_end()) {
+                Err(e) => error_reply(format!("not a control request: {e}")),
+                Ok(req) => {
+                    let (reply, rx) = tokio::sync::oneshot::channel();
+                    if tx.send(Incoming { req, reply }).await.is_err() {
+                        error_reply("the session is ending".into())
+                    } else {
+                        match rx.await {
+                            Ok(rep) => serde_json::to_string(&rep)
+                                .unwrap_or_else(|e| error_reply(e.to_string())),
+                            Err(_) => error_reply("the session is ending".into()),
+                        }
+                    }
+                }
+            },
+        }
+    };
+    w.write_all(answer.as_bytes()).await?;
+    w.write_all(b"\n").await
+}
