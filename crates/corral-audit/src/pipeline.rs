@@ -184,6 +184,7 @@ impl Pipeline {
             drops: Arc::clone(&drops),
             subscribers: Arc::clone(&subscribers),
             retention: options.retention,
+            on_health: options.on_health,
             last_prune: None,
             pending: Vec::new(),
             unflushed: HashMap::new(),
@@ -244,10 +245,23 @@ impl Pipeline {
 }
 
 /// Pipeline options.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct Options {
     /// What the store keeps; checked at start and every [`PRUNE_INTERVAL`].
     pub retention: Retention,
+    /// Told when the store starts refusing writes (with the error) and when
+    /// it accepts them again (`None`), on the writer thread: the caller
+    /// reports it (enforcement goes on either way).
+    pub on_health: Option<Arc<dyn Fn(Option<&str>) + Send + Sync>>,
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("retention", &self.retention)
+            .field("on_health", &self.on_health.is_some())
+            .finish()
+    }
 }
 
 /// How often retention is applied while the pipeline runs.
@@ -258,6 +272,7 @@ struct Writer {
     drops: Arc<Drops>,
     subscribers: Arc<Mutex<Vec<Subscriber>>>,
     retention: Retention,
+    on_health: Option<Arc<dyn Fn(Option<&str>) + Send + Sync>>,
     last_prune: Option<Instant>,
     pending: Vec<Stored>,
     /// Drop counts not yet in the store.
@@ -403,11 +418,21 @@ impl Writer {
                     self.stats.stored += k as u64;
                     let done: Vec<Stored> = self.pending.drain(..n).collect();
                     self.broadcast(done);
+                    if self.failing {
+                        if let Some(f) = &self.on_health {
+                            f(None);
+                        }
+                    }
                     self.failing = false;
                 }
                 Err(e) => {
                     self.stats.write_errors += 1;
                     self.stats.last_error = Some(e.to_string());
+                    if !self.failing {
+                        if let Some(f) = &self.on_health {
+                            f(Some(&e.to_string()));
+                        }
+                    }
                     self.failing = true;
                     return;
                 }

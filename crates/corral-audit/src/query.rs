@@ -37,8 +37,9 @@ pub(crate) fn decision_str(d: Decision) -> &'static str {
     }
 }
 
-/// The SQL (selecting `id, wall_ns, policy_at, data`) and its parameters.
-pub(crate) fn to_sql(q: &Query) -> (String, Vec<Value>) {
+/// The SQL (selecting `id, wall_ns, policy_at, data`, or with `count` the
+/// number of matches, ignoring `limit`) and its parameters.
+pub(crate) fn to_sql(q: &Query, count: bool) -> (String, Vec<Value>) {
     let mut clauses = Vec::new();
     let mut params = Vec::new();
     if let Some(s) = q.session {
@@ -86,6 +87,9 @@ pub(crate) fn to_sql(q: &Query) -> (String, Vec<Value>) {
     } else {
         format!(" WHERE {}", clauses.join(" AND "))
     };
+    if count {
+        return (format!("SELECT count(*) FROM events{filter}"), params);
+    }
     let base = format!("SELECT id, wall_ns, policy_at, data FROM events{filter}");
     let sql = match (q.limit, q.after_id) {
         (Some(l), None) => format!(

@@ -373,7 +373,7 @@ impl Store {
 
     /// The events matching `q`, oldest first (see [`Query`] for `limit`).
     pub fn query(&self, q: &Query) -> Result<Vec<Stored>, AuditError> {
-        let (sql, params) = to_sql(q);
+        let (sql, params) = to_sql(q, false);
         let mut stmt = self.conn.prepare(&sql).map_err(self.db("querying events"))?;
         let rows = stmt
             .query_map(params_from_iter(params), |r| {
@@ -482,6 +482,15 @@ impl Store {
             })
             .optional()
             .map_err(self.db("finding the last session"))
+    }
+
+    /// How many events match `q` (its `limit` ignored).
+    pub fn count_matching(&self, q: &Query) -> Result<u64, AuditError> {
+        let (sql, params) = to_sql(q, true);
+        self.conn
+            .query_row(&sql, params_from_iter(params), |r| r.get::<_, i64>(0))
+            .map(|n| n.max(0) as u64)
+            .map_err(self.db("counting events"))
     }
 
     /// Runs SQLite's `PRAGMA integrity_check`; `["ok"]` when the file is sound.

@@ -3,6 +3,7 @@
 
 mod crash;
 mod pipeline;
+mod retention;
 mod store;
 mod throughput;
 mod util;

@@ -201,6 +201,36 @@ pub struct Flags {
     pub ui_listen: Option<String>,
     /// `--shadow`.
     pub shadow: Option<bool>,
+    /// `--store`.
+    pub store: Option<PathBuf>,
+}
+
+/// The `[audit]` table: where events are stored, and what is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditSettings {
+    /// The store; `None`: `$XDG_STATE_HOME/corral/audit.db`.
+    pub store: Option<Val<PathBuf>>,
+    /// Events older than this are deleted (`retain = "30d"`); `None`: kept.
+    pub retain: Option<Val<std::time::Duration>>,
+    /// Past this size the oldest events are deleted (`max_size = "2GiB"`).
+    pub max_size: Option<Val<u64>>,
+    /// Events the pipeline holds in memory before it sheds load (each
+    /// shed event counted): the memory bound under overload.
+    pub queue: Val<usize>,
+}
+
+/// The default `[audit] queue`.
+pub const DEFAULT_AUDIT_QUEUE: usize = 65_536;
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        AuditSettings {
+            store: None,
+            retain: None,
+            max_size: None,
+            queue: Val::new(DEFAULT_AUDIT_QUEUE, Origin::Default),
+        }
+    }
 }
 
 /// The overrides of one agent recipe (`[recipes.<agent>]`), merged per field.
@@ -236,6 +266,8 @@ pub struct Settings {
     pub ui_listen: Val<SocketAddr>,
     /// Shadow mode.
     pub shadow: Val<bool>,
+    /// The audit store and what it keeps (`[audit]`).
+    pub audit: AuditSettings,
     /// Recipe overrides by agent name.
     pub recipes: BTreeMap<String, RecipeOverride>,
     /// The global file, if one was read.
@@ -255,6 +287,7 @@ impl Default for Settings {
             env: BTreeMap::new(),
             ui_listen: Val::new(DEFAULT_UI_LISTEN, Origin::Default),
             shadow: Val::new(false, Origin::Default),
+            audit: AuditSettings::default(),
             recipes: BTreeMap::new(),
             global_file: None,
             project_file: None,
@@ -427,6 +460,19 @@ impl Settings {
             row("volumes", v.value.to_string(), &v.origin);
         }
         row("shadow", self.shadow.value.to_string(), &self.shadow.origin);
+        match &self.audit.store {
+            Some(v) => row("audit.store", v.value.display().to_string(), &v.origin),
+            None => row("audit.store", "(default)".into(), &Origin::Default),
+        }
+        match &self.audit.retain {
+            Some(v) => row("audit.retain", format!("{}s", v.value.as_secs()), &v.origin),
+            None => row("audit.retain", "(forever)".into(), &Origin::Default),
+        }
+        match &self.audit.max_size {
+            Some(v) => row("audit.max_size", format!("{} bytes", v.value), &v.origin),
+            None => row("audit.max_size", "(unlimited)".into(), &Origin::Default),
+        }
+        row("audit.queue", self.audit.queue.value.to_string(), &self.audit.queue.origin);
         if self.env.is_empty() {
             row("env", "{}".into(), &Origin::Default);
         }
@@ -482,8 +528,18 @@ struct RawFile {
     #[serde(default)]
     env: BTreeMap<Spanned<String>, Spanned<String>>,
     ui: Option<RawUi>,
+    audit: Option<RawAudit>,
     #[serde(default)]
     recipes: BTreeMap<Spanned<String>, RawRecipe>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAudit {
+    store: Option<Spanned<String>>,
+    retain: Option<Spanned<String>>,
+    max_size: Option<Spanned<String>>,
+    queue: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -566,6 +622,27 @@ impl File<'_> {
         }
         if let Some(v) = raw.ui.and_then(|ui| ui.listen) {
             s.ui_listen = self.val(v, |a| parse_listen(a))?;
+        }
+        if let Some(a) = raw.audit {
+            if let Some(v) = a.store {
+                s.audit.store = Some(self.val(v, |p| {
+                    non_empty("audit.store", p).map(|p| resolve_path(&self.dir, Path::new(p)))
+                })?);
+            }
+            if let Some(v) = a.retain {
+                s.audit.retain = Some(self.val(v, |d| parse_age("audit.retain", d))?);
+            }
+            if let Some(v) = a.max_size {
+                s.audit.max_size = Some(self.val(v, |d| parse_size("audit.max_size", d))?);
+            }
+            if let Some(v) = a.queue {
+                s.audit.queue = self.val(v, |q| {
+                    usize::try_from(*q)
+                        .ok()
+                        .filter(|q| (1..=1 << 24).contains(q))
+                        .ok_or_else(|| InvalidValue(format!("audit.queue {q} is not between 1 and 16777216")))
+                })?;
+            }
         }
         for (name, r) in raw.recipes {
             self.apply_recipe(s, name, r)?;
@@ -664,7 +741,52 @@ fn apply_flags(s: &mut Settings, f: &Flags) -> Result<(), ConfigError> {
     if let Some(b) = f.shadow {
         s.shadow = Val::new(b, flag("--shadow"));
     }
+    if let Some(p) = &f.store {
+        let cwd = std::env::current_dir().map_err(ConfigError::CurrentDir)?;
+        s.audit.store = Some(Val::new(resolve_path(&cwd, p), flag("--store")));
+    }
     Ok(())
+}
+
+/// `30s`, `10m`, `12h`, `30d`, `2w`.
+pub fn parse_age(key: &str, s: &str) -> Result<std::time::Duration, InvalidValue> {
+    let bad = || InvalidValue(format!("{key} `{s}` is not a duration such as `30d`, `12h` or `90m`"));
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let mult = match unit.trim() {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 7 * 86_400,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(mult)
+        .filter(|&v| v > 0)
+        .map(std::time::Duration::from_secs)
+        .ok_or_else(bad)
+}
+
+/// `500MB`, `2GiB`, `1048576` (bytes; KB/MB/GB are powers of 1000, KiB/MiB/GiB of 1024).
+pub fn parse_size(key: &str, s: &str) -> Result<u64, InvalidValue> {
+    let bad = || InvalidValue(format!("{key} `{s}` is not a size such as `500MB` or `2GiB`"));
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| bad())?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KB" => 1000,
+        "MB" => 1000_000,
+        "GB" => 1000_000_000,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(mult).filter(|&v| v > 0).ok_or_else(bad)
 }
 
 /// Adds `v`, replacing in place an earlier volume with the same destination.

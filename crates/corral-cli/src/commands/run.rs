@@ -145,6 +145,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         env: args.env.clone(),
         ui_listen: None,
         shadow: args.shadow.then_some(true),
+        store: args.store.clone(),
     };
     let global = config::global_path();
     let settings = config::load(global.as_deref(), project_file.as_deref(), &flags)?;
@@ -266,16 +267,19 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     let init_bin = init::install(&state.join("bin")).context("install corral-init")?;
     // The audit trail: the session's row, then every event through the
     // pipeline (a writer thread; enforcement never waits on it).
-    let store_path = args.store.clone().unwrap_or_else(corral_audit::default_path);
-    let mut store = corral_audit::Store::open(&store_path)?;
+    let store_path = settings
+        .audit
+        .store
+        .as_ref()
+        .map(|v| v.value.clone())
+        .unwrap_or_else(corral_audit::default_path);
     let mode = if settings.shadow.value {
         Mode::Shadow
     } else {
         Mode::Enforce
     };
-    store.record_policy(&policy_label, &policy_text)?;
     let policy_sha256_spec = policy_sha256.clone();
-    store.session_started(&corral_audit::SessionRow {
+    let row = corral_audit::SessionRow {
         id: id.0,
         principal: principal.clone(),
         policy_label: policy_label.clone(),
@@ -283,20 +287,60 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         mode: if mode == Mode::Shadow { "shadow" } else { "enforce" }.into(),
         started_ns: session::wall_ns(),
         command: command.clone(),
-    })?;
-    let pipeline = corral_audit::Pipeline::start(corral_audit::Store::open(&store_path)?, 65_536);
+    };
+    let retention = corral_audit::Retention {
+        max_age: settings.audit.retain.as_ref().map(|v| v.value),
+        max_bytes: settings.audit.max_size.as_ref().map(|v| v.value),
+    };
+    // A store that cannot be used (corrupt, locked for too long, a full
+    // disk) does not stop the session: it runs, enforced as usual, and
+    // the user is told what is and is not recorded.
+    let shown = store_path.display().to_string();
+    let health: Arc<dyn Fn(Option<&str>) + Send + Sync> = Arc::new(move |e: Option<&str>| match e {
+        Some(e) => eprint!(
+            "corral: WARNING: {e}; events wait in memory and are counted if dropped; enforcement continues\r\n"
+        ),
+        None => eprint!("corral: the audit store {shown} accepts writes again\r\n"),
+    });
+    let queue = settings.audit.queue.value;
+    let opened = (|| -> Result<(corral_audit::Store, corral_audit::Pipeline), corral_audit::AuditError> {
+        let mut store = corral_audit::Store::open(&store_path)?;
+        store.record_policy(&policy_label, &policy_text)?;
+        store.session_started(&row)?;
+        let options = corral_audit::Options {
+            retention,
+            on_health: Some(health),
+        };
+        let pipeline = corral_audit::Pipeline::start_with(corral_audit::Store::open(&store_path)?, queue, options);
+        Ok((store, pipeline))
+    })();
+    let (mut store, pipeline) = match opened {
+        Ok((s, p)) => (Some(s), Some(p)),
+        Err(e) => {
+            eprintln!(
+                "corral: WARNING: {e}\ncorral: the session runs, enforced as usual, but its events are not stored{}",
+                match &args.events {
+                    Some(p) => format!(" (they are written to {})", p.display()),
+                    None => " (pass --events FILE to keep a JSON-lines copy)".into(),
+                }
+            );
+            (None, None)
+        }
+    };
     // Events the supervisor records itself, outside the session's count.
-    let audit = pipeline.sender();
+    let audit = pipeline.as_ref().map(corral_audit::Pipeline::sender);
     let who = principal.clone();
     let mut own_events = 0u64;
     let mut own = |what| {
         own_events += 1;
-        audit.send(corral_audit::Stored {
-            id: None,
-            wall_ns: session::wall_ns(),
-            policy_at: Vec::new(),
-            event: session::supervisor_event(id, &who, what),
-        });
+        if let Some(a) = &audit {
+            a.send(corral_audit::Stored {
+                id: None,
+                wall_ns: session::wall_ns(),
+                policy_at: Vec::new(),
+                event: session::supervisor_event(id, &who, what),
+            });
+        }
     };
     own(What::SessionStart {
         mode,
@@ -332,7 +376,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         file_layer: parse_layer(&args.file_layer)?,
         ctl_port: None,
         events_path: args.events.clone(),
-        audit: Some(pipeline.sender()),
+        audit: pipeline.as_ref().map(corral_audit::Pipeline::sender),
         record_label,
         run_root,
         init_bin,
@@ -361,23 +405,37 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     own(What::SessionEnd {
         exit: exit_text.clone(),
     });
-    let stats = pipeline.close();
     // Every event generated is stored or counted as a drop: the kernel's
     // losses (below), the pipeline's (by reason, at close).
     let generated = events + lost + own_events;
-    store.session_ended(id.0, session::wall_ns(), &exit_text, lost, generated)?;
-    if lost > 0 {
-        store.add_drops(id.0, "kernel", lost)?;
+    let mut unstored = 0;
+    let warn = |e: corral_audit::AuditError| eprintln!("corral: WARNING: {e}");
+    match pipeline.map(corral_audit::Pipeline::close) {
+        Some(Ok(stats)) => unstored += stats.dropped,
+        Some(Err(e)) => {
+            warn(e);
+            unstored = generated;
+        }
+        None => unstored = generated,
     }
-    let stats = stats?;
+    if let Some(store) = store.as_mut() {
+        if let Err(e) = store.session_ended(id.0, session::wall_ns(), &exit_text, lost, generated) {
+            warn(e);
+        }
+        if lost > 0 {
+            if let Err(e) = store.add_drops(id.0, "kernel", lost) {
+                warn(e);
+            }
+        }
+    }
     let out = out?;
     if !args.quiet {
         let how = match out.exit {
             Exit::Code(c) => format!("exit {c}"),
             Exit::Signal(s) => format!("killed by signal {s}"),
         };
-        let lost = if out.lost + stats.dropped > 0 {
-            format!(", {} lost", out.lost + stats.dropped)
+        let lost = if out.lost + unstored > 0 {
+            format!(", {} not stored", (out.lost + unstored).min(generated))
         } else {
             String::new()
         };
