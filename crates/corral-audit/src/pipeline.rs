@@ -244,6 +244,10 @@ impl Pipeline {
     }
 }
 
+/// Told of the store's health on the writer thread: `Some(error)` when it
+/// starts refusing writes, `None` when it accepts them again.
+pub type HealthFn = Arc<dyn Fn(Option<&str>) + Send + Sync>;
+
 /// Pipeline options.
 #[derive(Clone, Default)]
 pub struct Options {
@@ -252,7 +256,7 @@ pub struct Options {
     /// Told when the store starts refusing writes (with the error) and when
     /// it accepts them again (`None`), on the writer thread: the caller
     /// reports it (enforcement goes on either way).
-    pub on_health: Option<Arc<dyn Fn(Option<&str>) + Send + Sync>>,
+    pub on_health: Option<HealthFn>,
 }
 
 impl std::fmt::Debug for Options {
@@ -272,7 +276,7 @@ struct Writer {
     drops: Arc<Drops>,
     subscribers: Arc<Mutex<Vec<Subscriber>>>,
     retention: Retention,
-    on_health: Option<Arc<dyn Fn(Option<&str>) + Send + Sync>>,
+    on_health: Option<HealthFn>,
     last_prune: Option<Instant>,
     pending: Vec<Stored>,
     /// Drop counts not yet in the store.

@@ -7,69 +7,14 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
+mod common;
+
+use common::{has, podman_ready, text, Scratch};
 use corral_vmtest::{is_root, skip};
 use std::os::unix::process::ExitStatusExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
-
-fn has(prog: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {prog}")])
-        .stdout(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
-}
-
-/// Root and podman+runc, or a recorded skip.
-fn podman_ready(test: &str) -> bool {
-    if !is_root() {
-        skip(test, "needs root");
-        return false;
-    }
-    if !has("podman") || !has("runc") {
-        skip(test, "podman and runc are not installed");
-        return false;
-    }
-    true
-}
-
-/// A scratch directory under /tmp, removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(test: &str) -> Scratch {
-        let p = std::env::temp_dir().join(format!("corral-run-{test}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).expect("scratch dir");
-        Scratch(p)
-    }
-    fn file(&self, name: &str, text: &str) -> PathBuf {
-        let p = self.0.join(name);
-        std::fs::write(&p, text).expect("write scratch file");
-        p
-    }
-}
-
-impl Scratch {
-    /// `corral` with its state and config kept in this directory, run
-    /// from it, with no stdin.
-    fn corral(&self) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_corral"));
-        c.current_dir(&self.0)
-            .env("XDG_STATE_HOME", self.0.join("state"))
-            .env("XDG_CONFIG_HOME", self.0.join("config"))
-            .stdin(Stdio::null());
-        c
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 const POLICY: &str = r#"// test policy
 @id("read-all")
@@ -159,10 +104,6 @@ impl<'a> Session<'a> {
             .filter_map(|l| serde_json::from_str(l).ok())
             .collect()
     }
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
 }
 
 /// The error a denied open or exec shows: EPERM on every layer (fanotify's

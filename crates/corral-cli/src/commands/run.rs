@@ -296,7 +296,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     // disk) does not stop the session: it runs, enforced as usual, and
     // the user is told what is and is not recorded.
     let shown = store_path.display().to_string();
-    let health: Arc<dyn Fn(Option<&str>) + Send + Sync> = Arc::new(move |e: Option<&str>| match e {
+    let health: corral_audit::pipeline::HealthFn = Arc::new(move |e: Option<&str>| match e {
         Some(e) => eprint!(
             "corral: WARNING: {e}; events wait in memory and are counted if dropped; enforcement continues\r\n"
         ),
