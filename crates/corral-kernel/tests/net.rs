@@ -208,6 +208,50 @@ fn hot_swap_flips_a_running_process() {
 }
 
 #[test]
+fn mode_switch_flips_a_running_process() {
+    if !require_root("mode_switch_flips_a_running_process") {
+        return;
+    }
+    use std::io::{BufRead, BufReader, Write};
+    let rt = rt();
+    let _g = rt.enter();
+    let p = listeners();
+    let cg = Cgroup::create(&cgroup_name("net-mode")).unwrap();
+    let (mut session, mut rx) =
+        KernelSession::start(common::net_only(8, cg.path()), &plan(&policy(&p))).unwrap();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_corral-kt"));
+    cmd.arg("serve")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped());
+    cg.place(&mut cmd).unwrap();
+    let mut child = cmd.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut ask = |line: &str| {
+        writeln!(stdin, "{line}").unwrap();
+        let mut s = String::new();
+        out.read_line(&mut s).unwrap();
+        s.trim().to_string()
+    };
+    // Port b is not permitted.
+    let target = format!("tcp 127.0.0.1 {}", p.b);
+    assert_eq!(ask(&target), "err 1 EPERM");
+    session.set_mode(Mode::Shadow).unwrap();
+    assert_eq!(session.mode(), Mode::Shadow);
+    assert_eq!(ask(&target), "ok", "shadow lets the same connect through");
+    session.set_mode(Mode::Enforce).unwrap();
+    assert_eq!(ask(&target), "err 1 EPERM", "enforce refuses it again");
+    let _ = child.kill();
+    let _ = child.wait();
+    rt.block_on(session.flush());
+    let decisions: Vec<Decision> = std::iter::from_fn(|| rx.try_recv().ok())
+        .filter(|e| matches!(e.what, What::Connect { port, .. } if port == p.b))
+        .filter_map(|e| e.decision)
+        .collect();
+    assert_eq!(decisions, [Decision::Deny, Decision::WouldDeny, Decision::Deny]);
+}
+
+#[test]
 fn shadow_mode_lets_through_and_reports_would_deny() {
     if !require_root("shadow_mode_lets_through_and_reports_would_deny") {
         return;

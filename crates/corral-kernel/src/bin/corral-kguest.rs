@@ -284,6 +284,18 @@ fn run(kt_bin: &str, fanotify: bool) -> Result<bool, Box<dyn std::error::Error>>
         "CASE comm-rename-changes-nothing {} {got} (want EPERM)",
         if pass { "PASS" } else { "FAIL" }
     );
+    // Mode switch at runtime: shadow lets the same read through (reported
+    // as would-deny), enforce refuses it again.
+    session.set_mode(corral_core::Mode::Shadow)?;
+    let shadowed = ask("read /tmp/work/secret.txt")?;
+    session.set_mode(corral_core::Mode::Enforce)?;
+    let enforced = ask("read /tmp/work/secret.txt")?;
+    let pass = shadowed == "ok 6" && enforced.contains("EPERM");
+    all &= pass;
+    println!(
+        "CASE mode-switch-flips-running-process {} shadow: {shadowed}, enforce: {enforced} (want ok 6, EPERM)",
+        if pass { "PASS" } else { "FAIL" }
+    );
     // Hot swap: the running process's next open sees the new policy.
     let swapped = POLICY.replace("PORT_A", &pa.to_string()).replace(
         r#"@id("no-secret") forbid (principal, action in Action::"FileOpen", resource == File::"/tmp/work/secret.txt");"#,
