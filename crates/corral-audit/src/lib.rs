@@ -10,6 +10,7 @@
 //! to a [`PipelineSender`], whose `send` is a `try_send`.
 
 mod error;
+pub mod export;
 mod kind;
 pub mod pipeline;
 mod query;
@@ -18,10 +19,11 @@ mod schema;
 mod store;
 
 pub use error::AuditError;
+pub use export::ExportError;
 pub use kind::{kind_of, Kind};
 pub use pipeline::{Options, Pipeline, PipelineSender, PipelineStats, Subscription};
-pub use retention::{Pruned, Retention};
 pub use query::Query;
+pub use retention::{Pruned, Retention};
 pub use store::{SessionRow, SessionSummary, Store, Stored};
 
 use std::path::PathBuf;

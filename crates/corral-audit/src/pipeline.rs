@@ -41,7 +41,10 @@ pub const PIPELINE_CLOSED: &str = "pipeline_closed";
 enum Msg {
     Event(Stored),
     /// A policy text to keep (see [`Store::record_policy`]).
-    Policy { label: String, text: String },
+    Policy {
+        label: String,
+        text: String,
+    },
     Close,
 }
 
@@ -378,9 +381,7 @@ impl Writer {
 
     /// Applies retention at start and every [`PRUNE_INTERVAL`].
     fn prune(&mut self) {
-        if self.retention.is_unlimited()
-            || self.last_prune.is_some_and(|t| t.elapsed() < PRUNE_INTERVAL)
-        {
+        if self.retention.is_unlimited() || self.last_prune.is_some_and(|t| t.elapsed() < PRUNE_INTERVAL) {
             return;
         }
         self.last_prune = Some(Instant::now());

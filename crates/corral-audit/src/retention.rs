@@ -58,9 +58,11 @@ impl Store {
     /// Events deleted by retention since the store was created.
     pub fn pruned_total(&self) -> Result<u64, AuditError> {
         self.conn()
-            .query_row("SELECT coalesce((SELECT value FROM meta WHERE key = 'pruned_events'), 0)", [], |r| {
-                r.get::<_, i64>(0)
-            })
+            .query_row(
+                "SELECT coalesce((SELECT value FROM meta WHERE key = 'pruned_events'), 0)",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
             .map(|v| v.max(0) as u64)
             .map_err(|source| AuditError::Db {
                 path: self.path().to_owned(),

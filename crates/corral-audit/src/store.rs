@@ -2,7 +2,7 @@
 
 use crate::query::{decision_str, to_sql};
 use crate::{kind_of, schema, AuditError, Query};
-use corral_core::{Decision, Event, Layer, What};
+use corral_core::{Decision, Event};
 use rusqlite::{params, params_from_iter, Connection, ErrorCode, OptionalExtension};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -79,33 +79,6 @@ pub struct Store {
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store").field("path", &self.path).finish()
-    }
-}
-
-fn layer_str(l: Layer) -> &'static str {
-    match l {
-        Layer::BpfLsm => "bpf_lsm",
-        Layer::CgroupBpf => "cgroup_bpf",
-        Layer::Fanotify => "fanotify",
-        Layer::Userspace => "userspace",
-        Layer::Tracepoint => "tracepoint",
-    }
-}
-
-/// The `target` column: what the event is about.
-fn target(what: &What) -> Option<String> {
-    match what {
-        What::FileOpen { path, .. } | What::Exec { path, .. } | What::ExecTrace { path, .. } => {
-            Some(path.clone())
-        }
-        What::Connect { ip, port, .. } => Some(std::net::SocketAddr::new(*ip, *port).to_string()),
-        What::Fork { child } => Some(child.to_string()),
-        What::PolicyLoad { label, .. } => Some(label.clone()),
-        What::Exit { .. }
-        | What::Lost { .. }
-        | What::SessionStart { .. }
-        | What::SessionEnd { .. }
-        | What::ModeChange { .. } => None,
     }
 }
 
@@ -276,7 +249,11 @@ impl Store {
         Ok(n)
     }
 
-    fn insert_inner(&mut self, events: &[Stored], mut ids: Option<&mut Vec<i64>>) -> Result<usize, AuditError> {
+    fn insert_inner(
+        &mut self,
+        events: &[Stored],
+        mut ids: Option<&mut Vec<i64>>,
+    ) -> Result<usize, AuditError> {
         let path = self.path.clone();
         let err = |op| {
             let path = path.clone();
@@ -302,13 +279,13 @@ impl Store {
                     e.ts_ns as i64,
                     kind_of(&e.what).as_str(),
                     e.decision.map(decision_str),
-                    layer_str(e.layer),
+                    crate::export::layer_name(e.layer),
                     e.principal,
                     e.proc.pid,
                     e.proc.ppid,
                     e.proc.comm,
                     e.proc.exe,
-                    target(&e.what),
+                    crate::export::target(&e.what),
                     e.policies.join("\n"),
                     policy_at,
                     data,

@@ -17,7 +17,9 @@ fn age_retention_deletes_only_older_events_and_counts_them() {
     let now = now_ns();
     let day = 86_400 * 1_000_000_000u64;
     let e = one_of_each(3).remove(0);
-    let old: Vec<_> = (0..30_000).map(|i| stored(now - 10 * day + i, e.clone())).collect();
+    let old: Vec<_> = (0..30_000)
+        .map(|i| stored(now - 10 * day + i, e.clone()))
+        .collect();
     let new: Vec<_> = (0..500).map(|i| stored(now - day + i, e.clone())).collect();
     store.insert(&old).unwrap();
     store.insert(&new).unwrap();
@@ -55,7 +57,11 @@ fn size_retention_keeps_the_newest_under_the_limit() {
         max_bytes: Some(limit),
     };
     let p = store.prune(&r).unwrap();
-    assert!(store.used_bytes().unwrap() <= limit, "{} > {limit}", store.used_bytes().unwrap());
+    assert!(
+        store.used_bytes().unwrap() <= limit,
+        "{} > {limit}",
+        store.used_bytes().unwrap()
+    );
     let left = store.count().unwrap();
     assert!(left > 0 && left < 40_000);
     assert_eq!(p.by_size + left, 40_000);
@@ -100,7 +106,11 @@ fn the_pipeline_applies_retention_at_start() {
     assert!(tx.send(stored(now_ns(), e.clone())));
     p.close().unwrap();
     let s = Store::open(&path).unwrap();
-    assert_eq!(s.count().unwrap(), 1, "the 1970 events are gone, the new one stays");
+    assert_eq!(
+        s.count().unwrap(),
+        1,
+        "the 1970 events are gone, the new one stays"
+    );
     assert_eq!(s.pruned_total().unwrap(), 1_000);
 }
 
@@ -138,5 +148,9 @@ fn subscribers_see_stored_events_with_ids_and_a_slow_one_lags_counted() {
         slow_got += b.len() as u64;
     }
     assert!(slow.lagged() > 0, "a one-batch queue must fall behind");
-    assert_eq!(slow_got + slow.lagged(), n, "each event delivered or counted as lagged");
+    assert_eq!(
+        slow_got + slow.lagged(),
+        n,
+        "each event delivered or counted as lagged"
+    );
 }

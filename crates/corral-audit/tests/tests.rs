@@ -2,6 +2,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic, missing_docs)]
 
 mod crash;
+mod export;
 mod pipeline;
 mod retention;
 mod store;

@@ -886,7 +886,11 @@ fn mode_switch_and_policy_reload_while_running() {
             .output()
             .expect("corral control command")
     };
-    assert_eq!(live.expect("CTL="), "CTL=hidden", "the control socket must not be reachable from the session");
+    assert_eq!(
+        live.expect("CTL="),
+        "CTL=hidden",
+        "the control socket must not be reachable from the session"
+    );
     assert_eq!(live.expect("R1="), "R1=refused");
     live.expect("READY1");
     // Shadow: the same read goes through, recorded as would-deny.
@@ -899,13 +903,23 @@ fn mode_switch_and_policy_reload_while_running() {
     // Back to enforce; a broken policy is refused with its file:line:col
     // and changes nothing.
     assert!(ctl(&["mode", "enforce"]).status.success());
-    let broken = dir.file("broken.cedar", "permit (principal, action, resource)\nwhen { resource in Dir::\"/\" ;\n");
+    let broken = dir.file(
+        "broken.cedar",
+        "permit (principal, action, resource)\nwhen { resource in Dir::\"/\" ;\n",
+    );
     let o = ctl(&["reload", broken.to_str().unwrap()]);
     assert!(!o.status.success(), "a broken policy must be refused");
     let err = text(&o.stderr);
-    assert!(err.contains(&format!("{}:2:", broken.display())), "diagnostic with file:line:col: {err}");
+    assert!(
+        err.contains(&format!("{}:2:", broken.display())),
+        "diagnostic with file:line:col: {err}"
+    );
     std::fs::write(dir.0.join("go2"), "").unwrap();
-    assert_eq!(live.expect("R3="), "R3=refused", "the refused reload changed nothing");
+    assert_eq!(
+        live.expect("R3="),
+        "R3=refused",
+        "the refused reload changed nothing"
+    );
     live.expect("READY3");
     // A policy without the forbid: the read is allowed from now on, and
     // its event names the new file's line.
@@ -937,25 +951,44 @@ fn mode_switch_and_policy_reload_while_running() {
             .output()
             .expect("corral events");
         assert!(o.status.success(), "{}", text(&o.stderr));
-        text(&o.stdout).lines().map(|l| serde_json::from_str(l).expect("json")).collect()
+        text(&o.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("json"))
+            .collect()
     };
     let secret: Vec<String> = q(&["--kind", "file", "--grep", "/tmp/secret"])
         .iter()
         .filter(|e| e["proc"]["exe"] == "/usr/bin/cat")
         .map(|e| e["decision"].as_str().unwrap_or("-").to_string())
         .collect();
-    assert_eq!(secret, ["deny", "would_deny", "deny", "allow"], "R1..R4 as decided");
+    assert_eq!(
+        secret,
+        ["deny", "would_deny", "deny", "allow"],
+        "R1..R4 as decided"
+    );
     let modes: Vec<String> = q(&["--kind", "session"])
         .iter()
-        .map(|e| e["what"]["kind"].as_str().unwrap_or("").to_string() + ":" + e["what"]["mode"].as_str().unwrap_or(""))
+        .map(|e| {
+            e["what"]["kind"].as_str().unwrap_or("").to_string()
+                + ":"
+                + e["what"]["mode"].as_str().unwrap_or("")
+        })
         .collect();
     assert_eq!(
         modes,
-        ["session_start:enforce", "mode_change:shadow", "mode_change:enforce", "session_end:"]
+        [
+            "session_start:enforce",
+            "mode_change:shadow",
+            "mode_change:enforce",
+            "session_end:"
+        ]
     );
     let loads = q(&["--kind", "policy"]);
     assert_eq!(loads.len(), 2, "{loads:#?}");
-    assert!(loads[0]["what"]["error"].as_str().unwrap_or("").contains("broken.cedar:2:"));
+    assert!(loads[0]["what"]["error"]
+        .as_str()
+        .unwrap_or("")
+        .contains("broken.cedar:2:"));
     assert_eq!(loads[1]["what"]["label"], relaxed.display().to_string());
     assert!(loads[1]["what"].get("error").is_none());
     let allowed = q(&["--kind", "file", "--grep", "/tmp/secret", "--decision", "allow"]);
@@ -965,7 +998,10 @@ fn mode_switch_and_policy_reload_while_running() {
         .expect("the allowed read");
     assert_eq!(at["policies"][0], "read-all");
     assert!(
-        at["policy_at"][0].as_str().unwrap_or("").starts_with(&relaxed.display().to_string()),
+        at["policy_at"][0]
+            .as_str()
+            .unwrap_or("")
+            .starts_with(&relaxed.display().to_string()),
         "{at}"
     );
 }

@@ -681,9 +681,7 @@ impl Fanotify {
     /// Switches between enforce and shadow; decisions made from now on
     /// follow the new mode.
     pub fn set_mode(&self, mode: Mode) {
-        self.shared
-            .shadow
-            .store(mode == Mode::Shadow, Ordering::SeqCst);
+        self.shared.shadow.store(mode == Mode::Shadow, Ordering::SeqCst);
     }
 
     /// Replaces the tables atomically: every decision made after `swap`

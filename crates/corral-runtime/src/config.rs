@@ -472,7 +472,11 @@ impl Settings {
             Some(v) => row("audit.max_size", format!("{} bytes", v.value), &v.origin),
             None => row("audit.max_size", "(unlimited)".into(), &Origin::Default),
         }
-        row("audit.queue", self.audit.queue.value.to_string(), &self.audit.queue.origin);
+        row(
+            "audit.queue",
+            self.audit.queue.value.to_string(),
+            &self.audit.queue.origin,
+        );
         if self.env.is_empty() {
             row("env", "{}".into(), &Origin::Default);
         }
@@ -750,7 +754,11 @@ fn apply_flags(s: &mut Settings, f: &Flags) -> Result<(), ConfigError> {
 
 /// `30s`, `10m`, `12h`, `30d`, `2w`.
 pub fn parse_age(key: &str, s: &str) -> Result<std::time::Duration, InvalidValue> {
-    let bad = || InvalidValue(format!("{key} `{s}` is not a duration such as `30d`, `12h` or `90m`"));
+    let bad = || {
+        InvalidValue(format!(
+            "{key} `{s}` is not a duration such as `30d`, `12h` or `90m`"
+        ))
+    };
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
     let (num, unit) = t.split_at(split);

@@ -118,7 +118,11 @@ pub fn running(run_root: &Path) -> Vec<SessionId> {
         .flatten()
         .filter_map(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
-            let id = name.strip_suffix(".sock")?.strip_prefix('s')?.parse::<u32>().ok()?;
+            let id = name
+                .strip_suffix(".sock")?
+                .strip_prefix('s')?
+                .parse::<u32>()
+                .ok()?;
             std::os::unix::net::UnixStream::connect(e.path())
                 .ok()
                 .map(|_| SessionId(id))
@@ -178,7 +182,10 @@ impl Server {
     pub(crate) fn bind(run_root: &Path, id: SessionId, session_cgroup: &str) -> std::io::Result<Server> {
         use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
         let d = dir(run_root);
-        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&d)?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&d)?;
         std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700))?;
         let path = socket_path(run_root, id);
         let _ = std::fs::remove_file(&path);
@@ -268,8 +275,9 @@ async fn handle(
                         error_reply("the session is ending".into())
                     } else {
                         match rx.await {
-                            Ok(rep) => serde_json::to_string(&rep)
-                                .unwrap_or_else(|e| error_reply(e.to_string())),
+                            Ok(rep) => {
+                                serde_json::to_string(&rep).unwrap_or_else(|e| error_reply(e.to_string()))
+                            }
                             Err(_) => error_reply("the session is ending".into()),
                         }
                     }

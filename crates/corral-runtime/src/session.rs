@@ -138,8 +138,7 @@ pub struct Spec {
 
 /// Compiles a policy offered at runtime: `(label, text)` to its plan and
 /// exec judge, or the diagnostics that refuse it.
-pub type Reloader =
-    std::sync::Arc<dyn Fn(&str, &str) -> Result<(Plan, JudgeRef), String> + Send + Sync>;
+pub type Reloader = std::sync::Arc<dyn Fn(&str, &str) -> Result<(Plan, JudgeRef), String> + Send + Sync>;
 
 /// How the command ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -759,12 +758,7 @@ pub async fn run_in(spec: Spec, run_dir: Option<PathBuf>) -> Result<Outcome, Ses
     timing("attached");
     let layers = banner_layers(&ks, &spec.plan);
     let (plan_tx, plan_rx) = tokio::sync::watch::channel(spec.plan.clone());
-    let recorder = tokio::spawn(record(
-        rx,
-        spec.events_path.clone(),
-        spec.audit.clone(),
-        plan_rx,
-    ));
+    let recorder = tokio::spawn(record(rx, spec.events_path.clone(), spec.audit.clone(), plan_rx));
     // The control socket (mode switch, reload, status) lives as long as
     // the command runs.
     let control = crate::control::Server::bind(&spec.run_root, spec.id, &cg_rel)
@@ -1068,7 +1062,11 @@ impl Control {
                         eprint!(
                             "corral: session {} switched to {}\r\n",
                             spec.id,
-                            if mode == Mode::Shadow { "SHADOW (nothing blocked)" } else { "enforce" }
+                            if mode == Mode::Shadow {
+                                "SHADOW (nothing blocked)"
+                            } else {
+                                "enforce"
+                            }
                         );
                         self.reply(spec, None)
                     }
@@ -1099,7 +1097,14 @@ impl Control {
                         }
                         self.policy_label = label.clone();
                         self.policy_sha256 = sha256.clone();
-                        self.emit(spec, What::PolicyLoad { label, sha256, error: None });
+                        self.emit(
+                            spec,
+                            What::PolicyLoad {
+                                label,
+                                sha256,
+                                error: None,
+                            },
+                        );
                         self.reply(spec, None)
                     }
                     Err(e) => {
@@ -1146,10 +1151,7 @@ async fn record(
         }
     };
     let index = |p: &Plan| -> std::collections::HashMap<String, String> {
-        p.policies
-            .iter()
-            .map(|p| (p.id.clone(), p.at.clone()))
-            .collect()
+        p.policies.iter().map(|p| (p.id.clone(), p.at.clone())).collect()
     };
     let mut at = index(&plan.borrow_and_update());
     let (mut n, mut denied) = (0u64, 0u64);

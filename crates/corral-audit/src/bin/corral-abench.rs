@@ -51,7 +51,11 @@ fn args() -> Result<Args, String> {
                 a.events = 200_000;
                 a.seconds = 1;
             }
-            _ => return Err(format!("unknown argument {x:?} (--dir D --events N --seconds S --quick)")),
+            _ => {
+                return Err(format!(
+                    "unknown argument {x:?} (--dir D --events N --seconds S --quick)"
+                ))
+            }
         }
     }
     Ok(a)
@@ -73,10 +77,18 @@ fn event(i: u64) -> Stored {
         },
         _ => What::FileOpen {
             path: format!("/work/project/src/module{}/file{}.rs", i % 97, i % 1009),
-            access: if i.is_multiple_of(3) { Access::Write } else { Access::Read },
+            access: if i.is_multiple_of(3) {
+                Access::Write
+            } else {
+                Access::Read
+            },
         },
     };
-    let decision = if i % 50 == 7 { Decision::Deny } else { Decision::Allow };
+    let decision = if i % 50 == 7 {
+        Decision::Deny
+    } else {
+        Decision::Allow
+    };
     Stored {
         id: None,
         wall_ns: 1_700_000_000_000_000_000 + i * 100_000,
@@ -94,7 +106,12 @@ fn event(i: u64) -> Stored {
             what,
             decision: Some(decision),
             layer: Layer::BpfLsm,
-            policies: vec![if decision == Decision::Deny { "forbid-secrets" } else { "read-system" }.into()],
+            policies: vec![if decision == Decision::Deny {
+                "forbid-secrets"
+            } else {
+                "read-system"
+            }
+            .into()],
         },
     }
 }
@@ -169,7 +186,10 @@ fn run() -> Result<(), String> {
     // 1. Sustained rate with no loss, against a JSONL file.
     let base_n = if a.quick { 200_000 } else { 2_000_000 };
     let jsonl = jsonl_baseline(&a.dir, base_n)?;
-    println!("baseline  JSONL append (serde_json, buffered)        {:>10.0} events/s", jsonl);
+    println!(
+        "baseline  JSONL append (serde_json, buffered)        {:>10.0} events/s",
+        jsonl
+    );
     let mut best = 0u64;
     let rates: &[u64] = if a.quick {
         &[50_000]
@@ -317,13 +337,19 @@ fn run() -> Result<(), String> {
             })
             .map_err(|e| e.to_string())
     })?;
-    println!("query     {:<78} {ms:>9.2} ms  ({n})", "count: session s8 denials (indexed)");
+    println!(
+        "query     {:<78} {ms:>9.2} ms  ({n})",
+        "count: session s8 denials (indexed)"
+    );
     if let Ok((sms, sn)) = scan {
         println!(
             "baseline  {:<78} {sms:>9.2} ms  ({sn} rows matched; grep scans every row)",
             "count: grep module42/ over all sessions (no index can help)"
         );
-        println!("indexed count (session + decision) vs the full scan: {:.4}x", ms / sms.max(1e-9));
+        println!(
+            "indexed count (session + decision) vs the full scan: {:.4}x",
+            ms / sms.max(1e-9)
+        );
     }
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", store_path.display()));

@@ -44,7 +44,10 @@ fn pick(flag: Option<&str>) -> Result<SessionId> {
         many => bail!(
             "{} sessions are running ({}); name one with --session",
             many.len(),
-            many.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+            many.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
     }
 }

@@ -1,15 +1,20 @@
 //! `corral events` and `corral sessions`: the audit trail, from the store.
 
 use anyhow::{bail, Context as _, Result};
-use corral_audit::{Kind, Query, Store};
+use corral_audit::export::{self, Format};
+use corral_audit::{ExportError, Kind, Query, Store};
 use corral_core::{Decision, What};
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 /// `corral events` arguments.
 #[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct EventsArgs {
+    #[command(subcommand)]
+    command: Option<EventsCmd>,
     /// A session id (`s123` or `123`), or `last`.
     #[arg(long)]
     session: Option<String>,
@@ -37,6 +42,49 @@ pub struct EventsArgs {
     /// The store (default: ~/.local/state/corral/audit.db).
     #[arg(long)]
     store: Option<PathBuf>,
+}
+
+/// `corral events` subcommands.
+#[derive(clap::Subcommand)]
+enum EventsCmd {
+    /// Write every matching event, oldest first, one JSON object per line:
+    /// corral's own shape (jsonl) or OCSF 1.1.0 (ocsf), for a SIEM.
+    Export(ExportArgs),
+}
+
+/// `corral events export` arguments.
+#[derive(clap::Args)]
+struct ExportArgs {
+    /// jsonl (corral's event shape, as `--json` prints) or ocsf (OCSF 1.1.0).
+    #[arg(long, value_enum)]
+    format: ExportFormat,
+    /// Write here instead of to standard output.
+    #[arg(long, short, value_name = "FILE")]
+    output: Option<PathBuf>,
+    /// A session id (`s123` or `123`), or `last`.
+    #[arg(long)]
+    session: Option<String>,
+    /// file, exec, net, process, session or policy.
+    #[arg(long)]
+    kind: Option<String>,
+    /// allow, deny or would_deny.
+    #[arg(long)]
+    decision: Option<String>,
+    /// Only events newer than this (`30s`, `10m`, `2h`, `1d`).
+    #[arg(long)]
+    since: Option<String>,
+    /// Only events whose target, executable or policies contain this text.
+    #[arg(long)]
+    grep: Option<String>,
+    /// The store (default: ~/.local/state/corral/audit.db).
+    #[arg(long)]
+    store: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ExportFormat {
+    Jsonl,
+    Ocsf,
 }
 
 /// `corral sessions` arguments.
@@ -162,14 +210,8 @@ fn decision_text(d: Option<Decision>) -> &'static str {
 
 fn print_row(s: &corral_audit::Stored, json: bool) -> Result<()> {
     if json {
-        let mut v = serde_json::to_value(&s.event)?;
-        if let serde_json::Value::Object(m) = &mut v {
-            m.insert("wall_ns".into(), s.wall_ns.into());
-            if !s.policy_at.is_empty() {
-                m.insert("policy_at".into(), serde_json::to_value(&s.policy_at)?);
-            }
-        }
-        println!("{v}");
+        // The same shape `corral events export --format jsonl` writes.
+        println!("{}", export::jsonl::to_value(s)?);
         return Ok(());
     }
     let e = &s.event;
@@ -204,10 +246,17 @@ fn print_row(s: &corral_audit::Stored, json: bool) -> Result<()> {
     Ok(())
 }
 
-/// Runs `corral events`.
-pub fn run(args: EventsArgs) -> Result<ExitCode> {
-    let store = open(&args.store)?;
-    let session = match args.session.as_deref() {
+/// The query for the filter flags shared by `corral events` and
+/// `corral events export` (no limit).
+fn filters(
+    store: &Store,
+    session: Option<&str>,
+    kind: Option<&str>,
+    decision: Option<&str>,
+    since: Option<&str>,
+    grep: Option<&str>,
+) -> Result<Query> {
+    let session = match session {
         None => None,
         Some("last") => Some(store.last_session()?.context("no session recorded yet")?),
         Some(s) => Some(
@@ -216,34 +265,47 @@ pub fn run(args: EventsArgs) -> Result<ExitCode> {
                 .with_context(|| format!("--session {s:?}: expected an id like s123, or last"))?,
         ),
     };
-    let kind = args
-        .kind
-        .as_deref()
+    let kind = kind
         .map(|k| k.parse::<Kind>())
         .transpose()
         .map_err(|e| anyhow::anyhow!("--kind: {e}"))?;
-    let decision = match args.decision.as_deref() {
+    let decision = match decision {
         None => None,
         Some("allow") => Some(Decision::Allow),
         Some("deny") => Some(Decision::Deny),
         Some("would_deny" | "would-deny") => Some(Decision::WouldDeny),
         Some(d) => bail!("--decision {d:?}: expected allow, deny or would_deny"),
     };
-    let since_wall_ns = args
-        .since
-        .as_deref()
+    let since_wall_ns = since
         .map(parse_age)
         .transpose()?
         .map(|d| corral_runtime::session::wall_ns().saturating_sub(d.as_nanos() as u64));
-    let mut q = Query {
+    Ok(Query {
         session,
         kind,
         decision,
         since_wall_ns,
-        grep: args.grep.clone(),
-        limit: (args.limit > 0).then_some(args.limit),
+        grep: grep.map(str::to_owned),
+        limit: None,
         after_id: None,
-    };
+    })
+}
+
+/// Runs `corral events`.
+pub fn run(args: EventsArgs) -> Result<ExitCode> {
+    if let Some(EventsCmd::Export(e)) = args.command {
+        return run_export(e);
+    }
+    let store = open(&args.store)?;
+    let mut q = filters(
+        &store,
+        args.session.as_deref(),
+        args.kind.as_deref(),
+        args.decision.as_deref(),
+        args.since.as_deref(),
+        args.grep.as_deref(),
+    )?;
+    q.limit = (args.limit > 0).then_some(args.limit);
     if !args.json {
         println!(
             "{:<18}  {:<11} {:>7} {:<24} {:<12} {:<40} {:<10} policy",
@@ -263,6 +325,50 @@ pub fn run(args: EventsArgs) -> Result<ExitCode> {
         }
         q.limit = None;
         std::thread::sleep(Duration::from_millis(200));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `corral events export`: the store read page by page
+/// ([`export::PAGE`] events at a time), so memory stays bounded.
+fn run_export(args: ExportArgs) -> Result<ExitCode> {
+    let store = open(&args.store)?;
+    let q = filters(
+        &store,
+        args.session.as_deref(),
+        args.kind.as_deref(),
+        args.decision.as_deref(),
+        args.since.as_deref(),
+        args.grep.as_deref(),
+    )?;
+    let format = match args.format {
+        ExportFormat::Jsonl => Format::Jsonl,
+        ExportFormat::Ocsf => Format::Ocsf,
+    };
+    match &args.output {
+        None => {
+            let out = std::io::BufWriter::new(std::io::stdout().lock());
+            match export::export_query(&store, &q, format, export::PAGE, out) {
+                // The reader stopped early (`| head`): not an error.
+                Err(ExportError::Write(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+                r => {
+                    r?;
+                }
+            }
+        }
+        Some(path) => {
+            let file =
+                std::fs::File::create(path).with_context(|| format!("cannot create `{}`", path.display()))?;
+            let mut out = std::io::BufWriter::new(file);
+            let n = export::export_query(&store, &q, format, export::PAGE, &mut out)?;
+            out.flush()
+                .with_context(|| format!("cannot write `{}`", path.display()))?;
+            eprintln!(
+                "corral: {n} events written to {} ({})",
+                path.display(),
+                format.as_str()
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -76,6 +76,10 @@ pub struct RunArgs {
     /// The audit store (default: ~/.local/state/corral/audit.db).
     #[arg(long)]
     store: Option<PathBuf>,
+    /// Also send every stored event to this OpenTelemetry collector as
+    /// OTLP/HTTP logs (plain http, e.g. http://localhost:4318).
+    #[arg(long, value_name = "URL")]
+    otlp_endpoint: Option<String>,
     /// No banner and no summary on stderr.
     #[arg(long, short)]
     quiet: bool,
@@ -296,12 +300,19 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     // disk) does not stop the session: it runs, enforced as usual, and
     // the user is told what is and is not recorded.
     let shown = store_path.display().to_string();
-    let health: corral_audit::pipeline::HealthFn = Arc::new(move |e: Option<&str>| match e {
+    let health: corral_audit::pipeline::HealthFn = Arc::new(move |e: Option<&str>| {
+        match e {
         Some(e) => eprint!(
             "corral: WARNING: {e}; events wait in memory and are counted if dropped; enforcement continues\r\n"
         ),
         None => eprint!("corral: the audit store {shown} accepts writes again\r\n"),
+    }
     });
+    let otlp = args
+        .otlp_endpoint
+        .as_deref()
+        .map(corral_audit::export::otlp::OtlpConfig::new)
+        .transpose()?;
     let queue = settings.audit.queue.value;
     let opened = (|| -> Result<(corral_audit::Store, corral_audit::Pipeline), corral_audit::AuditError> {
         let mut store = corral_audit::Store::open(&store_path)?;
@@ -311,7 +322,8 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
             retention,
             on_health: Some(health),
         };
-        let pipeline = corral_audit::Pipeline::start_with(corral_audit::Store::open(&store_path)?, queue, options);
+        let pipeline =
+            corral_audit::Pipeline::start_with(corral_audit::Store::open(&store_path)?, queue, options);
         Ok((store, pipeline))
     })();
     let (mut store, pipeline) = match opened {
@@ -327,6 +339,13 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
             (None, None)
         }
     };
+    // Subscribed before the session starts, so the exporter sees every event.
+    let otlp = otlp.zip(pipeline.as_ref()).and_then(|(cfg, p)| {
+        let started = corral_audit::export::otlp::spawn(p.subscribe(32), cfg);
+        started
+            .map_err(|e| eprintln!("corral: WARNING: cannot start the OTLP exporter: {e}"))
+            .ok()
+    });
     // Events the supervisor records itself, outside the session's count.
     let audit = pipeline.as_ref().map(corral_audit::Pipeline::sender);
     let who = principal.clone();
@@ -418,6 +437,15 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         }
         None => unstored = generated,
     }
+    if let Some(s) = otlp.map(|h| h.finish(std::time::Duration::from_secs(10))) {
+        if s.undelivered() > 0 {
+            let why = s.last_error.as_deref().unwrap_or("the exporter fell behind");
+            eprintln!(
+                "corral: WARNING: {} events not delivered to the OTLP collector: {why}",
+                s.undelivered()
+            );
+        }
+    }
     if let Some(store) = store.as_mut() {
         if let Err(e) = store.session_ended(id.0, session::wall_ns(), &exit_text, lost, generated) {
             warn(e);
@@ -500,7 +528,10 @@ fn consent(r: &recipes::Recipe, args: &RunArgs, global: Option<&Path>) -> Result
 /// can enforce is refused too (it would be a silent hole) unless
 /// `accept_unenforced`; permits that cannot be granted are safe (what they
 /// would allow stays denied).
-fn compile_policy(sources: Vec<Source>, accept_unenforced: bool) -> std::result::Result<(Plan, JudgeRef), String> {
+fn compile_policy(
+    sources: Vec<Source>,
+    accept_unenforced: bool,
+) -> std::result::Result<(Plan, JudgeRef), String> {
     let checked = check(sources);
     let (doc, plan) = match (checked.doc, checked.plan) {
         (Some(d), Some(p)) if !checked.diagnostics.iter().any(|d| d.is_error()) => (d, p),
