@@ -105,8 +105,26 @@ fn overload_sheds_visibly_and_every_event_is_accounted_for() {
         .unwrap();
     assert!(ov <= n, "{ov} stored opens of /tmp/ov for {n} made");
     assert!(ov + dropped >= n, "{ov} stored + {dropped} dropped < {n} made");
-    // The summary line says so too.
+    // The summary line says so too, and so does `corral events`.
     assert!(text(&o.stderr).contains("not stored"), "{}", text(&o.stderr));
+    let e = dir
+        .corral()
+        .args([
+            "events",
+            "--limit",
+            "1",
+            "--session",
+            &format!("s{sid}"),
+            "--store",
+        ])
+        .arg(&store_path)
+        .output()
+        .expect("corral events");
+    assert!(
+        text(&e.stderr).contains(&format!("{dropped} events were not stored (pipeline_full")),
+        "{}",
+        text(&e.stderr)
+    );
 }
 
 /// A tmpfs of `size` mounted at `dir`, unmounted on drop.

@@ -288,7 +288,7 @@ fn help_lists_only_real_subcommands() {
     let (out, _) = text(&corral(&["--help"]));
     assert!(out.contains("policy"));
     let (out, _) = text(&corral(&["policy", "--help"]));
-    for sub in ["check", "explain", "compile", "schema", "default"] {
+    for sub in ["check", "explain", "compile", "schema", "default", "suggest"] {
         assert!(out.contains(sub), "{sub}: {out}");
     }
 }

@@ -20,6 +20,7 @@ pub mod plan;
 pub mod request;
 pub mod schema;
 pub mod source;
+pub mod suggest;
 
 pub use check::{check, Checked};
 pub use diag::{Diagnostic, Severity};

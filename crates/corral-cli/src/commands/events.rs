@@ -312,10 +312,12 @@ pub fn run(args: EventsArgs) -> Result<ExitCode> {
             "time (UTC)", "session", "pid", "process", "action", "target", "decision"
         );
     }
+    let mut seen = std::collections::BTreeSet::new();
     loop {
         let rows = store.query(&q)?;
         for r in &rows {
             print_row(r, args.json)?;
+            seen.insert(r.event.session.0);
         }
         if !args.follow {
             break;
@@ -325,6 +327,23 @@ pub fn run(args: EventsArgs) -> Result<ExitCode> {
         }
         q.limit = None;
         std::thread::sleep(Duration::from_millis(200));
+    }
+    // Events that never reached the store are counts, not rows: say so
+    // (on stderr, so JSON output stays clean).
+    if let Some(sid) = q.session {
+        seen.insert(sid);
+    }
+    for sid in seen {
+        let drops = store.drops(sid)?;
+        let total: u64 = drops.iter().map(|(_, n)| n).sum();
+        if total > 0 {
+            let by = drops
+                .iter()
+                .map(|(r, n)| format!("{r} {n}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            eprintln!("corral: session s{sid}: {total} events were not stored ({by})");
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -377,6 +396,14 @@ fn run_export(args: ExportArgs) -> Result<ExitCode> {
 pub fn sessions(args: SessionsArgs) -> Result<ExitCode> {
     let store = open(&args.store)?;
     let rows = store.sessions()?;
+    let live = corral_runtime::control::running(&super::run::run_root());
+    // A session with no end whose supervisor is gone (killed with
+    // SIGKILL, a crash) is not running.
+    let state = |s: &corral_audit::SessionSummary| match s.ended_ns {
+        Some(t) => clock(t),
+        None if live.contains(&corral_core::SessionId(s.session.id)) => "running".into(),
+        None => "unfinished".into(),
+    };
     if args.json {
         for s in &rows {
             println!("{}", serde_json::to_string(s)?);
@@ -403,7 +430,7 @@ pub fn sessions(args: SessionsArgs) -> Result<ExitCode> {
             s.session.principal,
             s.session.mode,
             clock(s.session.started_ns),
-            s.ended_ns.map(clock).unwrap_or_else(|| "running".into()),
+            state(s),
             s.allowed,
             s.denied,
             s.would_deny,

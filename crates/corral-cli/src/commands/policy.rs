@@ -1,4 +1,6 @@
-//! `corral policy ...`: check, explain, compile, schema, default.
+//! `corral policy ...`: check, explain, compile, schema, default, suggest.
+
+mod suggest;
 
 use anyhow::{Context as _, Result};
 use clap::{Args, Subcommand};
@@ -73,6 +75,11 @@ pub enum PolicyCmd {
         #[command(flatten)]
         default: DefaultArgs,
     },
+    /// Write the rules that would have allowed what a session was denied
+    /// (in shadow mode: would have been denied), appended to its policy;
+    /// the diff goes to stderr. Checked before it is written: it validates,
+    /// and every covered request is allowed.
+    Suggest(suggest::SuggestArgs),
 }
 
 #[derive(Args, Clone)]
@@ -236,6 +243,7 @@ pub fn run(cmd: PolicyCmd) -> Result<ExitCode> {
             print!("{}", default.render()?);
             Ok(ExitCode::SUCCESS)
         }
+        PolicyCmd::Suggest(args) => suggest::run(args),
     }
 }
 
