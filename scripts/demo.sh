@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # corral's main job on a sample: run a scripted "agent" (examples/demo-agent.sh)
 # in a container under the built-in default policy, with enforcement in the
-# kernel, and show what it was stopped from doing, from the recorded events.
-# Then: validate, compile and explain the sample team policy, and show which
+# kernel, and show what it was stopped from doing, from the recorded events;
+# then the same run in shadow mode and the policy suggested from it. Then: validate, compile and explain the sample team policy, and show which
 # kernel layer enforces each decision kind on this host.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +19,11 @@ echo
 echo "What the agent was stopped from doing (from the audit store):"
 run events --session last --decision deny
 run sessions
+echo
+echo "The same agent in shadow mode (nothing blocked, each denial recorded as 'would deny'),"
+echo "then the permits that would have allowed it (a forbid or a secret is never suggested):"
+run run --shadow -- ./examples/demo-agent.sh
+run policy suggest --session last --diff
 
 run policy check examples/team.cedar
 run policy check --workspace /workspace --home /root
