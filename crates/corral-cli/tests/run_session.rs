@@ -1005,3 +1005,55 @@ fn mode_switch_and_policy_reload_while_running() {
         "{at}"
     );
 }
+
+#[test]
+fn events_follow_shows_a_running_session_live() {
+    let t = "events_follow_shows_a_running_session_live";
+    if !podman_ready(t) {
+        return;
+    }
+    let dir = Scratch::new("follow");
+    let s = Session::new(&dir, POLICY, "f");
+    let store = dir.0.join("state/corral/audit.db");
+    // The store must exist before `--follow` opens it.
+    let o = s.run(&["-q"], &["true"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let mut follow = dir
+        .corral()
+        .args(["events", "--follow", "--json", "--limit", "0", "--store"])
+        .arg(&store)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("corral events --follow");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let out = follow.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(l);
+        }
+    });
+    // The session waits for the test before it ends: its deny must reach the
+    // follower while it still runs.
+    let script = "cat /tmp/secret 2>/dev/null; echo DENIED; while [ ! -e go ]; do sleep 0.05; done";
+    let (live, _sid) = Live::start(s.cmd(&[], &["sh", "-c", script]));
+    live.expect("DENIED");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seen = false;
+    while Instant::now() < deadline && !seen {
+        if let Ok(l) = rx.recv_timeout(Duration::from_millis(200)) {
+            let v: serde_json::Value = serde_json::from_str(&l).expect("json line");
+            seen = v["decision"] == "deny" && v["what"]["path"] == "/tmp/secret";
+        }
+    }
+    std::fs::write(dir.0.join("go"), "").unwrap();
+    let mut live = live;
+    let st = live.child.wait().expect("wait");
+    let _ = follow.kill();
+    let _ = follow.wait();
+    assert!(
+        seen,
+        "the running session's deny did not reach `corral events --follow`"
+    );
+    assert_eq!(st.code(), Some(0));
+}
