@@ -10,7 +10,9 @@
 //!
 //! One request per connection: a JSON line, answered by a JSON line.
 
-use corral_core::{Mode, SessionId};
+use corral_core::{Mode, SessionId, What};
+use corral_kernel::session::KernelSession;
+use corral_policy::Plan;
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::{Path, PathBuf};
@@ -287,4 +289,120 @@ async fn handle(
     };
     w.write_all(answer.as_bytes()).await?;
     w.write_all(b"\n").await
+}
+
+/// A running session's controllable state, changed by control requests.
+pub(crate) struct State {
+    pub(crate) mode: Mode,
+    pub(crate) policy_label: String,
+    pub(crate) policy_sha256: String,
+    /// Events the supervisor recorded (mode switches, policy loads).
+    pub(crate) events: u64,
+}
+
+impl State {
+    fn reply(&self, spec: &crate::session::Spec, error: Option<String>) -> Reply {
+        Reply {
+            ok: error.is_none(),
+            error,
+            session: spec.id,
+            principal: spec.principal.clone(),
+            mode: self.mode,
+            policy_label: self.policy_label.clone(),
+            policy_sha256: self.policy_sha256.clone(),
+        }
+    }
+
+    fn emit(&mut self, spec: &crate::session::Spec, what: What) {
+        self.events += 1;
+        if let Some(a) = &spec.audit {
+            a.send(corral_audit::Stored {
+                id: None,
+                wall_ns: crate::session::wall_ns(),
+                policy_at: Vec::new(),
+                event: crate::session::supervisor_event(spec.id, &spec.principal, what),
+            });
+        }
+    }
+
+    pub(crate) async fn apply(
+        &mut self,
+        spec: &crate::session::Spec,
+        ks: &mut KernelSession,
+        plan_tx: &tokio::sync::watch::Sender<Plan>,
+        req: Request,
+    ) -> Reply {
+        match req {
+            Request::Status => self.reply(spec, None),
+            Request::Mode { mode } => {
+                if mode == self.mode {
+                    return self.reply(spec, None);
+                }
+                match ks.set_mode(mode) {
+                    Ok(()) => {
+                        self.mode = mode;
+                        self.emit(spec, What::ModeChange { mode });
+                        eprint!(
+                            "corral: session {} switched to {}\r\n",
+                            spec.id,
+                            if mode == Mode::Shadow {
+                                "SHADOW (nothing blocked)"
+                            } else {
+                                "enforce"
+                            }
+                        );
+                        self.reply(spec, None)
+                    }
+                    Err(e) => self.reply(spec, Some(format!("the mode was not switched: {e}"))),
+                }
+            }
+            Request::Reload { label, text } => {
+                let sha256 = crate::session::sha256_hex(text.as_bytes());
+                let Some(reload) = spec.reload.clone() else {
+                    return self.reply(spec, Some("this session does not accept policy reloads".into()));
+                };
+                // Compiling is CPU work (Cedar validation, the plan): off
+                // the async threads.
+                let (l, t) = (label.clone(), text.clone());
+                let compiled = tokio::task::spawn_blocking(move || reload(&l, &t))
+                    .await
+                    .unwrap_or_else(|e| Err(format!("the policy compiler failed: {e}")));
+                let result = compiled.and_then(|(plan, judge)| {
+                    ks.swap(&plan, Some(judge))
+                        .map(|()| plan)
+                        .map_err(|e| format!("the new tables could not be loaded: {e}"))
+                });
+                match result {
+                    Ok(plan) => {
+                        let _ = plan_tx.send(plan);
+                        if let Some(a) = &spec.audit {
+                            a.record_policy(&label, &text);
+                        }
+                        self.policy_label = label.clone();
+                        self.policy_sha256 = sha256.clone();
+                        self.emit(
+                            spec,
+                            What::PolicyLoad {
+                                label,
+                                sha256,
+                                error: None,
+                            },
+                        );
+                        self.reply(spec, None)
+                    }
+                    Err(e) => {
+                        self.emit(
+                            spec,
+                            What::PolicyLoad {
+                                label,
+                                sha256,
+                                error: Some(e.clone()),
+                            },
+                        );
+                        self.reply(spec, Some(e))
+                    }
+                }
+            }
+        }
+    }
 }

@@ -790,7 +790,7 @@ pub async fn run_in(spec: Spec, run_dir: Option<PathBuf>) -> Result<Outcome, Ses
     }
 
     timing("go");
-    let mut state = Control {
+    let mut state = crate::control::State {
         mode: spec.mode,
         policy_label: spec.policy_label.clone(),
         policy_sha256: spec.policy_sha256.clone(),
@@ -1005,123 +1005,6 @@ fn banner_layers(ks: &KernelSession, plan: &Plan) -> Vec<(String, String)> {
             .into(),
         ),
     ]
-}
-
-/// A running session's controllable state.
-struct Control {
-    mode: Mode,
-    policy_label: String,
-    policy_sha256: String,
-    /// Events the supervisor recorded (mode switches, policy loads).
-    events: u64,
-}
-
-impl Control {
-    fn reply(&self, spec: &Spec, error: Option<String>) -> crate::control::Reply {
-        crate::control::Reply {
-            ok: error.is_none(),
-            error,
-            session: spec.id,
-            principal: spec.principal.clone(),
-            mode: self.mode,
-            policy_label: self.policy_label.clone(),
-            policy_sha256: self.policy_sha256.clone(),
-        }
-    }
-
-    fn emit(&mut self, spec: &Spec, what: What) {
-        self.events += 1;
-        if let Some(a) = &spec.audit {
-            a.send(corral_audit::Stored {
-                id: None,
-                wall_ns: wall_ns(),
-                policy_at: Vec::new(),
-                event: supervisor_event(spec.id, &spec.principal, what),
-            });
-        }
-    }
-
-    async fn apply(
-        &mut self,
-        spec: &Spec,
-        ks: &mut KernelSession,
-        plan_tx: &tokio::sync::watch::Sender<Plan>,
-        req: crate::control::Request,
-    ) -> crate::control::Reply {
-        use crate::control::Request;
-        match req {
-            Request::Status => self.reply(spec, None),
-            Request::Mode { mode } => {
-                if mode == self.mode {
-                    return self.reply(spec, None);
-                }
-                match ks.set_mode(mode) {
-                    Ok(()) => {
-                        self.mode = mode;
-                        self.emit(spec, What::ModeChange { mode });
-                        eprint!(
-                            "corral: session {} switched to {}\r\n",
-                            spec.id,
-                            if mode == Mode::Shadow {
-                                "SHADOW (nothing blocked)"
-                            } else {
-                                "enforce"
-                            }
-                        );
-                        self.reply(spec, None)
-                    }
-                    Err(e) => self.reply(spec, Some(format!("the mode was not switched: {e}"))),
-                }
-            }
-            Request::Reload { label, text } => {
-                let sha256 = sha256_hex(text.as_bytes());
-                let Some(reload) = spec.reload.clone() else {
-                    return self.reply(spec, Some("this session does not accept policy reloads".into()));
-                };
-                // Compiling is CPU work (Cedar validation, the plan): off
-                // the async threads.
-                let (l, t) = (label.clone(), text.clone());
-                let compiled = tokio::task::spawn_blocking(move || reload(&l, &t))
-                    .await
-                    .unwrap_or_else(|e| Err(format!("the policy compiler failed: {e}")));
-                let result = compiled.and_then(|(plan, judge)| {
-                    ks.swap(&plan, Some(judge))
-                        .map(|()| plan)
-                        .map_err(|e| format!("the new tables could not be loaded: {e}"))
-                });
-                match result {
-                    Ok(plan) => {
-                        let _ = plan_tx.send(plan);
-                        if let Some(a) = &spec.audit {
-                            a.record_policy(&label, &text);
-                        }
-                        self.policy_label = label.clone();
-                        self.policy_sha256 = sha256.clone();
-                        self.emit(
-                            spec,
-                            What::PolicyLoad {
-                                label,
-                                sha256,
-                                error: None,
-                            },
-                        );
-                        self.reply(spec, None)
-                    }
-                    Err(e) => {
-                        self.emit(
-                            spec,
-                            What::PolicyLoad {
-                                label,
-                                sha256,
-                                error: Some(e.clone()),
-                            },
-                        );
-                        self.reply(spec, Some(e))
-                    }
-                }
-            }
-        }
-    }
 }
 
 /// Writes every event as a JSON line (with the policies' file:line) and
