@@ -189,6 +189,7 @@ impl Server {
             .mode(0o700)
             .create(&d)?;
         std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700))?;
+        sweep(&d);
         let path = socket_path(run_root, id);
         let _ = std::fs::remove_file(&path);
         let listener = tokio::net::UnixListener::bind(&path)?;
@@ -219,6 +220,24 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Removes the sockets of supervisors that died without removing theirs
+/// (SIGKILL): nobody accepts on them any more.
+fn sweep(dir: &Path) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.extension().is_some_and(|x| x == "sock") {
+            if let Err(err) = std::os::unix::net::UnixStream::connect(&p) {
+                if err.kind() == std::io::ErrorKind::ConnectionRefused {
+                    let _ = std::fs::remove_file(&p);
+                }
+            }
+        }
     }
 }
 
