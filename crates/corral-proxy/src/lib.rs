@@ -1,0 +1,19 @@
+#![doc = include_str!("../README.md")]
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+pub mod ca;
+pub mod certs;
+pub mod decide;
+pub mod event;
+mod forward;
+pub mod proxy;
+mod serve;
+pub mod smuggle;
+pub mod upstream;
+
+pub use ca::{Ca, CaError};
+pub use decide::{PolicyHit, ProxyPolicy, Redacted, Verdict};
+pub use event::{EventSink, HttpEvent};
+pub use proxy::{Dest, Limits, Proxy, ProxyConfig, ProxyError};
+pub use serve::serve_connection;

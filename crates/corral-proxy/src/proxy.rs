@@ -1,0 +1,144 @@
+//! The proxy's shared context: policy, principal, certificates, upstream
+//! client, limits and the event sink. One [`Proxy`] serves any number of
+//! connections ([`serve_connection`](crate::serve_connection)).
+
+use crate::ca::Ca;
+use crate::certs::{server_config, LeafCerts, DEFAULT_CACHE_SIZE};
+use crate::decide::ProxyPolicy;
+use crate::event::{EventSink, HttpEvent};
+use crate::upstream::{root_store, Upstream, UpstreamError};
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Where the client meant to connect (known to whoever hands the
+/// connection over: the redirect's original destination, or a CONNECT
+/// target).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dest {
+    /// The host name, when known. TLS SNI and every request's Host must
+    /// equal it.
+    pub host: Option<String>,
+    /// The destination address.
+    pub ip: IpAddr,
+    /// The destination port.
+    pub port: u16,
+}
+
+/// Limits on what a client may send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Time to receive a complete request head (and, for a new connection,
+    /// its first bytes and the TLS handshake). Slow clients are cut off.
+    pub header_timeout: Duration,
+    /// Largest request head (HTTP/1.1) or header list (HTTP/2), in bytes.
+    pub max_header_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            header_timeout: Duration::from_secs(10),
+            max_header_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// Why a proxy could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// Upstream trust.
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    /// The server TLS configuration.
+    #[error("cannot configure TLS: {0}")]
+    Tls(#[from] rustls::Error),
+}
+
+/// How to build a [`Proxy`].
+pub struct ProxyConfig {
+    /// The agent the traffic belongs to (`Agent::"<name>"`).
+    pub principal: String,
+    /// The policy.
+    pub policy: ProxyPolicy,
+    /// The interception CA.
+    pub ca: Arc<Ca>,
+    /// Trust the system's roots for upstream servers.
+    pub system_roots: bool,
+    /// Extra PEM files of upstream roots.
+    pub extra_roots: Vec<PathBuf>,
+    /// Limits on clients.
+    pub limits: Limits,
+    /// Leaf cache size.
+    pub cache_size: usize,
+    /// Where events go.
+    pub on_event: EventSink,
+}
+
+impl ProxyConfig {
+    /// A configuration with system roots, default limits and cache size.
+    pub fn new(principal: impl Into<String>, policy: ProxyPolicy, ca: Arc<Ca>, on_event: EventSink) -> Self {
+        ProxyConfig {
+            principal: principal.into(),
+            policy,
+            ca,
+            system_roots: true,
+            extra_roots: vec![],
+            limits: Limits::default(),
+            cache_size: DEFAULT_CACHE_SIZE,
+            on_event,
+        }
+    }
+}
+
+/// The shared context of every connection.
+pub struct Proxy {
+    pub(crate) principal: String,
+    pub(crate) policy: ProxyPolicy,
+    pub(crate) certs: Arc<LeafCerts>,
+    pub(crate) tls: Arc<rustls::ServerConfig>,
+    pub(crate) upstream: Upstream,
+    pub(crate) limits: Limits,
+    on_event: EventSink,
+}
+
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxy")
+            .field("principal", &self.principal)
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Proxy {
+    /// Builds the context: loads upstream roots, sets up TLS both ways.
+    pub fn new(cfg: ProxyConfig) -> Result<Proxy, ProxyError> {
+        let (roots, report) = root_store(cfg.system_roots, &cfg.extra_roots)?;
+        let certs = Arc::new(LeafCerts::new(cfg.ca, cfg.cache_size));
+        Ok(Proxy {
+            principal: cfg.principal,
+            policy: cfg.policy,
+            tls: server_config(certs.clone())?,
+            certs,
+            upstream: Upstream::new(roots, report)?,
+            limits: cfg.limits,
+            on_event: cfg.on_event,
+        })
+    }
+
+    /// The upstream side (root store report, pins).
+    pub fn upstream(&self) -> &Upstream {
+        &self.upstream
+    }
+
+    /// The leaf cache.
+    pub fn certs(&self) -> &LeafCerts {
+        &self.certs
+    }
+
+    pub(crate) fn emit(&self, e: HttpEvent) {
+        (self.on_event)(e)
+    }
+}
