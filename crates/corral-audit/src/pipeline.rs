@@ -391,6 +391,14 @@ impl Writer {
         }
     }
 
+    fn has_subscribers(&self) -> bool {
+        !self
+            .subscribers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_empty()
+    }
+
     /// Hands a stored batch to every subscriber that has room; the others
     /// count it as lagged. Closed subscriptions are forgotten.
     fn broadcast(&mut self, batch: Vec<Stored>) {
@@ -398,9 +406,6 @@ impl Writer {
             .subscribers
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if subs.is_empty() {
-            return;
-        }
         let n = batch.len() as u64;
         let shared = Arc::new(batch);
         subs.retain(|s| match s.tx.try_send(Arc::clone(&shared)) {
@@ -421,8 +426,12 @@ impl Writer {
             match self.store.insert_assign(batch) {
                 Ok(k) => {
                     self.stats.stored += k as u64;
-                    let done: Vec<Stored> = self.pending.drain(..n).collect();
-                    self.broadcast(done);
+                    if self.has_subscribers() {
+                        let done: Vec<Stored> = self.pending.drain(..n).collect();
+                        self.broadcast(done);
+                    } else {
+                        self.pending.drain(..n);
+                    }
                     if self.failing {
                         if let Some(f) = &self.on_health {
                             f(None);

@@ -343,7 +343,7 @@ fn suggest_reads_the_store_and_lists_what_it_skips() {
     let default = corral_policy::default_policy::render("/work/proj", "/home/dev").expect("render");
     let mut store = Store::open(&store_path).expect("open store");
     let sha = store
-        .record_policy("built-in default", &default)
+        .record_policy("<default policy>", &default)
         .expect("record policy");
     store
         .session_started(&SessionRow {

@@ -171,27 +171,14 @@ fn hot_swap_flips_a_running_process() {
     if !require_root("hot_swap_flips_a_running_process") {
         return;
     }
-    use std::io::{BufRead, BufReader, Write};
     let rt = rt();
     let _g = rt.enter();
     let p = listeners();
     let cg = Cgroup::create(&cgroup_name("net-swap")).unwrap();
     let (mut session, _rx) =
         KernelSession::start(common::net_only(2, cg.path()), &plan(&policy(&p))).unwrap();
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_corral-kt"));
-    cmd.arg("serve")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped());
-    cg.place(&mut cmd).unwrap();
-    let mut child = cmd.spawn().unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut ask = |line: &str| {
-        writeln!(stdin, "{line}").unwrap();
-        let mut s = String::new();
-        out.read_line(&mut s).unwrap();
-        s.trim().to_string()
-    };
+    let mut agent = common::Served::start(&cg);
+    let mut ask = |line: &str| agent.ask(line);
     let target = format!("tcp 127.0.0.1 {}", p.a);
     assert_eq!(ask(&target), "ok");
     let forbid = format!(
@@ -203,8 +190,6 @@ fn hot_swap_flips_a_running_process() {
     assert_eq!(ask(&target), "err 1 EPERM");
     session.swap(&plan(&policy(&p)), None).unwrap();
     assert_eq!(ask(&target), "ok");
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 #[test]
@@ -212,27 +197,14 @@ fn mode_switch_flips_a_running_process() {
     if !require_root("mode_switch_flips_a_running_process") {
         return;
     }
-    use std::io::{BufRead, BufReader, Write};
     let rt = rt();
     let _g = rt.enter();
     let p = listeners();
     let cg = Cgroup::create(&cgroup_name("net-mode")).unwrap();
     let (mut session, mut rx) =
         KernelSession::start(common::net_only(8, cg.path()), &plan(&policy(&p))).unwrap();
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_corral-kt"));
-    cmd.arg("serve")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped());
-    cg.place(&mut cmd).unwrap();
-    let mut child = cmd.spawn().unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut ask = |line: &str| {
-        writeln!(stdin, "{line}").unwrap();
-        let mut s = String::new();
-        out.read_line(&mut s).unwrap();
-        s.trim().to_string()
-    };
+    let mut agent = common::Served::start(&cg);
+    let mut ask = |line: &str| agent.ask(line);
     // Port b is not permitted.
     let target = format!("tcp 127.0.0.1 {}", p.b);
     assert_eq!(ask(&target), "err 1 EPERM");
@@ -241,8 +213,7 @@ fn mode_switch_flips_a_running_process() {
     assert_eq!(ask(&target), "ok", "shadow lets the same connect through");
     session.set_mode(Mode::Enforce).unwrap();
     assert_eq!(ask(&target), "err 1 EPERM", "enforce refuses it again");
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(agent);
     rt.block_on(session.flush());
     let decisions: Vec<Decision> = std::iter::from_fn(|| rx.try_recv().ok())
         .filter(|e| matches!(e.what, What::Connect { port, .. } if port == p.b))

@@ -78,6 +78,26 @@ struct Record {
 }
 
 impl Record {
+    /// Records a policy verdict: the record, marked allowed, to go on with;
+    /// or the 403 that names the deciding policies (returned once per denied
+    /// request, so its size does not matter: no box).
+    #[allow(clippy::result_large_err)]
+    fn decided(mut self, verdict: &Verdict, ctx: &Arc<Proxy>) -> Result<Record, Response<ProxyBody>> {
+        self.ev.policies = verdict.policies.iter().map(|p| p.id.clone()).collect();
+        self.ev.policy_at = verdict.policies.iter().map(|p| p.at.clone()).collect();
+        if !verdict.allowed {
+            return Err(refuse(
+                StatusCode::FORBIDDEN,
+                "denied by corral policy",
+                Some(verdict),
+                self,
+                ctx,
+            ));
+        }
+        self.ev.decision = Decision::Allow;
+        Ok(self)
+    }
+
     fn finish(mut self, ctx: &Proxy, bytes_out: u64) {
         self.ev.bytes_in = self.bytes_in.load(Ordering::Relaxed);
         self.ev.bytes_out = bytes_out;
@@ -327,18 +347,10 @@ pub(crate) async fn handle(
             query: &query,
         },
     );
-    rec.ev.policies = verdict.policies.iter().map(|p| p.id.clone()).collect();
-    rec.ev.policy_at = verdict.policies.iter().map(|p| p.at.clone()).collect();
-    if !verdict.allowed {
-        return Ok(refuse(
-            StatusCode::FORBIDDEN,
-            "denied by corral policy",
-            Some(&verdict),
-            rec,
-            &ctx,
-        ));
-    }
-    rec.ev.decision = Decision::Allow;
+    let mut rec = match rec.decided(&verdict, &ctx) {
+        Ok(rec) => rec,
+        Err(denied) => return Ok(denied),
+    };
 
     let wants_upgrade = req.headers().contains_key(header::UPGRADE)
         && req
@@ -518,18 +530,10 @@ async fn connect(
         },
     };
     let verdict = ctx.policy.decide_connect(&ctx.principal, Some(&host), ip, port);
-    rec.ev.policies = verdict.policies.iter().map(|p| p.id.clone()).collect();
-    rec.ev.policy_at = verdict.policies.iter().map(|p| p.at.clone()).collect();
-    if !verdict.allowed {
-        return refuse(
-            StatusCode::FORBIDDEN,
-            "denied by corral policy",
-            Some(&verdict),
-            rec,
-            &ctx,
-        );
-    }
-    rec.ev.decision = Decision::Allow;
+    let rec = match rec.decided(&verdict, &ctx) {
+        Ok(rec) => rec,
+        Err(denied) => return denied,
+    };
     let dest = Dest {
         host: literal.is_none().then_some(host),
         ip,

@@ -255,7 +255,8 @@ fn one_line(s: &str) -> Cow<'_, str> {
     }
 }
 
-fn mode_name(m: corral_core::Mode) -> &'static str {
+/// The mode's name, as serialized (`enforce`, `shadow`).
+pub fn mode_name(m: corral_core::Mode) -> &'static str {
     match m {
         corral_core::Mode::Enforce => "enforce",
         corral_core::Mode::Shadow => "shadow",

@@ -31,11 +31,7 @@ pub struct ReloadArgs {
 /// The session named, or the only one running.
 fn pick(flag: Option<&str>) -> Result<SessionId> {
     if let Some(s) = flag {
-        let n = s
-            .trim_start_matches('s')
-            .parse::<u32>()
-            .with_context(|| format!("--session {s:?}: expected an id like s123"))?;
-        return Ok(SessionId(n));
+        return Ok(SessionId(super::events::parse_session_id(s)?));
     }
     let running = control::running(&super::run::run_root());
     match running.as_slice() {

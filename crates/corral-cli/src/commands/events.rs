@@ -15,21 +15,8 @@ use std::time::Duration;
 pub struct EventsArgs {
     #[command(subcommand)]
     command: Option<EventsCmd>,
-    /// A session id (`s123` or `123`), or `last`.
-    #[arg(long)]
-    session: Option<String>,
-    /// file, exec, net, process, session or policy.
-    #[arg(long)]
-    kind: Option<String>,
-    /// allow, deny or would_deny.
-    #[arg(long)]
-    decision: Option<String>,
-    /// Only events newer than this (`30s`, `10m`, `2h`, `1d`).
-    #[arg(long)]
-    since: Option<String>,
-    /// Only events whose target, executable or policies contain this text.
-    #[arg(long)]
-    grep: Option<String>,
+    #[command(flatten)]
+    filters: Filters,
     /// JSON lines instead of a table.
     #[arg(long)]
     json: bool,
@@ -61,6 +48,16 @@ struct ExportArgs {
     /// Write here instead of to standard output.
     #[arg(long, short, value_name = "FILE")]
     output: Option<PathBuf>,
+    #[command(flatten)]
+    filters: Filters,
+    /// The store (default: ~/.local/state/corral/audit.db).
+    #[arg(long)]
+    store: Option<PathBuf>,
+}
+
+/// The filter flags of `corral events` and `corral events export`.
+#[derive(clap::Args)]
+struct Filters {
     /// A session id (`s123` or `123`), or `last`.
     #[arg(long)]
     session: Option<String>,
@@ -76,9 +73,6 @@ struct ExportArgs {
     /// Only events whose target, executable or policies contain this text.
     #[arg(long)]
     grep: Option<String>,
-    /// The store (default: ~/.local/state/corral/audit.db).
-    #[arg(long)]
-    store: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -98,23 +92,19 @@ pub struct SessionsArgs {
     store: Option<PathBuf>,
 }
 
-/// `10m` → 600 s.
+/// `--since`: `30s`, `10m`, `2h`, `1d` (corral_runtime::config::parse_age),
+/// or a bare number of seconds.
 fn parse_age(s: &str) -> Result<Duration> {
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num
-        .parse()
-        .with_context(|| format!("--since {s:?}: expected a number and a unit (30s, 10m, 2h, 1d)"))?;
-    let secs = match unit {
-        "s" | "" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86400,
-        _ => bail!("--since {s:?}: unknown unit {unit:?} (s, m, h, d)"),
+    let with_unit = if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        format!("{s}s")
+    } else {
+        s.to_owned()
     };
-    Ok(Duration::from_secs(secs))
+    corral_runtime::config::parse_age("--since", &with_unit).map_err(|e| anyhow::anyhow!("{}", e.0))
 }
 
-fn open(store: &Option<PathBuf>) -> Result<Store> {
+/// Opens the store at `store` (default: the user's), which must exist.
+pub(crate) fn open(store: &Option<PathBuf>) -> Result<Store> {
     let path = store.clone().unwrap_or_else(corral_audit::default_path);
     if !path.exists() {
         bail!("no audit store at {} yet (corral run creates it)", path.display());
@@ -178,10 +168,10 @@ fn action(w: &What) -> (&'static str, String) {
         What::Lost { count } => ("lost", format!("{count} events")),
         What::SessionStart { mode, command, .. } => (
             "session start",
-            format!("{} ({})", command.join(" "), mode_str(*mode)),
+            format!("{} ({})", command.join(" "), export::mode_name(*mode)),
         ),
         What::SessionEnd { exit } => ("session end", exit.clone()),
-        What::ModeChange { mode } => ("mode", mode_str(*mode).to_string()),
+        What::ModeChange { mode } => ("mode", export::mode_name(*mode).to_string()),
         What::PolicyLoad { label, sha256, error } => (
             "policy load",
             match error {
@@ -189,13 +179,6 @@ fn action(w: &What) -> (&'static str, String) {
                 Some(e) => format!("{label} REFUSED: {e}"),
             },
         ),
-    }
-}
-
-fn mode_str(m: corral_core::Mode) -> &'static str {
-    match m {
-        corral_core::Mode::Enforce => "enforce",
-        corral_core::Mode::Shadow => "shadow",
     }
 }
 
@@ -246,49 +229,59 @@ fn print_row(s: &corral_audit::Stored, json: bool) -> Result<()> {
     Ok(())
 }
 
-/// The query for the filter flags shared by `corral events` and
-/// `corral events export` (no limit).
-fn filters(
-    store: &Store,
-    session: Option<&str>,
-    kind: Option<&str>,
-    decision: Option<&str>,
-    since: Option<&str>,
-    grep: Option<&str>,
-) -> Result<Query> {
-    let session = match session {
-        None => None,
-        Some("last") => Some(store.last_session()?.context("no session recorded yet")?),
-        Some(s) => Some(
-            s.trim_start_matches('s')
-                .parse::<u32>()
-                .with_context(|| format!("--session {s:?}: expected an id like s123, or last"))?,
-        ),
-    };
-    let kind = kind
-        .map(|k| k.parse::<Kind>())
-        .transpose()
-        .map_err(|e| anyhow::anyhow!("--kind: {e}"))?;
-    let decision = match decision {
-        None => None,
-        Some("allow") => Some(Decision::Allow),
-        Some("deny") => Some(Decision::Deny),
-        Some("would_deny" | "would-deny") => Some(Decision::WouldDeny),
-        Some(d) => bail!("--decision {d:?}: expected allow, deny or would_deny"),
-    };
-    let since_wall_ns = since
-        .map(parse_age)
-        .transpose()?
-        .map(|d| corral_runtime::session::wall_ns().saturating_sub(d.as_nanos() as u64));
-    Ok(Query {
-        session,
-        kind,
-        decision,
-        since_wall_ns,
-        grep: grep.map(str::to_owned),
-        limit: None,
-        after_id: None,
-    })
+/// A `--session` value: `last` (the store's newest session), `s123` or `123`.
+pub(crate) fn session_arg(store: &Store, s: &str) -> Result<u32> {
+    match s {
+        "last" => store.last_session()?.context("no session recorded yet"),
+        s => parse_session_id(s),
+    }
+}
+
+/// `s123` or `123`.
+pub(crate) fn parse_session_id(s: &str) -> Result<u32> {
+    s.strip_prefix('s')
+        .unwrap_or(s)
+        .parse::<u32>()
+        .with_context(|| format!("--session {s:?}: expected an id like s123, or last"))
+}
+
+impl Filters {
+    /// The query these flags ask for (no limit).
+    fn query(&self, store: &Store) -> Result<Query> {
+        let session = self
+            .session
+            .as_deref()
+            .map(|s| session_arg(store, s))
+            .transpose()?;
+        let kind = self
+            .kind
+            .as_deref()
+            .map(|k| k.parse::<Kind>())
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("--kind: {e}"))?;
+        let decision = match self.decision.as_deref() {
+            None => None,
+            Some("allow") => Some(Decision::Allow),
+            Some("deny") => Some(Decision::Deny),
+            Some("would_deny" | "would-deny") => Some(Decision::WouldDeny),
+            Some(d) => bail!("--decision {d:?}: expected allow, deny or would_deny"),
+        };
+        let since_wall_ns = self
+            .since
+            .as_deref()
+            .map(parse_age)
+            .transpose()?
+            .map(|d| corral_runtime::session::wall_ns().saturating_sub(d.as_nanos() as u64));
+        Ok(Query {
+            session,
+            kind,
+            decision,
+            since_wall_ns,
+            grep: self.grep.clone(),
+            limit: None,
+            after_id: None,
+        })
+    }
 }
 
 /// Runs `corral events`.
@@ -297,14 +290,7 @@ pub fn run(args: EventsArgs) -> Result<ExitCode> {
         return run_export(e);
     }
     let store = open(&args.store)?;
-    let mut q = filters(
-        &store,
-        args.session.as_deref(),
-        args.kind.as_deref(),
-        args.decision.as_deref(),
-        args.since.as_deref(),
-        args.grep.as_deref(),
-    )?;
+    let mut q = args.filters.query(&store)?;
     q.limit = (args.limit > 0).then_some(args.limit);
     if !args.json {
         println!(
@@ -352,14 +338,7 @@ pub fn run(args: EventsArgs) -> Result<ExitCode> {
 /// ([`export::PAGE`] events at a time), so memory stays bounded.
 fn run_export(args: ExportArgs) -> Result<ExitCode> {
     let store = open(&args.store)?;
-    let q = filters(
-        &store,
-        args.session.as_deref(),
-        args.kind.as_deref(),
-        args.decision.as_deref(),
-        args.since.as_deref(),
-        args.grep.as_deref(),
-    )?;
+    let q = args.filters.query(&store)?;
     let format = match args.format {
         ExportFormat::Jsonl => Format::Jsonl,
         ExportFormat::Ocsf => Format::Ocsf,

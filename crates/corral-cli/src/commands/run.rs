@@ -201,6 +201,12 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         ),
     };
     let policy_text: String = sources.iter().map(|s| &*s.text).collect();
+    // The policy is stored under the name its events' `policy_at` use.
+    let source_name = sources
+        .iter()
+        .map(|s| s.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
     let policy_sha256 = corral_runtime::session::sha256_hex(policy_text.as_bytes());
     let accept_unenforced = args.accept_unenforced;
     let (plan, judge) = compile_policy(sources, accept_unenforced).map_err(|e| {
@@ -316,7 +322,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     let queue = settings.audit.queue.value;
     let opened = (|| -> Result<(corral_audit::Store, corral_audit::Pipeline), corral_audit::AuditError> {
         let mut store = corral_audit::Store::open(&store_path)?;
-        store.record_policy(&policy_label, &policy_text)?;
+        store.record_policy(&source_name, &policy_text)?;
         store.session_started(&row)?;
         let options = corral_audit::Options {
             retention,

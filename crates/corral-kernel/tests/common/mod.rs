@@ -44,6 +44,45 @@ pub fn kt(cg: Option<&corral_kernel::cgroup::Cgroup>, action: &str) -> (i32, Str
     )
 }
 
+/// A long-running `corral-kt serve` inside a cgroup: one action per
+/// [`Served::ask`], answered with its output line. Killed on drop.
+pub struct Served {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    out: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl Served {
+    /// Starts the agent in `cg`.
+    pub fn start(cg: &corral_kernel::cgroup::Cgroup) -> Served {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_corral-kt"));
+        cmd.arg("serve")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped());
+        cg.place(&mut cmd).expect("place in cgroup");
+        let mut child = cmd.spawn().expect("start corral-kt serve");
+        let stdin = child.stdin.take().expect("stdin");
+        let out = std::io::BufReader::new(child.stdout.take().expect("stdout"));
+        Served { child, stdin, out }
+    }
+
+    /// Runs one action in the same process; returns its output line.
+    pub fn ask(&mut self, line: &str) -> String {
+        use std::io::{BufRead as _, Write as _};
+        writeln!(self.stdin, "{line}").expect("write to corral-kt");
+        let mut s = String::new();
+        self.out.read_line(&mut s).expect("read from corral-kt");
+        s.trim().to_string()
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A tmpfs mounted on a fresh temp dir; unmounted and removed on drop.
 pub struct Tmpfs {
     /// The mount point.

@@ -45,18 +45,8 @@ pub struct SuggestArgs {
 
 /// Runs `corral policy suggest`.
 pub fn run(args: SuggestArgs) -> Result<ExitCode> {
-    let path = args.store.clone().unwrap_or_else(corral_audit::default_path);
-    if !path.exists() {
-        bail!("no audit store at {} yet (corral run creates it)", path.display());
-    }
-    let store = Store::open(&path)?;
-    let id = match args.session.as_str() {
-        "last" => store.last_session()?.context("no session recorded yet")?,
-        s => s
-            .trim_start_matches('s')
-            .parse::<u32>()
-            .with_context(|| format!("--session {s:?}: expected an id like s123, or last"))?,
-    };
+    let store = crate::commands::events::open(&args.store)?;
+    let id = crate::commands::events::session_arg(&store, &args.session)?;
     let row = store.sessions()?.into_iter().find(|s| s.session.id == id);
     let stored = match row.as_ref().filter(|r| !r.session.policy_sha256.is_empty()) {
         Some(r) => store.policy_text(&r.session.policy_sha256)?,
@@ -67,10 +57,6 @@ pub fn run(args: SuggestArgs) -> Result<ExitCode> {
             p.display().to_string(),
             std::fs::read_to_string(p).with_context(|| format!("cannot read `{}`", p.display()))?,
         ),
-        // `corral run` names the built-in policy so in diagnostics and events.
-        (None, Some((label, text))) if label == "built-in default" => {
-            Source::new("<default policy>", text.clone())
-        }
         (None, Some((label, text))) => Source::new(label.clone(), text.clone()),
         (None, None) => bail!(
             "the store has no policy text for session s{id}; pass the policy it ran under with --policy FILE"
