@@ -259,6 +259,7 @@ pub fn compile(doc: &PolicyDoc, opts: &CompileOptions) -> Result<Plan, Vec<Diagn
         }
     }
     let classes = principal_classes(facts, opts.principal.as_deref());
+    let permits: Vec<bool> = doc.policies.iter().map(|p| !p.is_forbid()).collect();
     // An agent that no policy of an action names decides that action
     // exactly as any other unnamed agent: share the "other" class's table.
     let named_for = |a: Action| -> BTreeSet<&str> {
@@ -292,7 +293,7 @@ pub fn compile(doc: &PolicyDoc, opts: &CompileOptions) -> Result<Plan, Vec<Diagn
         let net_of = |n: &str| -> Vec<NetTable> {
             [Protocol::Tcp, Protocol::Udp]
                 .into_iter()
-                .map(|proto| net::compile(&ev, facts, n, proto))
+                .map(|proto| net::compile(&ev, facts, &permits, n, proto))
                 .collect()
         };
         let net = if other_name.is_none() || named_for(Action::NetworkConnect).contains(name.as_str()) {

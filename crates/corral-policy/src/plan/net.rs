@@ -54,6 +54,12 @@ pub struct NetTable {
     pub ports: Vec<PortRange>,
     /// Entries, most specific last within a family.
     pub entries: Vec<NetEntry>,
+    /// Per port class: whether a `NetworkConnect` permit names a host by
+    /// name (or tests `context.hostname`) for a port in it. Only such
+    /// connections can be allowed by the egress proxy, which sees the name;
+    /// elsewhere a connection no address rule allows is refused in the
+    /// kernel. Always false for UDP (the proxy carries TCP only).
+    pub by_name: Vec<bool>,
     #[serde(skip)]
     index: std::collections::HashMap<IpNet, usize>,
     /// Prefix lengths present, longest first, per family (v4, v6).
@@ -67,6 +73,12 @@ impl NetTable {
     /// Index of the port class holding `port`.
     pub fn port_class(&self, port: u16) -> usize {
         self.ports.partition_point(|r| r.hi < port)
+    }
+
+    /// Whether a host-name permit may allow a connection to `port` (see
+    /// [`NetTable::by_name`]).
+    pub fn by_name_at(&self, port: u16) -> bool {
+        self.by_name.get(self.port_class(port)).copied().unwrap_or(false)
     }
 
     /// Decides a direct connection. v4-mapped v6 addresses are looked up as v4.
@@ -166,7 +178,13 @@ fn representative(n: &IpNet, all: &BTreeSet<IpNet>) -> Option<IpAddr> {
     (cur <= hi).then(|| addr(n, cur))
 }
 
-pub(super) fn compile(ev: &Evaluator, facts: &[Facts], principal: &str, protocol: Protocol) -> NetTable {
+pub(super) fn compile(
+    ev: &Evaluator,
+    facts: &[Facts],
+    permits: &[bool],
+    principal: &str,
+    protocol: Protocol,
+) -> NetTable {
     let mut prefixes: BTreeSet<IpNet> = builtin_prefixes().into_iter().collect();
     let mut cuts: BTreeSet<u32> = BTreeSet::from([0]);
     let mut cut_at = |n: i64| {
@@ -176,10 +194,17 @@ pub(super) fn compile(ev: &Evaluator, facts: &[Facts], principal: &str, protocol
             }
         }
     };
-    for f in facts
+    // Ports host-name permits may allow (`None` in the set: any port).
+    let mut name_ports: BTreeSet<Option<u16>> = BTreeSet::new();
+    for (i, f) in facts
         .iter()
-        .filter(|f| f.actions.contains(&Action::NetworkConnect))
+        .enumerate()
+        .filter(|(_, f)| f.actions.contains(&Action::NetworkConnect))
     {
+        let permit = permits.get(i).copied().unwrap_or(true) && protocol == Protocol::Tcp;
+        if permit && f.context_attrs.contains("hostname") {
+            name_ports.insert(None);
+        }
         for s in &f.ips {
             if let Ok(n) = s.parse::<IpNet>() {
                 prefixes.insert(n.trunc());
@@ -194,6 +219,17 @@ pub(super) fn compile(ev: &Evaluator, facts: &[Facts], principal: &str, protocol
                 }
                 if let Some(p) = p {
                     cut_at(i64::from(p));
+                }
+            } else if permit {
+                // A name, `name:port` or `*.zone[:port]`.
+                match id.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()) {
+                    Some(p) => {
+                        cut_at(i64::from(p));
+                        name_ports.insert(Some(p));
+                    }
+                    None => {
+                        name_ports.insert(None);
+                    }
                 }
             }
         }
@@ -235,9 +271,27 @@ pub(super) fn compile(ev: &Evaluator, facts: &[Facts], principal: &str, protocol
         entries.push(NetEntry { prefix: *n, verdicts });
     }
 
+    let by_name_of = |r: &PortRange| {
+        name_ports.contains(&None)
+            || name_ports
+                .iter()
+                .flatten()
+                .any(|p| (r.lo..=r.hi).contains(p))
+    };
+    let by_name: Vec<bool> = ports.iter().map(by_name_of).collect();
     // Merge adjacent port classes that decide alike everywhere.
     let keep: Vec<bool> = (0..ports.len())
-        .map(|c| c == 0 || !entries.iter().all(|e| e.verdicts.get(c) == e.verdicts.get(c - 1)))
+        .map(|c| {
+            c == 0
+                || by_name.get(c) != by_name.get(c - 1)
+                || !entries.iter().all(|e| e.verdicts.get(c) == e.verdicts.get(c - 1))
+        })
+        .collect();
+    let by_name: Vec<bool> = by_name
+        .iter()
+        .enumerate()
+        .filter(|(c, _)| keep[*c])
+        .map(|(_, b)| *b)
         .collect();
     let mut merged: Vec<PortRange> = Vec::new();
     for (c, r) in ports.iter().enumerate() {
@@ -302,6 +356,7 @@ pub(super) fn compile(ev: &Evaluator, facts: &[Facts], principal: &str, protocol
     NetTable {
         protocol,
         ports,
+        by_name,
         entries: kept,
         index,
         lengths,
@@ -312,6 +367,41 @@ pub(super) fn compile(ev: &Evaluator, facts: &[Facts], principal: &str, protocol
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn tcp(text: &str) -> NetTable {
+        let doc = crate::load::load(vec![crate::Source::new("t.cedar", text)]).unwrap();
+        let plan = crate::compile(&doc, &crate::CompileOptions::default()).unwrap();
+        plan.principals[0]
+            .net
+            .iter()
+            .find(|t| t.protocol == Protocol::Tcp)
+            .unwrap()
+            .clone()
+    }
+
+    #[test]
+    fn ports_host_name_permits_may_allow() {
+        let t = tcp(r#"permit (principal, action == Action::"NetworkConnect", resource)
+            when { resource in [Host::"api.example.com:443", Host::"*.example.org:8443"] };
+            forbid (principal, action == Action::"NetworkConnect", resource)
+            when { resource in Host::"evil.example.com:22" };
+            permit (principal, action == Action::"NetworkConnect", resource == Host::"10.0.0.1:5432");"#);
+        assert!(t.by_name_at(443));
+        assert!(t.by_name_at(8443));
+        // A forbid by name, and an address rule, allow nothing by name.
+        assert!(!t.by_name_at(22));
+        assert!(!t.by_name_at(5432));
+        assert!(!t.by_name_at(444));
+        assert!(!t.by_name_at(80));
+        // A name without a port, or a test of the name: every port.
+        let t = tcp(r#"permit (principal, action == Action::"NetworkConnect", resource == Host::"example.com");"#);
+        assert!(t.by_name_at(1) && t.by_name_at(65535));
+        let t = tcp(r#"permit (principal, action == Action::"NetworkConnect", resource)
+            when { context.hostname like "*.corp" };"#);
+        assert!(t.by_name_at(22));
+        let t = tcp(r#"permit (principal, action == Action::"NetworkConnect", resource == Host::"10.0.0.1");"#);
+        assert!(!t.by_name_at(443));
+    }
 
     #[test]
     fn host_literals_that_name_addresses() {
