@@ -152,8 +152,9 @@ struct redirect_cfg {
 
 /* The original destination of a redirected TCP connection. */
 struct origin {
-	__u8 family;   /* 4 or 6: of addr (v4-mapped destinations are 4) */
-	__u8 via;      /* 4 or 6: the family of the proxy address it was sent to */
+	__u8 family;   /* 4 or 6: of addr (v4-mapped destinations are 4, and
+			* went to the v4 proxy address; 6 to the v6 one) */
+	__u8 pad;
 	__u16 port;    /* host order */
 	__u32 tgid;    /* the connecting process */
 	__u8 addr[16]; /* v4 in the first 4 bytes */

@@ -158,7 +158,6 @@ static __always_inline int redirect_connect(struct bpf_sock_addr *ctx, struct re
 	if (ok) {
 		struct origin o = {};
 		o.family = k->family;
-		o.via = k->family;
 		o.port = port;
 		o.tgid = bpf_get_current_pid_tgid() >> 32;
 		__builtin_memcpy(o.addr, k->addr, 16);
@@ -346,7 +345,7 @@ int origin_sockops(struct bpf_sock_ops *skops)
 		return 1;
 	struct peer_key pk = {};
 	pk.port = (__u16)skops->local_port;
-	if (o->via == 4) {
+	if (o->family == 4) {
 		/* A v4 socket, or a v6 socket connected v4-mapped: the proxy's
 		 * v4 socket sees the v4 address. */
 		pk.family = 4;

@@ -83,7 +83,7 @@ pub(crate) struct RedirectCfg {
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct OriginVal {
     pub family: u8,
-    pub via: u8,
+    pub pad: u8,
     pub port: u16,
     pub tgid: u32,
     pub addr: [u8; 16],

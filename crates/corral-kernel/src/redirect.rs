@@ -183,7 +183,7 @@ mod tests {
         addr[..4].copy_from_slice(&[192, 0, 2, 1]);
         let o = origin(&OriginVal {
             family: 4,
-            via: 4,
+            pad: 0,
             port: 443,
             tgid: 42,
             addr,
@@ -193,7 +193,7 @@ mod tests {
         assert_eq!((o.pid, o.comm.as_str()), (42, "curl"));
         let o6 = origin(&OriginVal {
             family: 6,
-            via: 6,
+            pad: 0,
             port: 80,
             tgid: 1,
             addr: "2001:db8::1".parse::<Ipv6Addr>().unwrap().octets(),
