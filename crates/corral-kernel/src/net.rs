@@ -234,6 +234,11 @@ impl NetEnforcer {
     /// getpeername4/6 (best-effort, refusals go to `missing`), and takes
     /// the map the proxy reads. Called before the connect programs attach.
     fn start_redirect(&mut self, r: Redirect, dir: &std::fs::File, cgroup: &std::path::Path) -> Result<()> {
+        if r.v4.port() == 0 || r.v6.is_some_and(|a| a.port() == 0) {
+            return Err(Error::Plan(format!(
+                "redirect: the egress proxy's address `{r:?}` has port 0, which no connection can reach"
+            )));
+        }
         {
             let mut m: Array<_, RedirectCfg> = map_mut(&mut self.ebpf, "redirect")?;
             m.set(0, r.to_cfg(), 0)

@@ -508,3 +508,22 @@ fn without_redirect_there_is_no_proxy_path() {
     assert!(d80[0].policies.is_empty(), "default deny names no policy");
     assert_eq!(connect_events(&evs, 443)[0].policies, vec!["no-evil".to_string()]);
 }
+
+#[test]
+fn a_proxy_on_port_0_is_refused_at_start() {
+    if !require_root("a_proxy_on_port_0_is_refused_at_start") {
+        return;
+    }
+    let rt = rt();
+    let _g = rt.enter();
+    let cg = Cgroup::create(&cgroup_name("redir-port0")).unwrap();
+    let mut cfg = common::net_only(29, cg.path());
+    cfg.redirect = Some(Redirect {
+        v4: "127.0.0.1:0".parse().unwrap(),
+        v6: None,
+    });
+    let err = KernelSession::start(cfg, &plan(&policy()))
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("port 0"), "{err}");
+}
