@@ -128,7 +128,46 @@ struct hash_key {
 	__u32 pad;
 };
 
-/* verdict.pad[0] bit: the deny names a forbid (not just "nothing permits"). */
+/* verdict.pad[0] bit: the deny names a forbid (not just "nothing permits").
+ * The network table sets it for every deny a policy decided (and for
+ * cells it cannot decide): with a redirect configured, only a deny without
+ * it (default deny) goes to the egress proxy. */
 #define VF_FORBID 1
+
+/* Rule index of a connection that had to go through the egress proxy and
+ * could not: a native v6 destination with no v6 proxy address, or an
+ * original destination that could not be recorded. */
+#define RULE_NO_REDIRECT 0xfffffffd
+
+/* The egress proxy's listening addresses, as the session reaches them
+ * (net.bpf.c's `redirect` map; written once, before the programs attach). */
+struct redirect_cfg {
+	__u32 on;         /* 0: no redirect, decide as without a proxy */
+	__u8 v4_addr[4];  /* network order */
+	__u32 v4_port;    /* host order */
+	__u32 v6_on;      /* 0: native v6 destinations cannot be redirected */
+	__u8 v6_addr[16];
+	__u32 v6_port;    /* host order */
+};
+
+/* The original destination of a redirected TCP connection. */
+struct origin {
+	__u8 family;   /* 4 or 6: of addr (v4-mapped destinations are 4, and
+			* went to the v4 proxy address; 6 to the v6 one) */
+	__u8 pad;
+	__u16 port;    /* host order */
+	__u32 tgid;    /* the connecting process */
+	__u8 addr[16]; /* v4 in the first 4 bytes */
+	char comm[16];
+};
+
+/* A redirected socket's local address: what the proxy sees as the peer of
+ * the connection it accepts. */
+struct peer_key {
+	__u8 family;   /* 4 or 6 */
+	__u8 pad;
+	__u16 port;    /* host order */
+	__u8 addr[16]; /* v4 in the first 4 bytes */
+};
 
 #endif

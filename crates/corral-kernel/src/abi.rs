@@ -27,6 +27,12 @@ pub(crate) const PROTO_UDP: u8 = 1;
 
 /// Rule index the programs report for corral's own control port.
 pub(crate) const RULE_CONTROL_PORT: u32 = 0xffff_fffe;
+/// Rule index of a connection that had to go through the egress proxy and
+/// could not (`RULE_NO_REDIRECT`).
+pub(crate) const RULE_NO_REDIRECT: u32 = 0xffff_fffd;
+
+/// `verdict.pad[0]` bit: the deny names a forbid (`VF_FORBID`).
+pub(crate) const VF_FORBID: u8 = 1;
 
 /// `struct corral_cfg`.
 #[repr(C)]
@@ -60,6 +66,40 @@ pub(crate) struct NetKey {
     pub tail: u16,
 }
 
+/// `struct redirect_cfg`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct RedirectCfg {
+    pub on: u32,
+    pub v4_addr: [u8; 4],
+    pub v4_port: u32,
+    pub v6_on: u32,
+    pub v6_addr: [u8; 16],
+    pub v6_port: u32,
+}
+
+/// `struct origin`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct OriginVal {
+    pub family: u8,
+    pub pad: u8,
+    pub port: u16,
+    pub tgid: u32,
+    pub addr: [u8; 16],
+    pub comm: [u8; 16],
+}
+
+/// `struct peer_key`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct PeerKey {
+    pub family: u8,
+    pub pad: u8,
+    pub port: u16,
+    pub addr: [u8; 16],
+}
+
 /// Bits of `NetKey` before the address.
 pub(crate) const NET_KEY_FIXED_BITS: u32 = 48;
 
@@ -69,6 +109,12 @@ unsafe impl aya::Pod for Cfg {}
 unsafe impl aya::Pod for VerdictCell {}
 // SAFETY: as above (6 + 16 + 2 bytes, u16s at even offsets).
 unsafe impl aya::Pod for NetKey {}
+// SAFETY: as above (u32s at offsets 0, 4, 8, 12, 32; 36 bytes).
+unsafe impl aya::Pod for RedirectCfg {}
+// SAFETY: as above (2 u8s, a u16 at 2, a u32 at 4, then bytes; 40 bytes).
+unsafe impl aya::Pod for OriginVal {}
+// SAFETY: as above (2 u8s, a u16 at 2, then bytes; 20 bytes).
+unsafe impl aya::Pod for PeerKey {}
 
 /// `struct event` size (the header).
 pub(crate) const EVENT_HDR: usize = 8 + 4 * 10 + 16 + 16 + 4 + 4;
@@ -163,5 +209,19 @@ impl RawEvent {
             V_WOULD_DENY => Some(Decision::WouldDeny),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The sizes of `bpf/corral.h`'s redirect structs (aya also checks key
+    /// and value sizes against the object's maps when a map is opened).
+    #[test]
+    fn redirect_structs_match_corral_h() {
+        assert_eq!(std::mem::size_of::<RedirectCfg>(), 36);
+        assert_eq!(std::mem::size_of::<OriginVal>(), 40);
+        assert_eq!(std::mem::size_of::<PeerKey>(), 20);
     }
 }

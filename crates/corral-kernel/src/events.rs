@@ -83,6 +83,9 @@ impl Sink {
         if rule == abi::RULE_CONTROL_PORT {
             return vec!["corral:control-plane".into()];
         }
+        if rule == abi::RULE_NO_REDIRECT {
+            return vec!["corral:no-redirect".into()];
+        }
         let Ok(rows) = self.rows.read() else {
             return Vec::new();
         };

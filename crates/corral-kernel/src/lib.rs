@@ -9,7 +9,8 @@
 //! Layers, chosen per decision kind by probing the running kernel
 //! ([`probe`]):
 //! * network: cgroup socket-address BPF programs (`bpf/net.bpf.c`) on every
-//!   kernel with cgroup v2;
+//!   kernel with cgroup v2, optionally redirecting TCP connections to
+//!   corral's egress proxy ([`Redirect`], [`Origins`]);
 //! * file open and exec: BPF LSM (`bpf/lsm.bpf.c`) where the kernel allows
 //!   it, otherwise fanotify permission events ([`fanotify`]) — the fallback;
 //! * telemetry: tracepoints (`bpf/trace.bpf.c`) for exec with argv,
@@ -28,7 +29,9 @@ mod lsm;
 mod net;
 pub mod obj;
 pub mod probe;
+mod redirect;
 pub mod session;
+pub use redirect::{Origin, Origins, Redirect};
 mod sys;
 mod trace;
 

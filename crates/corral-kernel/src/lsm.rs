@@ -23,7 +23,7 @@ use std::sync::{Arc, RwLock};
 const PKEY_MAX: usize = 256;
 /// Longest listed path the kernel table holds.
 pub(crate) const PATH_MAX_LISTED: usize = PKEY_MAX - 2;
-const VF_FORBID: u8 = 1;
+use abi::VF_FORBID;
 const T_READ: u8 = 0;
 const T_WRITE: u8 = 1;
 const T_EXEC: u8 = 2;

@@ -7,14 +7,27 @@
 //! update. Before the next swap overwrites the now-inactive generation it
 //! waits for an RCU grace period ([`crate::sys::RcuBarrier`]), so no program
 //! that read the old generation can still be looking at it.
+//!
+//! With a [`Redirect`], TCP connects to destinations that are not loopback
+//! go to corral's egress proxy instead of being decided here alone: a cell
+//! a forbid decided (marked `VF_FORBID`) still refuses the connect with
+//! EPERM; any other (permitted, or denied only because nothing permits it)
+//! has its destination rewritten to the proxy, with the original recorded
+//! for the proxy ([`Origins`]) and shown to the process by getpeername().
+//! The redirect lives in its own map, written once before the programs
+//! attach: swaps and mode switches never touch it. The sock_ops program
+//! that tells the proxy which connection is which is required (the session
+//! does not start without it); the getpeername programs are best-effort and
+//! their absence is reported ([`NetEnforcer::missing`]).
 
-use crate::abi::{self, Cfg, NetKey, RawEvent, VerdictCell, NET_KEY_FIXED_BITS};
+use crate::abi::{self, Cfg, NetKey, RawEvent, RedirectCfg, VerdictCell, NET_KEY_FIXED_BITS};
 use crate::events::{Rows, Sink};
-use crate::loader::{bpf_err, chain, map_mut, take_events, write_cfg, Events};
+use crate::loader::{bpf_err, chain, map_mut, take_events, take_map, write_cfg, Events};
+use crate::redirect::{Origins, Redirect};
 use crate::{obj, sys, Error, Result};
 use aya::maps::lpm_trie::{Key, LpmTrie};
-use aya::maps::Array;
-use aya::programs::{CgroupAttachMode, CgroupSockAddr};
+use aya::maps::{Array, HashMap, MapData};
+use aya::programs::{CgroupAttachMode, CgroupSockAddr, SockOps};
 use aya::{Ebpf, EbpfLoader};
 use corral_core::{Layer, Mode, What};
 use corral_policy::plan::{PrincipalPlan, Verdict};
@@ -72,12 +85,15 @@ pub(crate) fn encode(plan: &Plan, pp: &PrincipalPlan) -> Result<NetImage> {
             };
             for (class, cell) in e.verdicts.iter().enumerate() {
                 let Some(v) = cell else { continue };
-                let (code, pols) = match v {
-                    Verdict::Allow { by } => (abi::V_ALLOW, by),
-                    Verdict::Deny { by } => (abi::V_DENY, by),
+                // `forbid`: a policy decided the deny, so a redirect to the
+                // proxy must not undo it (a deny with no forbid is Cedar's
+                // default deny: the proxy may still permit by host name).
+                let (code, pols, forbid) = match v {
+                    Verdict::Allow { by } => (abi::V_ALLOW, by, false),
+                    Verdict::Deny { by } => (abi::V_DENY, by, !by.is_empty()),
                     // The network table has no context the kernel lacks;
                     // should the compiler ever say otherwise, fail closed.
-                    Verdict::Userspace { policies } => (abi::V_DENY, policies),
+                    Verdict::Userspace { policies } => (abi::V_DENY, policies, true),
                 };
                 let rule = *row_of.entry(pols.clone()).or_insert_with(|| {
                     img.rows.push(
@@ -102,7 +118,7 @@ pub(crate) fn encode(plan: &Plan, pp: &PrincipalPlan) -> Result<NetImage> {
                     NET_KEY_FIXED_BITS + plen,
                     VerdictCell {
                         v: code,
-                        pad: [0; 3],
+                        pad: [if forbid { abi::VF_FORBID } else { 0 }, 0, 0],
                         rule,
                     },
                 ));
@@ -131,22 +147,42 @@ pub(crate) struct NetEnforcer {
     /// reading a generation, and a swap need not wait for a grace period.
     attached: bool,
     rows: Arc<std::sync::RwLock<Rows>>,
+    /// The redirect to the egress proxy, and the original destinations of
+    /// redirected connections.
+    pub redirect: Option<(Redirect, Origins)>,
+    /// Optional programs this kernel refused, each with the loader's reason
+    /// (getpeername of redirected sockets).
+    pub missing: Vec<String>,
 }
+
+/// The LRU maps of the redirect: shrunk to one entry without a redirect.
+const ORIGIN_MAPS: [&str; 2] = ["origin_by_cookie", "origin_by_peer"];
 
 impl NetEnforcer {
     /// Loads the programs, writes generation 0 and marks the tables ready,
     /// then attaches to `cgroup` (so no connect is ever decided without
     /// tables). Returns the ring buffer and loss counter for the reader.
+    ///
+    /// With `redirect`, the sock_ops and getpeername programs are attached
+    /// before the connect programs, so no connect is redirected before the
+    /// proxy can learn its original destination.
     pub(crate) fn start(
         btf: &aya::Btf,
         cgroup: &std::path::Path,
         img: &NetImage,
         mode: Mode,
         ctl_port: u16,
+        redirect: Option<Redirect>,
         rows: Arc<std::sync::RwLock<Rows>>,
     ) -> Result<(NetEnforcer, Events)> {
-        let mut ebpf = EbpfLoader::new()
-            .btf(Some(btf))
+        let mut loader = EbpfLoader::new();
+        loader.btf(Some(btf));
+        if redirect.is_none() {
+            for m in ORIGIN_MAPS {
+                loader.map_max_entries(m, 1);
+            }
+        }
+        let mut ebpf = loader
             .load(&obj::NET.bytes)
             .map_err(|e| bpf_err("load bpf/net.bpf.c", chain(&e)))?;
         let (ring, lost) = take_events(&mut ebpf)?;
@@ -160,11 +196,16 @@ impl NetEnforcer {
             barrier,
             attached: false,
             rows,
+            redirect: None,
+            missing: Vec::new(),
         };
         // First tables go to generation 0 (`swap` flips 1 -> 0).
         me.swap(img)?;
         let dir = std::fs::File::open(cgroup)
             .map_err(|e| Error::io(format!("open cgroup {}", cgroup.display()), e))?;
+        if let Some(r) = redirect {
+            me.start_redirect(r, &dir, cgroup)?;
+        }
         for name in ["connect4", "connect6", "sendmsg4", "sendmsg6"] {
             let prog: &mut CgroupSockAddr = me
                 .ebpf
@@ -187,6 +228,65 @@ impl NetEnforcer {
         }
         me.attached = true;
         Ok((me, (ring, lost)))
+    }
+
+    /// Writes the proxy's addresses, attaches sock_ops (required) and
+    /// getpeername4/6 (best-effort, refusals go to `missing`), and takes
+    /// the map the proxy reads. Called before the connect programs attach.
+    fn start_redirect(&mut self, r: Redirect, dir: &std::fs::File, cgroup: &std::path::Path) -> Result<()> {
+        if r.v4.port() == 0 || r.v6.is_some_and(|a| a.port() == 0) {
+            return Err(Error::Plan(format!(
+                "redirect: the egress proxy's address `{r:?}` has port 0, which no connection can reach"
+            )));
+        }
+        {
+            let mut m: Array<_, RedirectCfg> = map_mut(&mut self.ebpf, "redirect")?;
+            m.set(0, r.to_cfg(), 0)
+                .map_err(|e| bpf_err("write the proxy address (map redirect)", chain(&e)))?;
+        }
+        let sockops = (|| -> std::result::Result<(), String> {
+            let prog: &mut SockOps = self
+                .ebpf
+                .program_mut("origin_sockops")
+                .ok_or("program missing from net.bpf.o")?
+                .try_into()
+                .map_err(|e: aya::programs::ProgramError| chain(&e))?;
+            prog.load().map_err(|e| format!("load: {}", chain(&e)))?;
+            prog.attach(dir, CgroupAttachMode::Single)
+                .map_err(|e| format!("attach to {}: {}", cgroup.display(), chain(&e)))?;
+            Ok(())
+        })();
+        if let Err(e) = sockops {
+            return Err(Error::Unsupported(format!(
+                "transparent redirect to the egress proxy: the kernel refused the sock_ops program that \
+                 tells the proxy each connection's original destination ({e}); the session cannot route \
+                 its TCP connections through the proxy"
+            )));
+        }
+        for name in ["getpeername4", "getpeername6"] {
+            let res = (|| -> std::result::Result<(), String> {
+                let prog: &mut CgroupSockAddr = self
+                    .ebpf
+                    .program_mut(name)
+                    .ok_or("program missing from net.bpf.o")?
+                    .try_into()
+                    .map_err(|e: aya::programs::ProgramError| chain(&e))?;
+                prog.load().map_err(|e| format!("load: {}", chain(&e)))?;
+                prog.attach(dir, CgroupAttachMode::Single)
+                    .map_err(|e| format!("attach to {}: {}", cgroup.display(), chain(&e)))?;
+                Ok(())
+            })();
+            if let Err(e) = res {
+                self.missing.push(format!(
+                    "cgroup/{name} (getpeername() of a redirected socket shows the proxy, not the \
+                     original destination): {e}"
+                ));
+            }
+        }
+        let peers: HashMap<MapData, abi::PeerKey, abi::OriginVal> =
+            take_map(&mut self.ebpf, "origin_by_peer")?;
+        self.redirect = Some((r, Origins::new(peers)));
+        Ok(())
     }
 
     /// Switches between enforce and shadow: one write of the config
@@ -291,5 +391,51 @@ pub(crate) fn decode(sink: &Sink, r: &RawEvent) -> Option<corral_core::Event> {
             Some(sink.event(r, what, r.decision(), Layer::CgroupBpf))
         }
         _ => None,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    /// The cells of `text`'s TCP table for `claude` whose prefix starts
+    /// with `addr` (v4), as (prefix length, verdict code, forbid flag).
+    fn cells(text: &str, addr: [u8; 4]) -> Vec<(u32, u8, bool)> {
+        let checked = corral_policy::check(vec![corral_policy::Source::new("t.cedar", text.to_string())]);
+        let plan = checked.plan.expect("plan");
+        let pp = plan.for_principal("claude").expect("principal");
+        let img = encode(&plan, pp).unwrap();
+        img.cells
+            .iter()
+            .filter(|(k, _, _)| k.proto == abi::PROTO_TCP && k.family == 4 && k.addr[..4] == addr)
+            .map(|(_, plen, c)| (plen - NET_KEY_FIXED_BITS, c.v, c.pad[0] & abi::VF_FORBID != 0))
+            .collect()
+    }
+
+    #[test]
+    fn only_a_deny_a_forbid_decides_is_marked_forbid() {
+        let text = r#"
+permit (principal, action == Action::"NetworkConnect", resource)
+when { context.ip.isInRange(ip("192.0.2.0/24")) };
+forbid (principal, action == Action::"NetworkConnect", resource)
+when { context.ip.isInRange(ip("198.51.100.0/24")) };
+"#;
+        let web = cells(text, [192, 0, 2, 0]);
+        assert!(
+            !web.is_empty() && web.iter().all(|c| *c == (24, abi::V_ALLOW, false)),
+            "{web:?}"
+        );
+        let evil = cells(text, [198, 51, 100, 0]);
+        assert!(
+            !evil.is_empty() && evil.iter().all(|c| *c == (24, abi::V_DENY, true)),
+            "{evil:?}"
+        );
+        // The /0 root: nothing permits, nothing forbids (default deny).
+        let root: Vec<_> = cells(text, [0; 4]).into_iter().filter(|c| c.0 == 0).collect();
+        assert!(
+            !root.is_empty() && root.iter().all(|c| *c == (0, abi::V_DENY, false)),
+            "{root:?}"
+        );
     }
 }

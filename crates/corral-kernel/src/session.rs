@@ -6,6 +6,7 @@ use crate::events::{self, Rows, Sink};
 use crate::fanotify::{self, Fanotify, FileTables};
 use crate::lsm::{self, LsmEnforcer};
 use crate::net::{self, NetEnforcer};
+use crate::redirect::{Origins, Redirect};
 use crate::trace::{self, Tracer};
 use crate::{Error, Result};
 use corral_core::{Event, Mode, SessionId};
@@ -28,6 +29,10 @@ pub struct SessionConfig {
     pub mode: Mode,
     /// corral's own API/UI port on loopback: never reachable from the session.
     pub ctl_port: Option<u16>,
+    /// Send the session's TCP connections to non-loopback destinations to
+    /// corral's egress proxy (see [`Redirect`]); `None`: the network table
+    /// alone decides them.
+    pub redirect: Option<Redirect>,
     /// Capacity of the event channel.
     pub channel: usize,
     /// Which layer decides file opens and execs.
@@ -96,6 +101,7 @@ impl SessionConfig {
             cgroup: cgroup.into(),
             mode: Mode::Enforce,
             ctl_port: None,
+            redirect: None,
             channel: 65536,
             file_layer: FileLayer::Auto,
             exec_judge: None,
@@ -262,8 +268,15 @@ impl KernelSession {
             }
             (f, _) => f,
         };
-        let (net, (ring, lost_map)) =
-            NetEnforcer::start(&btf, &cfg.cgroup, &img, cfg.mode, cfg.ctl_port.unwrap_or(0), rows)?;
+        let (net, (ring, lost_map)) = NetEnforcer::start(
+            &btf,
+            &cfg.cgroup,
+            &img,
+            cfg.mode,
+            cfg.ctl_port.unwrap_or(0),
+            cfg.redirect,
+            rows,
+        )?;
         tasks.push(tokio::spawn(events::pump(
             ring,
             lost_map,
@@ -462,12 +475,37 @@ impl KernelSession {
             Files::Pending(_) => "fanotify (fallback, mounts not yet marked)",
             Files::Off => "not enforced (file layer off)",
         };
-        vec![
+        let mut layers = vec![
             ("network connect/send", "cgroup-bpf"),
             ("file open", files),
             ("exec", files),
             ("telemetry", "tracepoints"),
-        ]
+        ];
+        if self.net.redirect.is_some() {
+            layers.push((
+                "tcp egress",
+                "redirected to the egress proxy (cgroup-bpf, sock_ops)",
+            ));
+            let peer = if self.net.missing.is_empty() {
+                "original destination (cgroup-bpf getpeername)"
+            } else {
+                "the proxy's address (getpeername hooks refused; see redirect_missing)"
+            };
+            layers.push(("getpeername of redirected sockets", peer));
+        }
+        layers
+    }
+
+    /// The original destinations of the session's redirected connections,
+    /// for the egress proxy; `None` without a redirect.
+    pub fn origins(&self) -> Option<Origins> {
+        self.net.redirect.as_ref().map(|(_, o)| o.clone())
+    }
+
+    /// Optional parts of the redirect this kernel refused (the getpeername
+    /// programs), each with the loader's reason.
+    pub fn redirect_missing(&self) -> &[String] {
+        &self.net.missing
     }
 
     /// Why BPF LSM was not used (not listed, or listed but refused) when

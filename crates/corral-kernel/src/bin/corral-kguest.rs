@@ -354,7 +354,75 @@ fn run(kt_bin: &str, fanotify: bool) -> Result<bool, Box<dyn std::error::Error>>
     drop(session);
     drop(child);
     drop(cg);
+    all &= redirect_cases(kt_bin)?;
     Ok(all)
+}
+
+/// The TCP redirect to the egress proxy on this kernel (sock_ops and
+/// getpeername4/6 included), on its own cgroup: a permitted destination
+/// reaches a loopback stand-in proxy with its origin, a forbidden one is
+/// refused. Prints `REDIRECT-MISSING` for optional programs the kernel refused.
+fn redirect_cases(kt_bin: &str) -> Result<bool, Box<dyn std::error::Error>> {
+    let proxy = std::net::TcpListener::bind("127.0.0.1:0")?;
+    proxy.set_nonblocking(true)?;
+    let std::net::SocketAddr::V4(v4) = proxy.local_addr()? else {
+        return Err("the proxy listener is not v4".into());
+    };
+    let plan = corral_policy::check(vec![corral_policy::Source::new(
+        "redirect.cedar",
+        r#"@id("web") permit (principal, action == Action::"NetworkConnect", resource)
+           when { context.ip.isInRange(ip("192.0.2.0/24")) };
+           @id("no-evil") forbid (principal, action == Action::"NetworkConnect", resource)
+           when { context.ip.isInRange(ip("198.51.100.0/24")) };"#
+            .to_string(),
+    )])
+    .plan
+    .ok_or("redirect policy did not compile")?;
+    let cg = Cgroup::create(&format!("corral-guest-redirect-{}", std::process::id()))?;
+    let mut cfg = SessionConfig::new(2, "claude", cg.path());
+    cfg.file_layer = FileLayer::Off;
+    cfg.redirect = Some(corral_kernel::Redirect { v4, v6: None });
+    let (session, _rx) = KernelSession::start(cfg, &plan)?;
+    for m in session.redirect_missing() {
+        println!("REDIRECT-MISSING {m}");
+    }
+    let origins = session.origins().ok_or("no origins with a redirect")?;
+    let (code, out) = kt(kt_bin, Some(&cg), "tcpw 192.0.2.1 443")?;
+    // `ok PEER PID`: what getpeername() said, and the child's pid.
+    let mut f = out.split_whitespace().skip(1);
+    let (shown, pid) = (f.next().unwrap_or(""), f.next().unwrap_or(""));
+    let accepted = if code == 0 {
+        let mut got = None;
+        for _ in 0..200 {
+            if let Ok((_, peer)) = proxy.accept() {
+                got = Some(peer);
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        got
+    } else {
+        None
+    };
+    let origin = accepted.and_then(|peer| origins.take(peer));
+    let pass = code == 0
+        && origin
+            .as_ref()
+            .is_some_and(|o| o.dst.to_string() == "192.0.2.1:443" && o.pid.to_string() == pid)
+        && (shown == "192.0.2.1:443" || !session.redirect_missing().is_empty());
+    println!(
+        "CASE tcp-redirect-to-proxy {} {out} origin={origin:?} (want ok 192.0.2.1:443, origin 192.0.2.1:443)",
+        if pass { "PASS" } else { "FAIL" }
+    );
+    let (code, out) = kt(kt_bin, Some(&cg), "tcpw 198.51.100.7 443")?;
+    let refused = verdict("EPERM", code, &out);
+    println!(
+        "CASE tcp-redirect-forbid-refused {} {out} (want EPERM)",
+        if refused { "PASS" } else { "FAIL" }
+    );
+    drop(session);
+    drop(cg);
+    Ok(pass && refused)
 }
 
 fn hold(dir: &str) -> Result<(), Box<dyn std::error::Error>> {

@@ -6,8 +6,11 @@
 //! corral-kt ACTION ARGS...        one action; exit 0 on success, else the errno
 //! corral-kt serve                 read actions from stdin, one per line; answer each on stdout
 //! ```
-//! Actions: `tcp ADDR PORT`, `udp ADDR PORT` (sendto), `udpc ADDR PORT`
-//! (connect), `tfo ADDR PORT` (TCP Fast Open sendto), `read PATH`,
+//! Actions: `tcp ADDR PORT`, `tcpw ADDR PORT` (connect, write `corral`,
+//! report `PEER PID`: the address getpeername() gives and this process's
+//! pid), `uring ADDR PORT` (the same with io_uring's connect), `udp ADDR
+//! PORT` (sendto), `udpc ADDR PORT` (connect), `tfo ADDR PORT` (TCP Fast
+//! Open sendto of `corral`), `read PATH`,
 //! `write PATH`, `reopen PATH` (O_PATH, then open /proc/self/fd/N),
 //! `bindread SRC DST` (private mount namespace, bind SRC on DST, read DST),
 //! `exec PATH [ARGS...]`, `sleep MS`, `comm NAME` (set
@@ -72,6 +75,11 @@ fn act(line: &str) -> (i32, String) {
             s.connect(a).map(|_| String::new())
         }),
         "tfo" => sockaddr(rest).and_then(tfo),
+        "tcpw" => sockaddr(rest).and_then(|a| {
+            let s = TcpStream::connect_timeout(&a, Duration::from_secs(2))?;
+            wrote(s)
+        }),
+        "uring" => sockaddr(rest).and_then(uring_connect).and_then(wrote),
         "read" => rest
             .first()
             .map_or(Err(std::io::Error::from_raw_os_error(libc::EINVAL)), |p| {
@@ -117,6 +125,145 @@ fn act(line: &str) -> (i32, String) {
         _ => Err(std::io::Error::from_raw_os_error(libc::EINVAL)),
     };
     io_res(r)
+}
+
+/// Writes `corral` on a connected stream; reports its peer and our pid.
+fn wrote(mut s: TcpStream) -> std::io::Result<String> {
+    s.write_all(b"corral")?;
+    let peer = s.peer_addr()?;
+    Ok(format!("{peer} {}", std::process::id()))
+}
+
+/// Connects a new TCP socket to `a` with io_uring's IORING_OP_CONNECT
+/// (one submission, one completion, rings mapped by hand).
+#[allow(unsafe_code)]
+fn uring_connect(a: SocketAddr) -> std::io::Result<TcpStream> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    // struct io_uring_params: 10 u32s, then io_sqring_offsets and
+    // io_cqring_offsets (8 u32s and a u64 each).
+    #[repr(C)]
+    #[derive(Default)]
+    struct Offsets {
+        head: u32,
+        tail: u32,
+        ring_mask: u32,
+        ring_entries: u32,
+        flags_or_overflow: u32,
+        dropped_or_cqes: u32,
+        array_or_flags: u32,
+        resv1: u32,
+        user_addr: u64,
+    }
+    #[repr(C)]
+    #[derive(Default)]
+    struct Params {
+        sq_entries: u32,
+        cq_entries: u32,
+        flags: u32,
+        sq_thread_cpu: u32,
+        sq_thread_idle: u32,
+        features: u32,
+        wq_fd: u32,
+        resv: [u32; 3],
+        sq_off: Offsets,
+        cq_off: Offsets,
+    }
+    const IORING_OP_CONNECT: u8 = 16;
+    const IORING_ENTER_GETEVENTS: u32 = 1;
+    const IORING_OFF_SQ_RING: i64 = 0;
+    const IORING_OFF_CQ_RING: i64 = 0x800_0000;
+    const IORING_OFF_SQES: i64 = 0x1000_0000;
+    let last = std::io::Error::last_os_error;
+    let fam = if a.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    // SAFETY: plain socket(2); the fd is owned below.
+    let sfd = unsafe { libc::socket(fam, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if sfd < 0 {
+        return Err(last());
+    }
+    // SAFETY: sfd was just created and is owned by nobody else.
+    let sock = unsafe { OwnedFd::from_raw_fd(sfd) };
+    let mut p = Params::default();
+    // SAFETY: io_uring_setup reads and writes one io_uring_params, which
+    // `Params` mirrors (120 bytes).
+    let rfd = unsafe { libc::syscall(libc::SYS_io_uring_setup, 4u32, &mut p as *mut Params) };
+    if rfd < 0 {
+        return Err(last());
+    }
+    // SAFETY: the ring fd was just created and is owned by nobody else.
+    let ring = unsafe { OwnedFd::from_raw_fd(rfd as i32) };
+    let map = |len: usize, off: i64| -> std::io::Result<*mut u8> {
+        // SAFETY: a fresh shared mapping of the ring fd at a documented
+        // offset; unmapped when the process exits (this is a test binary).
+        let m = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_POPULATE,
+                ring.as_raw_fd(),
+                off,
+            )
+        };
+        if m == libc::MAP_FAILED {
+            Err(last())
+        } else {
+            Ok(m.cast())
+        }
+    };
+    let sq = map(
+        p.sq_off.array_or_flags as usize + p.sq_entries as usize * 4,
+        IORING_OFF_SQ_RING,
+    )?;
+    let cq = map(
+        p.cq_off.dropped_or_cqes as usize + p.cq_entries as usize * 16,
+        IORING_OFF_CQ_RING,
+    )?;
+    let sqes = map(p.sq_entries as usize * 64, IORING_OFF_SQES)?;
+    let (storage, len) = to_raw(a);
+    // SAFETY: every offset below comes from the kernel's io_uring_params
+    // for these mappings, which are large enough for them (sizes above);
+    // the SQE is 64 bytes at the start of `sqes`; `storage` outlives the
+    // io_uring_enter call that waits for the completion.
+    unsafe {
+        let sqe = sqes;
+        std::ptr::write_bytes(sqe, 0, 64);
+        *sqe = IORING_OP_CONNECT;
+        *(sqe.add(4) as *mut i32) = sock.as_raw_fd();
+        *(sqe.add(8) as *mut u64) = u64::from(len); // off: addrlen
+        *(sqe.add(16) as *mut u64) = &storage as *const libc::sockaddr_storage as u64; // addr
+        *(sqe.add(32) as *mut u64) = 1; // user_data
+        let mask = *(sq.add(p.sq_off.ring_mask as usize) as *const u32);
+        let tail = &*(sq.add(p.sq_off.tail as usize) as *const std::sync::atomic::AtomicU32);
+        let t = tail.load(std::sync::atomic::Ordering::Acquire);
+        *(sq.add(p.sq_off.array_or_flags as usize) as *mut u32).add((t & mask) as usize) = 0;
+        tail.store(t.wrapping_add(1), std::sync::atomic::Ordering::Release);
+        let n = libc::syscall(
+            libc::SYS_io_uring_enter,
+            ring.as_raw_fd(),
+            1u32,
+            1u32,
+            IORING_ENTER_GETEVENTS,
+            std::ptr::null::<u8>(),
+            0usize,
+        );
+        if n < 0 {
+            return Err(last());
+        }
+        let cmask = *(cq.add(p.cq_off.ring_mask as usize) as *const u32);
+        let head = &*(cq.add(p.cq_off.head as usize) as *const std::sync::atomic::AtomicU32);
+        let h = head.load(std::sync::atomic::Ordering::Acquire);
+        let cqe = cq.add(p.cq_off.dropped_or_cqes as usize + (h & cmask) as usize * 16);
+        let res = *(cqe.add(8) as *const i32);
+        head.store(h.wrapping_add(1), std::sync::atomic::Ordering::Release);
+        if res < 0 {
+            return Err(std::io::Error::from_raw_os_error(-res));
+        }
+    }
+    Ok(TcpStream::from(sock))
 }
 
 #[allow(unsafe_code)]
