@@ -10,9 +10,11 @@
 //!
 //! With a [`Redirect`], TCP connects to destinations that are not loopback
 //! go to corral's egress proxy instead of being decided here alone: a cell
-//! a forbid decided (marked `VF_FORBID`) still refuses the connect with
-//! EPERM; any other (permitted, or denied only because nothing permits it)
-//! has its destination rewritten to the proxy, with the original recorded
+//! marked `VF_FORBID` still refuses the connect with EPERM — a forbid
+//! decided it, or nothing permits the address and no host-name permit
+//! mentions the port ([`corral_policy::plan::NetTable::by_name`]); any
+//! other (permitted, or denied only because nothing permits the address
+//! while a name rule might) has its destination rewritten to the proxy, with the original recorded
 //! for the proxy ([`Origins`]) and shown to the process by getpeername().
 //! The redirect lives in its own map, written once before the programs
 //! attach: swaps and mode switches never touch it. The sock_ops program
@@ -85,12 +87,16 @@ pub(crate) fn encode(plan: &Plan, pp: &PrincipalPlan) -> Result<NetImage> {
             };
             for (class, cell) in e.verdicts.iter().enumerate() {
                 let Some(v) = cell else { continue };
-                // `forbid`: a policy decided the deny, so a redirect to the
-                // proxy must not undo it (a deny with no forbid is Cedar's
-                // default deny: the proxy may still permit by host name).
+                // `forbid` (refused here, never redirected): a policy decided
+                // the deny, so a redirect to the proxy must not undo it; or
+                // nothing permits the address and no host-name permit
+                // mentions the port, so the proxy could not permit it
+                // either. A deny with no forbid on a port a name rule
+                // mentions is left to the proxy, which sees the name.
+                let by_name = t.by_name.get(class).copied().unwrap_or(false);
                 let (code, pols, forbid) = match v {
                     Verdict::Allow { by } => (abi::V_ALLOW, by, false),
-                    Verdict::Deny { by } => (abi::V_DENY, by, !by.is_empty()),
+                    Verdict::Deny { by } => (abi::V_DENY, by, !by.is_empty() || !by_name),
                     // The network table has no context the kernel lacks;
                     // should the compiler ever say otherwise, fail closed.
                     Verdict::Userspace { policies } => (abi::V_DENY, policies, true),
@@ -414,10 +420,11 @@ mod tests {
     }
 
     #[test]
-    fn only_a_deny_a_forbid_decides_is_marked_forbid() {
+    fn a_forbid_or_a_port_no_name_rule_mentions_is_marked_forbid() {
         let text = r#"
 permit (principal, action == Action::"NetworkConnect", resource)
 when { context.ip.isInRange(ip("192.0.2.0/24")) };
+permit (principal, action == Action::"NetworkConnect", resource == Host::"api.example.com:443");
 forbid (principal, action == Action::"NetworkConnect", resource)
 when { context.ip.isInRange(ip("198.51.100.0/24")) };
 "#;
@@ -432,10 +439,11 @@ when { context.ip.isInRange(ip("198.51.100.0/24")) };
             "{evil:?}"
         );
         // The /0 root: nothing permits, nothing forbids (default deny).
+        // Left to the proxy on 443 (a name rule may permit it there),
+        // refused here on every other port.
         let root: Vec<_> = cells(text, [0; 4]).into_iter().filter(|c| c.0 == 0).collect();
-        assert!(
-            !root.is_empty() && root.iter().all(|c| *c == (0, abi::V_DENY, false)),
-            "{root:?}"
-        );
+        let to_proxy = root.iter().filter(|c| **c == (0, abi::V_DENY, false)).count();
+        let refused = root.iter().filter(|c| **c == (0, abi::V_DENY, true)).count();
+        assert_eq!((to_proxy, refused, root.len()), (1, 2, 3), "{root:?}");
     }
 }

@@ -110,8 +110,36 @@ when { context.ip.isInRange(ip("198.51.100.0/24")) || context.ip.isInRange(ip("2
 @id("udp-out")
 permit (principal, action == Action::"NetworkConnect", resource)
 when { context.protocol == "udp" && context.ip.isInRange(ip("203.0.113.0/24")) && context.port == 9 };
+@id("names")
+permit (principal, action == Action::"NetworkConnect", resource in Host::"*.example.org");
 "#
     .to_string()
+}
+
+#[test]
+fn default_deny_on_a_port_no_name_rule_mentions_is_refused_in_the_kernel() {
+    let t = "default_deny_on_a_port_no_name_rule_mentions_is_refused_in_the_kernel";
+    if !require_root(t) {
+        return;
+    }
+    let rt = rt();
+    let _g = rt.enter();
+    let proxy = Proxy::new();
+    let cg = Cgroup::create(&cgroup_name("redir-noname")).unwrap();
+    let text = r#"@id("api") permit (principal, action == Action::"NetworkConnect", resource in Host::"api.example.org:443");"#;
+    let (mut s, mut rx) = session(29, &cg, Some(proxy.redirect()), text);
+    // 443: a name rule may permit it, so the proxy decides.
+    let named: SocketAddr = "203.0.113.7:443".parse().unwrap();
+    assert_redirected(&cg, &s, &proxy.v4, "tcpw", "203.0.113.7 443", named, named);
+    // 80: nothing could permit it: EPERM here, with a default-deny event.
+    let (code, out) = kt(Some(&cg), "tcpw 203.0.113.7 80");
+    assert_eq!(code, EPERM, "{out}");
+    assert!(nothing_accepted(&proxy.v4), "a connect no rule could allow reached the proxy");
+    let evs = drain(&rt, &mut s, &mut rx);
+    let deny = connect_events(&evs, 80);
+    assert_eq!(deny.len(), 1, "{evs:#?}");
+    assert_eq!(deny[0].decision, Some(Decision::Deny));
+    assert!(deny[0].policies.is_empty(), "{:?}", deny[0].policies);
 }
 
 /// `policy()` plus a permit for loopback port `port` (the session's own
