@@ -471,6 +471,80 @@ pub fn sessions(args: SessionsArgs) -> Result<ExitCode> {
 
 #[cfg(test)]
 mod tests {
+    use corral_audit::Stored;
+    use corral_core::{Decision, Event, Layer, Proc, SessionId, What};
+
+    fn http(pid_known: bool, decision: Decision, policies: &[&str], error: Option<&str>) -> Stored {
+        Stored {
+            id: Some(1),
+            // 2023-11-14T22:13:20.123Z
+            wall_ns: 1_700_000_000_123_000_000,
+            policy_at: policies.iter().map(|_| "team.cedar:12".to_string()).collect(),
+            event: Event {
+                session: SessionId(7),
+                principal: "Agent::\"claude\"".into(),
+                ts_ns: 1,
+                proc: if pid_known {
+                    Proc {
+                        pid: 42,
+                        ppid: 1,
+                        comm: "curl".into(),
+                        exe: Some("/usr/bin/curl".into()),
+                    }
+                } else {
+                    Proc::default()
+                },
+                what: What::Http {
+                    stage: "request".into(),
+                    method: "GET".into(),
+                    scheme: "https".into(),
+                    host: "api.github.com".into(),
+                    port: 443,
+                    path: "/user".into(),
+                    status: Some(403),
+                    bytes_in: 0,
+                    bytes_out: 57,
+                    duration_us: 2_100,
+                    injected: vec!["authorization".into()],
+                    secrets_used: vec![],
+                    secrets_withheld: vec!["GITHUB_TOKEN".into()],
+                    error: error.map(str::to_string),
+                    pid_known,
+                },
+                decision: Some(decision),
+                layer: Layer::Proxy,
+                policies: policies.iter().map(|p| p.to_string()).collect(),
+            },
+        }
+    }
+
+    #[test]
+    fn http_rows_are_one_readable_line() {
+        let denied = http(
+            true,
+            Decision::Deny,
+            &["forbid-gh"],
+            Some("forbidden by forbid-gh"),
+        );
+        assert_eq!(
+            super::row(&denied),
+            "11-14 22:13:20.123  s7               42 /usr/bin/curl            http GET     \
+             https://api.github.com:443/user          DENY       forbid-gh (team.cedar:12)  \
+             -> 403, in 0 B, out 57 B, 2.1 ms, injected [authorization], \
+             secrets withheld [GITHUB_TOKEN], error: forbidden by forbid-gh"
+        );
+        // The proxy was not told the process; an error without a policy is
+        // the reason, not default deny; a newline stays on the line.
+        let refused = http(false, Decision::Deny, &[], Some("bad\nrequest"));
+        let line = super::row(&refused);
+        assert!(
+            line.contains("  s7                - -                        http GET"),
+            "{line}"
+        );
+        assert!(line.ends_with(", error: bad\\nrequest"), "{line}");
+        assert!(!line.contains("default deny"), "{line}");
+    }
+
     #[test]
     fn civil_dates() {
         assert_eq!(super::civil_date(0), (1970, 1, 1));
