@@ -73,7 +73,7 @@ pub enum AuditError {
     #[error("cannot encode an event as JSON: {0}")]
     Encode(#[from] serde_json::Error),
     /// An unknown event kind was named.
-    #[error("unknown event kind `{0}` (expected file, exec, net, process, session, policy or other)")]
+    #[error("unknown event kind `{0}` (expected file, exec, net, http, process, session, policy or other)")]
     UnknownKind(String),
     /// The pipeline's writer thread could not be started.
     #[error("cannot start the audit writer thread: {0}")]

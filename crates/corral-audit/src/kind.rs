@@ -13,6 +13,8 @@ pub enum Kind {
     Exec,
     /// Network connections and datagrams.
     Net,
+    /// HTTP requests through the egress proxy, and connections it refused.
+    Http,
     /// Process telemetry: fork, exit, exec traces.
     Process,
     /// Session start, end and mode switches.
@@ -30,6 +32,7 @@ impl Kind {
             Kind::File => "file",
             Kind::Exec => "exec",
             Kind::Net => "net",
+            Kind::Http => "http",
             Kind::Process => "process",
             Kind::Session => "session",
             Kind::Policy => "policy",
@@ -52,6 +55,7 @@ impl FromStr for Kind {
             "file" => Ok(Kind::File),
             "exec" => Ok(Kind::Exec),
             "net" => Ok(Kind::Net),
+            "http" => Ok(Kind::Http),
             "process" => Ok(Kind::Process),
             "session" => Ok(Kind::Session),
             "policy" => Ok(Kind::Policy),
@@ -67,6 +71,7 @@ pub fn kind_of(what: &What) -> Kind {
         What::FileOpen { .. } => Kind::File,
         What::Exec { .. } => Kind::Exec,
         What::Connect { .. } => Kind::Net,
+        What::Http { .. } => Kind::Http,
         What::Fork { .. } | What::Exit { .. } | What::ExecTrace { .. } => Kind::Process,
         What::SessionStart { .. } | What::SessionEnd { .. } | What::ModeChange { .. } => Kind::Session,
         What::PolicyLoad { .. } => Kind::Policy,
@@ -84,6 +89,7 @@ mod tests {
             Kind::File,
             Kind::Exec,
             Kind::Net,
+            Kind::Http,
             Kind::Process,
             Kind::Session,
             Kind::Policy,

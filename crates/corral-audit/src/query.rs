@@ -20,8 +20,8 @@ pub struct Query {
     pub decision: Option<Decision>,
     /// Only events received at or after this wall-clock time (ns).
     pub since_wall_ns: Option<u64>,
-    /// Case-sensitive substring of the target (path or ip:port), exe, comm or
-    /// one of the policy ids.
+    /// Case-sensitive substring of the target (path, ip:port, or an http
+    /// event's `METHOD url`), exe, comm or one of the policy ids.
     pub grep: Option<String>,
     /// At most this many events.
     pub limit: Option<usize>,

@@ -1,7 +1,7 @@
 //! Export: JSON lines round trip, OCSF classes and fields, OTLP/HTTP to a
 //! real (tiny) collector on loopback.
 
-use crate::util::{event, one_of_each, stored, temp_store};
+use crate::util::{event, http_refused, http_request, one_of_each, stored, temp_store};
 use corral_audit::export::otlp::{self, OtlpConfig, OtlpStats};
 use corral_audit::export::{export_query, jsonl, ocsf, Format};
 use corral_audit::{Pipeline, PipelineStats, Query, Store, Stored};
@@ -22,7 +22,9 @@ use std::time::{Duration, Instant};
 /// A realistic wall-clock time: 2023-11-14T22:13:20.123456789Z.
 const WALL: u64 = 1_700_000_000_123_456_789;
 
-/// `one_of_each` plus the supervisor's own events and a default deny.
+/// `one_of_each` plus the supervisor's own events, a default deny, and two
+/// http events (an allowed request, a refused connection of an unknown
+/// process).
 fn all_kinds(session: u32) -> Vec<corral_core::Event> {
     let mut v = one_of_each(session);
     v.push(event(
@@ -61,6 +63,8 @@ fn all_kinds(session: u32) -> Vec<corral_core::Event> {
     );
     default_deny.policies.clear();
     v.push(default_deny);
+    v.push(http_request(session));
+    v.push(http_refused(session));
     v
 }
 
@@ -146,6 +150,16 @@ fn jsonl_round_trips_every_kind() {
     for absent in ["decision", "policies", "policy_at"] {
         assert!(fork.get(absent).is_none(), "{absent} in {fork}");
     }
+    // An http event as is: its what, the proxy layer, no proc when unknown.
+    let refused: Value = serde_json::from_str(&lines[15]).unwrap();
+    assert_eq!(refused["layer"], "proxy");
+    assert_eq!(
+        refused["what"],
+        json!({"kind": "http", "stage": "connection", "method": "", "scheme": "https",
+               "host": "evil.example", "port": 443, "path": "", "bytes_in": 0, "bytes_out": 0,
+               "duration_us": 0, "error": "not a TLS handshake", "pid_known": false})
+    );
+    assert_eq!(refused["proc"], json!({"pid": 0, "ppid": 0, "comm": ""}));
     assert!(
         lines.last().unwrap().contains(r#""/tmp/evil\nname\u0007""#),
         "{}",
@@ -222,7 +236,7 @@ fn export_pages_through_everything_that_matches() {
 fn ocsf_maps_each_kind_to_its_class_and_activity() {
     let (_dir, _store, all) = stored_fixture();
     // (class_uid, category_uid, activity_id, disposition_id) in all_kinds order.
-    let want: [(u64, u64, u64, Option<u64>); 14] = [
+    let want: [(u64, u64, u64, Option<u64>); 16] = [
         (1001, 1, 14, Some(1)), // file open, allow
         (1001, 1, 14, Some(2)), // file open, deny
         (1007, 1, 1, Some(1)),  // exec, would deny: let through
@@ -237,6 +251,8 @@ fn ocsf_maps_each_kind_to_its_class_and_activity() {
         (6002, 6, 99, None),    // mode change
         (6002, 6, 99, None),    // policy load
         (1001, 1, 14, Some(2)), // default deny
+        (4002, 4, 6, Some(1)),  // http POST, allow
+        (4002, 4, 99, Some(2)), // http connection refused
     ];
     assert_eq!(all.len(), want.len());
     for (i, (s, (class, category, activity, disposition))) in all.iter().zip(want).enumerate() {
@@ -265,17 +281,22 @@ fn ocsf_maps_each_kind_to_its_class_and_activity() {
             "{ctx}"
         );
         assert_eq!(v["metadata"]["uid"], json!(s.id.unwrap().to_string()), "{ctx}");
-        assert_eq!(v["actor"]["process"]["pid"], 42, "{ctx}");
-        assert_eq!(v["actor"]["process"]["name"], "bash", "{ctx}");
-        assert_eq!(v["actor"]["process"]["file"]["path"], "/usr/bin/bash", "{ctx}");
         assert_eq!(v["actor"]["session"]["uid"], "s3", "{ctx}");
+        assert_eq!(v["actor"]["user"]["name"], "Agent::\"a3\"", "{ctx}");
         assert_eq!(v["device"]["hostname"], "build-host", "{ctx}");
         assert_eq!(v["unmapped"]["corral"]["principal"], "Agent::\"a3\"", "{ctx}");
         let msg = v["message"].as_str().unwrap();
-        assert!(
-            msg.starts_with("s3 pid 42 (bash) ") && !msg.contains('\n'),
-            "{ctx}"
-        );
+        assert!(!msg.contains('\n'), "{ctx}");
+        // The process, unless the proxy was not told it.
+        if matches!(s.event.what, What::Http { pid_known: false, .. }) {
+            assert!(v["actor"].get("process").is_none(), "{ctx}");
+            assert!(msg.starts_with("s3 proxy "), "{ctx}");
+        } else {
+            assert_eq!(v["actor"]["process"]["pid"], 42, "{ctx}");
+            assert_eq!(v["actor"]["process"]["name"], "bash", "{ctx}");
+            assert_eq!(v["actor"]["process"]["file"]["path"], "/usr/bin/bash", "{ctx}");
+            assert!(msg.starts_with("s3 pid 42 (bash) "), "{ctx}");
+        }
         // Decisions carry the security control profile and their policies.
         if disposition.is_some() {
             assert_eq!(v["metadata"]["profiles"], json!(["security_control"]), "{ctx}");
@@ -371,7 +392,269 @@ fn ocsf_fields_of_files_processes_connections_and_decisions() {
     assert_eq!(v[13]["status_detail"], "denied: no permit (default deny)");
 }
 
+#[test]
+fn ocsf_http_activity_fields() {
+    let (_dir, _store, all) = stored_fixture();
+    let n = all.len();
+    let req = ocsf::to_value(&all[n - 2], "h");
+    let refused = ocsf::to_value(&all[n - 1], "h");
+
+    // An allowed POST by a known process.
+    assert_eq!(
+        (&req["class_uid"], &req["category_uid"]),
+        (&json!(4002), &json!(4))
+    );
+    assert_eq!(req["class_name"], "HTTP Activity");
+    assert_eq!(
+        (&req["activity_id"], &req["activity_name"]),
+        (&json!(6), &json!("Post"))
+    );
+    assert_eq!(req["type_uid"], 400_206);
+    assert_eq!(
+        req["http_request"],
+        json!({"http_method": "POST", "url": {
+            "hostname": "api.anthropic.com", "path": "/v1/messages", "port": 443,
+            "scheme": "https", "url_string": "https://api.anthropic.com:443/v1/messages"}})
+    );
+    assert_eq!(req["http_response"], json!({"code": 200}));
+    // OCSF counts from the agent: out is its request body (corral's bytes_in).
+    assert_eq!(
+        req["traffic"],
+        json!({"bytes": 35_229, "bytes_in": 34_000, "bytes_out": 1_229})
+    );
+    assert_eq!(req["duration"], 812);
+    assert_eq!(
+        req["dst_endpoint"],
+        json!({"hostname": "api.anthropic.com", "port": 443})
+    );
+    assert_eq!(req["src_endpoint"], json!({"hostname": "h"}));
+    assert_eq!(req["connection_info"]["direction"], "Outbound");
+    assert_eq!(
+        (&req["action_id"], &req["disposition_id"], &req["status_id"]),
+        (&json!(1), &json!(1), &json!(1))
+    );
+    assert_eq!(
+        req["authorizations"][1],
+        json!({"decision": "allowed", "policy": {"uid": "read-tmp", "name": "read-tmp", "desc": "policy.cedar:4"}})
+    );
+    assert_eq!(req["actor"]["process"]["pid"], 42);
+    assert_eq!(req["metadata"]["event_code"], "http");
+    let corral = &req["unmapped"]["corral"];
+    assert_eq!(
+        (&corral["kind"], &corral["layer"], &corral["target"]),
+        (
+            &json!("http"),
+            &json!("proxy"),
+            &json!("POST https://api.anthropic.com:443/v1/messages")
+        )
+    );
+    assert_eq!(corral["what"]["injected"], json!(["x-api-key"]));
+    assert_eq!(corral["what"]["secrets_withheld"], json!(["GITHUB_TOKEN"]));
+    assert_eq!(
+        req["message"],
+        "s3 pid 42 (bash) POST https://api.anthropic.com:443/v1/messages -> 200, in 1.2 KiB, \
+         out 33.2 KiB, 812.3 ms, injected [x-api-key], secrets used [ANTHROPIC_API_KEY], \
+         secrets withheld [GITHUB_TOKEN]: allowed by policy0 (policy.cedar:3), read-tmp (policy.cedar:4)"
+    );
+
+    // A connection refused before any request, its process unknown: no
+    // method, path or response; the error is the reason, not default deny.
+    assert_eq!(
+        (&refused["activity_id"], &refused["activity_name"]),
+        (&json!(99), &json!("Connection Refused"))
+    );
+    assert_eq!(
+        refused["http_request"],
+        json!({"url": {"hostname": "evil.example", "port": 443, "scheme": "https",
+                       "url_string": "https://evil.example:443"}})
+    );
+    assert!(refused.get("http_response").is_none(), "{refused}");
+    assert_eq!(
+        (&refused["action"], &refused["disposition"]),
+        (&json!("Denied"), &json!("Blocked"))
+    );
+    assert_eq!(refused["severity_id"], 3);
+    assert_eq!(refused["status_detail"], "denied: not a TLS handshake");
+    assert_eq!(refused["authorizations"], json!([{"decision": "denied"}]));
+    assert!(refused["actor"].get("process").is_none(), "{refused}");
+    assert_eq!(refused["actor"]["user"]["name"], "Agent::\"a3\"");
+    assert_eq!(
+        refused["message"],
+        "s3 proxy https://evil.example:443 -> no response: DENIED; error: not a TLS handshake"
+    );
+
+    // An allowed request that failed upstream: allowed, and a failure.
+    let mut failed = all[n - 2].clone();
+    if let What::Http { error, status, .. } = &mut failed.event.what {
+        *error = Some("upstream request failed: connection reset".into());
+        *status = Some(502);
+    }
+    let failed = ocsf::to_value(&failed, "h");
+    assert_eq!(
+        (&failed["disposition_id"], &failed["status_id"]),
+        (&json!(1), &json!(2))
+    );
+    assert_eq!(
+        failed["status_detail"],
+        "upstream request failed: connection reset"
+    );
+    assert_eq!(failed["http_response"], json!({"code": 502}));
+}
+
+#[test]
+fn ocsf_http_activity_per_method() {
+    let with = |stage: &str, method: &str| {
+        let mut e = http_request(1);
+        if let What::Http {
+            stage: st, method: m, ..
+        } = &mut e.what
+        {
+            *st = stage.into();
+            *m = method.into();
+        }
+        e.what
+    };
+    for (stage, method, id, name) in [
+        ("connect", "CONNECT", 1, "Connect"),
+        ("request", "CONNECT", 1, "Connect"),
+        ("request", "DELETE", 2, "Delete"),
+        ("request", "GET", 3, "Get"),
+        ("request", "HEAD", 4, "Head"),
+        ("request", "OPTIONS", 5, "Options"),
+        ("request", "POST", 6, "Post"),
+        ("request", "PUT", 7, "Put"),
+        ("request", "TRACE", 8, "Trace"),
+        // 1.1.0 has no Patch; methods are case-sensitive.
+        ("request", "PATCH", 99, "PATCH"),
+        ("request", "get", 99, "get"),
+        ("request", "", 0, "Unknown"),
+        ("connection", "", 99, "Connection Refused"),
+    ] {
+        let (class, got_id, got_name) = ocsf::classify(&with(stage, method));
+        assert_eq!(class, ocsf::HTTP_ACTIVITY, "{stage} {method}");
+        assert_eq!((got_id, got_name.as_ref()), (id, name), "{stage} {method}");
+    }
+}
+
 // ---------------------------------------------------------------------- OTLP
+
+#[test]
+fn otlp_http_attributes() {
+    let keys = |r: &LogRecord| r.attributes.iter().map(|kv| kv.key.clone()).collect::<Vec<_>>();
+
+    // Every attribute an http record has: a new one must not be able to
+    // carry a secret's value (only names are in the event).
+    let req = otlp::record(&stored(WALL, http_request(3)), WALL);
+    assert_eq!(
+        keys(&req),
+        [
+            "corral.session",
+            "corral.principal",
+            "corral.kind",
+            "corral.decision",
+            "corral.layer",
+            "process.pid",
+            "process.parent_pid",
+            "process.executable.path",
+            "corral.http.stage",
+            "http.request.method",
+            "url.full",
+            "url.scheme",
+            "url.path",
+            "server.address",
+            "server.port",
+            "http.response.status_code",
+            "http.request.body.size",
+            "http.response.body.size",
+            "corral.http.duration_us",
+            "corral.http.pid_known",
+            "corral.http.injected_headers",
+            "corral.http.secrets_used",
+            "corral.http.secrets_withheld",
+            "corral.target",
+            "corral.policies",
+            "corral.policy_at",
+        ]
+    );
+    let want = [
+        ("corral.kind", s("http")),
+        ("corral.decision", s("allow")),
+        ("corral.layer", s("proxy")),
+        ("process.pid", Any::IntValue(42)),
+        ("corral.http.stage", s("request")),
+        ("http.request.method", s("POST")),
+        ("url.full", s("https://api.anthropic.com:443/v1/messages")),
+        ("url.scheme", s("https")),
+        ("url.path", s("/v1/messages")),
+        ("server.address", s("api.anthropic.com")),
+        ("server.port", Any::IntValue(443)),
+        ("http.response.status_code", Any::IntValue(200)),
+        ("http.request.body.size", Any::IntValue(1_229)),
+        ("http.response.body.size", Any::IntValue(34_000)),
+        ("corral.http.duration_us", Any::IntValue(812_345)),
+        ("corral.http.pid_known", Any::BoolValue(true)),
+        ("corral.http.injected_headers", strs(&["x-api-key"])),
+        ("corral.http.secrets_used", strs(&["ANTHROPIC_API_KEY"])),
+        ("corral.http.secrets_withheld", strs(&["GITHUB_TOKEN"])),
+        (
+            "corral.target",
+            s("POST https://api.anthropic.com:443/v1/messages"),
+        ),
+        ("corral.policies", strs(&["policy0", "read-tmp"])),
+    ];
+    for (k, v) in &want {
+        assert_eq!(attr(&req, k), Some(v), "{k}");
+    }
+    assert_eq!(req.event_name, "corral.http");
+    assert_eq!((req.severity_number, req.severity_text.as_str()), (9, "INFO"));
+
+    // A refused connection of an unknown process: no process, method, path
+    // or status; the error; a warning.
+    let refused = otlp::record(&stored(WALL, http_refused(3)), WALL);
+    assert_eq!(
+        keys(&refused),
+        [
+            "corral.session",
+            "corral.principal",
+            "corral.kind",
+            "corral.decision",
+            "corral.layer",
+            "corral.http.stage",
+            "url.full",
+            "url.scheme",
+            "server.address",
+            "server.port",
+            "http.request.body.size",
+            "http.response.body.size",
+            "corral.http.duration_us",
+            "corral.http.pid_known",
+            "corral.http.error",
+            "corral.target",
+            "corral.policies",
+            "corral.policy_at",
+        ]
+    );
+    assert_eq!(attr(&refused, "url.full"), Some(&s("https://evil.example:443")));
+    assert_eq!(
+        attr(&refused, "corral.http.pid_known"),
+        Some(&Any::BoolValue(false))
+    );
+    assert_eq!(
+        attr(&refused, "corral.http.error"),
+        Some(&s("not a TLS handshake"))
+    );
+    assert_eq!(attr(&refused, "corral.decision"), Some(&s("deny")));
+    assert_eq!(
+        (refused.severity_number, refused.severity_text.as_str()),
+        (13, "WARN")
+    );
+    assert_eq!(
+        refused.body.as_ref().and_then(|b| b.value.clone()),
+        Some(s(
+            "s3 proxy https://evil.example:443 -> no response: DENIED; error: not a TLS handshake"
+        ))
+    );
+}
 
 /// One request the collector received.
 #[derive(Debug, Clone)]
@@ -607,13 +890,25 @@ fn otlp_delivers_every_stored_event_with_its_attributes() {
             Some(&s("Agent::\"a7\"")),
             "record {i}"
         );
+        if attr(r, "corral.http.pid_known") == Some(&Any::BoolValue(false)) {
+            for absent in ["process.pid", "process.parent_pid", "process.executable.path"] {
+                assert_eq!(attr(r, absent), None, "record {i}: {absent}");
+            }
+            assert_eq!(attr(r, "corral.layer"), Some(&s("proxy")), "record {i}");
+            continue;
+        }
         assert_eq!(attr(r, "process.pid"), Some(&Any::IntValue(42)), "record {i}");
         assert_eq!(
             attr(r, "process.executable.path"),
             Some(&s("/usr/bin/bash")),
             "record {i}"
         );
-        assert_eq!(attr(r, "corral.layer"), Some(&s("bpf_lsm")), "record {i}");
+        let layer = if attr(r, "corral.kind") == Some(&s("http")) {
+            "proxy"
+        } else {
+            "bpf_lsm"
+        };
+        assert_eq!(attr(r, "corral.layer"), Some(&s(layer)), "record {i}");
     }
 
     // The denied write of ~/.ssh: WARN, every attribute.

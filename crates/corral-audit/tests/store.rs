@@ -1,6 +1,6 @@
 //! Store: round trip through every filter, reopen, sessions, schema version.
 
-use crate::util::{event, one_of_each, stored, temp_store};
+use crate::util::{event, http_refused, http_request, one_of_each, stored, temp_store};
 use corral_audit::{kind_of, AuditError, Kind, Query, SessionRow, Store, Stored};
 use corral_core::{Access, Decision, Event, What};
 
@@ -144,6 +144,93 @@ fn filter_by_since_grep_after_id_limit() {
         ..Default::default()
     });
     assert!(rest.is_empty());
+}
+
+#[test]
+fn http_events_round_trip_as_kind_http_with_a_url_target() {
+    let (dir, mut store) = temp_store();
+    let mut all: Vec<Stored> = one_of_each(1).into_iter().map(|e| stored(100, e)).collect();
+    let http = [http_request(1), http_refused(1), http_request(2)];
+    all.extend(http.iter().cloned().map(|e| stored(200, e)));
+    store.insert(&all).unwrap();
+
+    // `--kind http`: those three, whole, and nothing else.
+    let q = |q: Query| events_of(&store.query(&q).unwrap());
+    let got = q(Query {
+        kind: Some(Kind::Http),
+        ..Default::default()
+    });
+    assert_eq!(got, http.to_vec());
+    assert_eq!("http".parse::<Kind>().ok(), Some(Kind::Http));
+    assert_eq!(
+        q(Query {
+            kind: Some(Kind::Http),
+            decision: Some(Decision::Deny),
+            ..Default::default()
+        }),
+        vec![http[1].clone()]
+    );
+
+    // The target column: METHOD url, or the url of a refused connection;
+    // layer `proxy`; the deciding policies like any other event.
+    let conn = rusqlite::Connection::open(dir.path().join("audit.db")).unwrap();
+    let rows: Vec<(String, String, String, i64, String)> = conn
+        .prepare("SELECT kind, target, layer, pid, policies FROM events WHERE kind = 'http' ORDER BY id")
+        .unwrap()
+        .query_map([], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let row = |target: &str, pid: i64, policies: &str| {
+        (
+            "http".to_string(),
+            target.to_string(),
+            "proxy".to_string(),
+            pid,
+            policies.to_string(),
+        )
+    };
+    assert_eq!(
+        rows,
+        [
+            row(
+                "POST https://api.anthropic.com:443/v1/messages",
+                42,
+                "policy0\nread-tmp"
+            ),
+            row("https://evil.example:443", 0, ""),
+            row(
+                "POST https://api.anthropic.com:443/v1/messages",
+                42,
+                "policy0\nread-tmp"
+            ),
+        ]
+    );
+
+    // --grep finds them by URL.
+    let by_url = q(Query {
+        grep: Some("POST https://api.anthropic.com:443/v1".into()),
+        ..Default::default()
+    });
+    assert_eq!(by_url, vec![http[0].clone(), http[2].clone()]);
+    assert_eq!(
+        q(Query {
+            grep: Some("evil.example:443".into()),
+            ..Default::default()
+        }),
+        vec![http[1].clone()]
+    );
+
+    // Their decisions count with the session's others.
+    let s1 = store
+        .sessions()
+        .unwrap()
+        .into_iter()
+        .find(|s| s.session.id == 1)
+        .unwrap();
+    assert_eq!((s1.allowed, s1.denied, s1.would_deny), (2 + 1, 2 + 1, 1));
 }
 
 #[test]

@@ -100,6 +100,64 @@ pub fn one_of_each(session: u32) -> Vec<Event> {
     ]
 }
 
+/// An allowed request through the proxy by a known process (pid 42): a
+/// secret swapped in, one withheld, a header injected.
+pub fn http_request(session: u32) -> Event {
+    let mut e = event(
+        session,
+        What::Http {
+            stage: "request".into(),
+            method: "POST".into(),
+            scheme: "https".into(),
+            host: "api.anthropic.com".into(),
+            port: 443,
+            path: "/v1/messages".into(),
+            status: Some(200),
+            bytes_in: 1_229,
+            bytes_out: 34_000,
+            duration_us: 812_345,
+            injected: vec!["x-api-key".into()],
+            secrets_used: vec!["ANTHROPIC_API_KEY".into()],
+            secrets_withheld: vec!["GITHUB_TOKEN".into()],
+            error: None,
+            pid_known: true,
+        },
+        Some(Decision::Allow),
+    );
+    e.layer = Layer::Proxy;
+    e
+}
+
+/// A connection the proxy refused before any request (not TLS), its
+/// process unknown: empty `proc`, no policy, an error.
+pub fn http_refused(session: u32) -> Event {
+    let mut e = event(
+        session,
+        What::Http {
+            stage: "connection".into(),
+            method: String::new(),
+            scheme: "https".into(),
+            host: "evil.example".into(),
+            port: 443,
+            path: String::new(),
+            status: None,
+            bytes_in: 0,
+            bytes_out: 0,
+            duration_us: 0,
+            injected: vec![],
+            secrets_used: vec![],
+            secrets_withheld: vec![],
+            error: Some("not a TLS handshake".into()),
+            pid_known: false,
+        },
+        Some(Decision::Deny),
+    );
+    e.layer = Layer::Proxy;
+    e.proc = Proc::default();
+    e.policies.clear();
+    e
+}
+
 pub fn temp_store() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("audit.db")).unwrap();

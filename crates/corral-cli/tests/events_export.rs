@@ -298,3 +298,126 @@ fn export_ocsf_to_stdout_and_to_a_file() {
         "filters of `events` do not mix with `export`"
     );
 }
+
+/// An http event as the proxy reports it.
+fn http_event(session: u32, pid_known: bool, ok: bool) -> Stored {
+    let what = What::Http {
+        stage: if ok { "request" } else { "connection" }.into(),
+        method: if ok { "POST" } else { "" }.into(),
+        scheme: "https".into(),
+        host: if ok { "api.anthropic.com" } else { "evil.example" }.into(),
+        port: 443,
+        path: if ok { "/v1/messages" } else { "" }.into(),
+        status: ok.then_some(200),
+        bytes_in: if ok { 2_048 } else { 0 },
+        bytes_out: if ok { 512 } else { 0 },
+        duration_us: if ok { 45_600 } else { 0 },
+        injected: if ok { vec!["x-api-key".into()] } else { vec![] },
+        secrets_used: if ok {
+            vec!["ANTHROPIC_API_KEY".into()]
+        } else {
+            vec![]
+        },
+        secrets_withheld: vec![],
+        error: (!ok).then(|| "SNI `evil.example` does not match the destination".into()),
+        pid_known,
+    };
+    let policies: Vec<String> = if ok {
+        vec!["allow-anthropic".into()]
+    } else {
+        vec![]
+    };
+    Stored {
+        id: None,
+        wall_ns: 2_000_000_000,
+        policy_at: policies.iter().map(|_| "team.cedar:4".to_string()).collect(),
+        event: Event {
+            session: SessionId(session),
+            principal: "Agent::\"claude\"".into(),
+            ts_ns: 1,
+            proc: if pid_known {
+                Proc {
+                    pid: 7,
+                    ppid: 1,
+                    comm: "node".into(),
+                    exe: Some("/usr/bin/node".into()),
+                }
+            } else {
+                Proc::default()
+            },
+            what,
+            decision: Some(if ok { Decision::Allow } else { Decision::Deny }),
+            layer: Layer::Proxy,
+            policies,
+        },
+    }
+}
+
+#[test]
+fn events_kind_http_shows_each_request_on_one_line() {
+    let dir = Scratch::new("http");
+    let db = dir.0.join("audit.db");
+    make_store(&db, 5, 0);
+    let mut store = Store::open(&db).unwrap();
+    store
+        .insert(&[http_event(1, true, true), http_event(1, false, false)])
+        .unwrap();
+    drop(store);
+    let store = db.to_str().unwrap();
+
+    let o = corral(&["events", "--kind", "http", "--store", store]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let table = String::from_utf8_lossy(&o.stdout);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 3, "{table}");
+    let ok = lines[1];
+    for part in [
+        " s1 ",
+        " 7 /usr/bin/node ",
+        "http POST",
+        "https://api.anthropic.com:443/v1/messages",
+        " allow ",
+        "allow-anthropic (team.cedar:4)",
+        "-> 200, in 2.0 KiB, out 512 B, 45.6 ms, injected [x-api-key], secrets used [ANTHROPIC_API_KEY]",
+    ] {
+        assert!(ok.contains(part), "{part:?} not in {ok:?}");
+    }
+    let refused = lines[2];
+    for part in [
+        " - - ",
+        "http conn",
+        "https://evil.example:443",
+        " DENY ",
+        "-> no response, error: SNI `evil.example` does not match the destination",
+    ] {
+        assert!(refused.contains(part), "{part:?} not in {refused:?}");
+    }
+    assert!(!refused.contains("default deny"), "{refused}");
+
+    // The same two as JSON and as OCSF HTTP Activity; --grep finds the URL.
+    let json = ok_lines(&corral(&["events", "--kind", "http", "--json", "--store", store]));
+    assert_eq!(json.len(), 2);
+    assert!(json
+        .iter()
+        .all(|v| v["what"]["kind"] == "http" && v["layer"] == "proxy"));
+    let ocsf = ok_lines(&corral(&[
+        "events", "export", "--format", "ocsf", "--kind", "http", "--store", store,
+    ]));
+    assert_eq!(
+        ocsf.iter().map(|v| v["class_uid"].clone()).collect::<Vec<_>>(),
+        [json!(4002), json!(4002)]
+    );
+    assert_eq!(
+        ocsf[0]["http_request"]["url"]["url_string"],
+        "https://api.anthropic.com:443/v1/messages"
+    );
+    let grep = ok_lines(&corral(&[
+        "events",
+        "--json",
+        "--grep",
+        "POST https://api.anthropic.com",
+        "--store",
+        store,
+    ]));
+    assert_eq!(grep.len(), 1);
+}

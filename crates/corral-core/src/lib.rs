@@ -43,6 +43,9 @@ pub enum Layer {
     Userspace,
     /// A tracepoint (telemetry only, no decision).
     Tracepoint,
+    /// The egress proxy in userspace (HTTP requests and the connections it
+    /// refuses).
+    Proxy,
 }
 
 /// How a file was opened.
@@ -108,6 +111,53 @@ pub enum What {
         port: u16,
         /// TCP or UDP.
         transport: Transport,
+    },
+    /// An HTTP request through the egress proxy, or a connection the proxy
+    /// refused before any request.
+    ///
+    /// Secrets appear by name only: the proxy swaps placeholders for real
+    /// values and injects headers, but no field here holds a value.
+    Http {
+        /// `request` (one request), `connect` (a CONNECT tunnel) or
+        /// `connection` (refused before any request).
+        stage: String,
+        /// Method (empty for a connection).
+        method: String,
+        /// `http` or `https` (empty when unknown).
+        scheme: String,
+        /// Host the request was for (SNI, destination name or address).
+        host: String,
+        /// Destination port.
+        port: u16,
+        /// Path, without the query (empty for a connection).
+        path: String,
+        /// Status sent to the client (`None`: no response was sent).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        status: Option<u16>,
+        /// Request body bytes the proxy read from the client.
+        bytes_in: u64,
+        /// Response body bytes the proxy sent to the client.
+        bytes_out: u64,
+        /// From the request head to the end of the response body, µs.
+        duration_us: u64,
+        /// Names of the headers the proxy injected (never their values).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        injected: Vec<String>,
+        /// Names of the secrets whose real values replaced their
+        /// placeholders in this request.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        secrets_used: Vec<String>,
+        /// Names of the secrets whose placeholders the request carried to a
+        /// host the policy does not allow them for (left as placeholders).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        secrets_withheld: Vec<String>,
+        /// What went wrong, if anything (a refusal's reason, an upstream
+        /// failure).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+        /// Whether [`Event::proc`] is the process that opened the connection
+        /// (the kernel layer told the proxy); if not, it is empty.
+        pid_known: bool,
     },
     /// A process started (telemetry).
     Fork {
@@ -196,4 +246,102 @@ pub enum Mode {
     Enforce,
     /// Decide and record, never block: denials are reported as `would_deny`.
     Shadow,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn http() -> What {
+        http_with(None)
+    }
+
+    fn http_with(error: Option<String>) -> What {
+        What::Http {
+            stage: "request".into(),
+            method: "POST".into(),
+            scheme: "https".into(),
+            host: "api.anthropic.com".into(),
+            port: 443,
+            path: "/v1/messages".into(),
+            status: Some(200),
+            bytes_in: 1_200,
+            bytes_out: 34_000,
+            duration_us: 812_345,
+            injected: vec!["x-api-key".into()],
+            secrets_used: vec!["ANTHROPIC_API_KEY".into()],
+            secrets_withheld: vec!["GITHUB_TOKEN".into()],
+            error,
+            pid_known: true,
+        }
+    }
+
+    #[test]
+    fn http_serializes_with_its_kind_tag_and_round_trips() {
+        let w = http();
+        let v = serde_json::to_value(&w).unwrap();
+        assert_eq!(v["kind"], "http");
+        assert_eq!(v["status"], 200);
+        assert_eq!(v["secrets_used"], serde_json::json!(["ANTHROPIC_API_KEY"]));
+        assert_eq!(serde_json::from_value::<What>(v).unwrap(), w);
+        assert_eq!(serde_json::to_value(Layer::Proxy).unwrap(), "proxy");
+    }
+
+    #[test]
+    fn http_omits_empty_lists_and_absent_options() {
+        let w = What::Http {
+            stage: "connection".into(),
+            method: String::new(),
+            scheme: "https".into(),
+            host: "evil.example".into(),
+            port: 443,
+            path: String::new(),
+            status: None,
+            bytes_in: 0,
+            bytes_out: 0,
+            duration_us: 0,
+            injected: vec![],
+            secrets_used: vec![],
+            secrets_withheld: vec![],
+            error: None,
+            pid_known: false,
+        };
+        let v = serde_json::to_value(&w).unwrap();
+        for absent in ["status", "injected", "secrets_used", "secrets_withheld", "error"] {
+            assert!(v.get(absent).is_none(), "{absent} in {v}");
+        }
+        assert_eq!(v["pid_known"], false);
+        assert_eq!(serde_json::from_value::<What>(v).unwrap(), w);
+    }
+
+    /// Every field an http event has. A new one must not be able to carry a
+    /// secret's value (header values, placeholder replacements, bodies,
+    /// query strings): check that, then add it here.
+    #[test]
+    fn http_has_no_field_for_a_secret_value() {
+        let v = serde_json::to_value(http_with(Some("upstream reset".into()))).unwrap();
+        let mut keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            [
+                "bytes_in",
+                "bytes_out",
+                "duration_us",
+                "error",
+                "host",
+                "injected",
+                "kind",
+                "method",
+                "path",
+                "pid_known",
+                "port",
+                "scheme",
+                "secrets_used",
+                "secrets_withheld",
+                "stage",
+                "status",
+            ]
+        );
+    }
 }

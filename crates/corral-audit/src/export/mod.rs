@@ -15,6 +15,7 @@
 //!
 //! This module only reads: it never writes to the store.
 
+pub mod http;
 pub mod jsonl;
 pub mod ocsf;
 pub mod otlp;
@@ -191,6 +192,7 @@ pub(crate) fn what_name(what: &What) -> &'static str {
         What::FileOpen { .. } => "file_open",
         What::Exec { .. } => "exec",
         What::Connect { .. } => "connect",
+        What::Http { .. } => "http",
         What::Fork { .. } => "fork",
         What::Exit { .. } => "exit",
         What::ExecTrace { .. } => "exec_trace",
@@ -210,6 +212,7 @@ pub(crate) fn layer_name(l: Layer) -> &'static str {
         Layer::Fanotify => "fanotify",
         Layer::Userspace => "userspace",
         Layer::Tracepoint => "tracepoint",
+        Layer::Proxy => "proxy",
     }
 }
 
@@ -218,14 +221,16 @@ pub(crate) fn decision_name(d: Decision) -> &'static str {
     crate::query::decision_str(d)
 }
 
-/// What the event is about: a path, `ip:port`, a child pid, a policy label
-/// (the store's `target` column).
+/// What the event is about: a path, `ip:port`, `METHOD url` (a URL for a
+/// refused connection), a child pid, a policy label (the store's `target`
+/// column).
 pub(crate) fn target(what: &What) -> Option<String> {
     match what {
         What::FileOpen { path, .. } | What::Exec { path, .. } | What::ExecTrace { path, .. } => {
             Some(path.clone())
         }
         What::Connect { ip, port, .. } => Some(std::net::SocketAddr::new(*ip, *port).to_string()),
+        What::Http { .. } => http::target(what),
         What::Fork { child } => Some(child.to_string()),
         What::PolicyLoad { label, .. } => Some(label.clone()),
         What::Exit { .. }
@@ -237,7 +242,7 @@ pub(crate) fn target(what: &What) -> Option<String> {
 }
 
 /// `s` with control characters escaped, so it fits on one line.
-fn one_line(s: &str) -> Cow<'_, str> {
+pub fn one_line(s: &str) -> Cow<'_, str> {
     if s.chars().any(char::is_control) {
         Cow::Owned(
             s.chars()
@@ -264,10 +269,18 @@ pub fn mode_name(m: corral_core::Mode) -> &'static str {
 }
 
 /// A one-line human summary of an event, e.g.
-/// `s7 pid 42 (bash) open rw /home/me/.ssh/id_ed25519: DENIED by forbid-ssh (policy.cedar:12)`.
+/// `s7 pid 42 (bash) open rw /home/me/.ssh/id_ed25519: DENIED by forbid-ssh (policy.cedar:12)`
+/// or, for an http event whose process the proxy was not told,
+/// `s7 proxy GET https://api.github.com:443/user -> 403, in 0 B, out 57 B, 2.1 ms: DENIED by
+/// forbid-gh (team.cedar:12); error: forbidden by forbid-gh`.
 pub fn summary(s: &Stored) -> String {
     let e = &s.event;
     let object = match &e.what {
+        What::Http { .. } => format!(
+            "{} -> {}",
+            http::target(&e.what).unwrap_or_default(),
+            http::outcome(&e.what).unwrap_or_default()
+        ),
         What::FileOpen { path, access } => format!(
             "open {} {path}",
             match access {
@@ -302,7 +315,12 @@ pub fn summary(s: &Stored) -> String {
             Some(err) => format!("policy {label} refused: {err}"),
         },
     };
-    let mut out = format!("{} pid {} ({}) {object}", e.session, e.proc.pid, e.proc.comm);
+    let mut out = if http::pid_unknown(&e.what) {
+        format!("{} proxy {object}", e.session)
+    } else {
+        format!("{} pid {} ({}) {object}", e.session, e.proc.pid, e.proc.comm)
+    };
+    let error = http::error(&e.what);
     if let Some(d) = e.decision {
         out.push_str(match d {
             Decision::Allow => ": allowed",
@@ -313,9 +331,13 @@ pub fn summary(s: &Stored) -> String {
         if !by.is_empty() {
             out.push_str(" by ");
             out.push_str(&by.join(", "));
-        } else if d != Decision::Allow {
+        } else if d != Decision::Allow && error.is_none() {
             out.push_str(" (no permit: default deny)");
         }
+    }
+    if let Some(err) = error {
+        out.push_str("; error: ");
+        out.push_str(err);
     }
     one_line(&out).into_owned()
 }

@@ -9,6 +9,7 @@
 //! | `fork`                | Process Activity (1007)      | Launch (1)           |
 //! | `exit`                | Process Activity (1007)      | Terminate (2)        |
 //! | `connect`             | Network Activity (4001)      | Open (1)             |
+//! | `http`                | HTTP Activity (4002)         | by method (see below)|
 //! | `session_start`       | Application Lifecycle (6002) | Start (3)            |
 //! | `session_end`         | Application Lifecycle (6002) | Stop (4)             |
 //! | `mode_change`         | Application Lifecycle (6002) | Other (99)           |
@@ -24,6 +25,21 @@
 //! Management are about identities and managed entities, Config State is a
 //! discovery result), so they are Other (99) with a descriptive
 //! `activity_name`, as the schema asks for unmapped activities.
+//!
+//! An `http` event's activity is its method: Connect (1, also every
+//! `connect` stage tunnel), Delete (2), Get (3), Head (4), Options (5),
+//! Post (6), Put (7), Trace (8); other methods are Other (99) named by the
+//! method (1.1.0 has no Patch), a connection refused before any request is
+//! Other (99) "Connection Refused", a request with no method Unknown (0).
+//! `http_request` holds the method and the `url` (hostname, path, port,
+//! scheme, url_string), `http_response.code` the status sent to the client
+//! (absent when none was), `duration` is in ms, and `traffic` counts body
+//! bytes from OCSF's point of view: `bytes_out` is source (the agent) to
+//! destination, i.e. corral's `bytes_in` (what the proxy read from the
+//! client), and `bytes_in` is corral's `bytes_out`. The `actor.process` is
+//! there only when the kernel told the proxy which process connected
+//! (`pid_known`). Injected header and secret names stay in
+//! `unmapped.corral.what`; no value of either is ever in the event.
 //!
 //! Decisions use the security control profile (`metadata.profiles`):
 //! `action_id`/`disposition_id` Allowed (1) or Denied/Blocked (2). A shadow
@@ -44,10 +60,11 @@
 //! 1.1.0, and the few classes used here are easier to check against the
 //! schema as plain JSON.
 
-use super::{decision_name, layer_name, summary, target, what_name};
+use super::{decision_name, http, layer_name, summary, target, what_name};
 use crate::{kind_of, Stored};
 use corral_core::{Decision, Proc, Transport, What};
 use serde_json::{json, Map, Value};
+use std::borrow::Cow;
 
 /// The OCSF schema version these events follow.
 pub const VERSION: &str = "1.1.0";
@@ -89,6 +106,14 @@ pub const NETWORK_ACTIVITY: Class = Class {
     category_name: "Network Activity",
 };
 
+/// HTTP Activity (Network Activity).
+pub const HTTP_ACTIVITY: Class = Class {
+    uid: 4002,
+    name: "HTTP Activity",
+    category_uid: 4,
+    category_name: "Network Activity",
+};
+
 /// Application Lifecycle (Application Activity).
 pub const APPLICATION_LIFECYCLE: Class = Class {
     uid: 6002,
@@ -98,18 +123,47 @@ pub const APPLICATION_LIFECYCLE: Class = Class {
 };
 
 /// The class, `activity_id` and `activity_name` of an event.
-pub fn classify(what: &What) -> (Class, u32, &'static str) {
-    match what {
+pub fn classify(what: &What) -> (Class, u32, Cow<'static, str>) {
+    let (class, id, name) = match what {
         What::FileOpen { .. } => (FILE_SYSTEM_ACTIVITY, 14, "Open"),
         What::Exec { .. } | What::ExecTrace { .. } | What::Fork { .. } => (PROCESS_ACTIVITY, 1, "Launch"),
         What::Exit { .. } => (PROCESS_ACTIVITY, 2, "Terminate"),
         What::Connect { .. } => (NETWORK_ACTIVITY, 1, "Open"),
+        What::Http { stage, method, .. } => {
+            let (id, name) = http_activity(stage, method);
+            return (HTTP_ACTIVITY, id, name);
+        }
         What::SessionStart { .. } => (APPLICATION_LIFECYCLE, 3, "Start"),
         What::SessionEnd { .. } => (APPLICATION_LIFECYCLE, 4, "Stop"),
         What::ModeChange { .. } => (APPLICATION_LIFECYCLE, 99, "Mode Change"),
         What::PolicyLoad { .. } => (APPLICATION_LIFECYCLE, 99, "Policy Load"),
         What::Lost { .. } => (APPLICATION_LIFECYCLE, 99, "Events Lost"),
+    };
+    (class, id, Cow::Borrowed(name))
+}
+
+/// HTTP Activity's `activity_id` and `activity_name`: the method (methods
+/// are case-sensitive: `get` is not GET).
+fn http_activity(stage: &str, method: &str) -> (u32, Cow<'static, str>) {
+    if http::is_connection(stage) {
+        return (99, Cow::Borrowed("Connection Refused"));
     }
+    if stage == "connect" {
+        return (1, Cow::Borrowed("Connect"));
+    }
+    let (id, name) = match method {
+        "CONNECT" => (1, "Connect"),
+        "DELETE" => (2, "Delete"),
+        "GET" => (3, "Get"),
+        "HEAD" => (4, "Head"),
+        "OPTIONS" => (5, "Options"),
+        "POST" => (6, "Post"),
+        "PUT" => (7, "Put"),
+        "TRACE" => (8, "Trace"),
+        "" => (0, "Unknown"),
+        other => return (99, Cow::Owned(other.to_owned())),
+    };
+    (id, Cow::Borrowed(name))
 }
 
 /// `severity_id`: 1 Informational, 2 Low, 3 Medium.
@@ -126,16 +180,18 @@ fn severity(s: &Stored) -> (u32, &'static str) {
 /// more to say.
 fn status(s: &Stored) -> (u32, &'static str, Option<String>) {
     let failure = |detail: String| (2, "Failure", Some(detail));
+    let http_error = http::error(&s.event.what);
     match (&s.event.decision, &s.event.what) {
-        (Some(Decision::Deny), _) => failure(if s.event.policies.is_empty() {
-            "denied: no permit (default deny)".into()
-        } else {
-            "denied by policy".into()
+        (Some(Decision::Deny), _) => failure(match http_error {
+            Some(e) if s.event.policies.is_empty() => format!("denied: {e}"),
+            _ if s.event.policies.is_empty() => "denied: no permit (default deny)".into(),
+            _ => "denied by policy".into(),
         }),
         (Some(Decision::WouldDeny), _) => (1, "Success", Some("would deny (shadow mode)".into())),
         (_, What::Lost { count }) => failure(format!("{count} events lost before reaching userspace")),
         (_, What::PolicyLoad { error: Some(e), .. }) => failure(format!("policy refused: {e}")),
         (_, What::SessionEnd { exit }) if exit.starts_with("failed") => failure(exit.clone()),
+        (_, What::Http { error: Some(e), .. }) => failure(e.clone()),
         _ => (1, "Success", None),
     }
 }
@@ -210,7 +266,7 @@ pub fn to_value(s: &Stored, host: &str) -> Value {
     v.insert("category_uid".into(), class.category_uid.into());
     v.insert("category_name".into(), class.category_name.into());
     v.insert("activity_id".into(), activity_id.into());
-    v.insert("activity_name".into(), activity_name.into());
+    v.insert("activity_name".into(), activity_name.as_ref().into());
     v.insert(
         "type_uid".into(),
         (u64::from(class.uid) * 100 + u64::from(activity_id)).into(),
@@ -229,14 +285,17 @@ pub fn to_value(s: &Stored, host: &str) -> Value {
     }
     v.insert("message".into(), summary(s).into());
     v.insert("metadata".into(), Value::Object(metadata));
-    v.insert(
-        "actor".into(),
-        json!({
-            "process": process(&e.proc),
-            "user": { "name": e.principal, "uid": e.principal, "type_id": 99, "type": "Agent" },
-            "session": { "uid": e.session.to_string() },
-        }),
+    let mut actor = Map::new();
+    // An http event's `proc` is empty unless the kernel told the proxy.
+    if !http::pid_unknown(&e.what) {
+        actor.insert("process".into(), process(&e.proc));
+    }
+    actor.insert(
+        "user".into(),
+        json!({ "name": e.principal, "uid": e.principal, "type_id": 99, "type": "Agent" }),
     );
+    actor.insert("session".into(), json!({ "uid": e.session.to_string() }));
+    v.insert("actor".into(), Value::Object(actor));
     v.insert(
         "device".into(),
         json!({ "hostname": host, "name": host, "type_id": 0, "type": "Unknown" }),
@@ -281,6 +340,65 @@ pub fn to_value(s: &Stored, host: &str) -> Value {
                     "protocol_name": name,
                     "protocol_num": num,
                     "protocol_ver_id": ver,
+                    "direction_id": 2,
+                    "direction": "Outbound",
+                }),
+            );
+        }
+        What::Http {
+            stage,
+            method,
+            scheme,
+            host: server,
+            port,
+            path,
+            status,
+            bytes_in,
+            bytes_out,
+            duration_us,
+            ..
+        } => {
+            let path = http::shown_path(stage, path);
+            let mut url = Map::new();
+            url.insert("hostname".into(), server.clone().into());
+            if !path.is_empty() {
+                url.insert("path".into(), path.into());
+            }
+            url.insert("port".into(), (*port).into());
+            if !scheme.is_empty() {
+                url.insert("scheme".into(), scheme.clone().into());
+            }
+            url.insert("url_string".into(), http::url(scheme, server, *port, path).into());
+            let mut request = Map::new();
+            if !method.is_empty() {
+                request.insert("http_method".into(), method.clone().into());
+            }
+            request.insert("url".into(), Value::Object(url));
+            v.insert("http_request".into(), Value::Object(request));
+            if let Some(code) = status {
+                v.insert("http_response".into(), json!({ "code": code }));
+            }
+            // OCSF counts from the source (the agent): out is what it sent.
+            v.insert(
+                "traffic".into(),
+                json!({
+                    "bytes": bytes_in.saturating_add(*bytes_out),
+                    "bytes_in": bytes_out,
+                    "bytes_out": bytes_in,
+                }),
+            );
+            v.insert("duration".into(), (duration_us / 1000).into());
+            let dst = match server.parse::<std::net::IpAddr>() {
+                Ok(ip) => json!({ "ip": ip.to_string(), "port": port }),
+                Err(_) => json!({ "hostname": server, "port": port }),
+            };
+            v.insert("dst_endpoint".into(), dst);
+            v.insert("src_endpoint".into(), json!({ "hostname": host }));
+            v.insert(
+                "connection_info".into(),
+                json!({
+                    "protocol_name": "tcp",
+                    "protocol_num": 6,
                     "direction_id": 2,
                     "direction": "Outbound",
                 }),

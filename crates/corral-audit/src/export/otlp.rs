@@ -11,9 +11,18 @@
 //! * the body is a one-line summary ([`super::summary`]);
 //! * attributes: `corral.session`, `corral.principal`, `corral.kind`,
 //!   `corral.decision` (decisions only), `corral.layer`, `process.pid`,
-//!   `process.parent_pid`, `process.executable.path` (when known),
+//!   `process.parent_pid`, `process.executable.path` (when known; for an
+//!   http event only when the kernel told the proxy the process),
 //!   `process.command_args` (execs), `corral.target` (when the event has
 //!   one), `corral.policies`, `corral.policy_at`;
+//! * for http events, OpenTelemetry's HTTP and URL conventions where they
+//!   fit: `http.request.method`, `url.full`, `url.scheme`, `url.path`,
+//!   `server.address`, `server.port`, `http.response.status_code` (when a
+//!   response was sent), `http.request.body.size` (corral's `bytes_in`),
+//!   `http.response.body.size` (`bytes_out`); and `corral.http.stage`,
+//!   `corral.http.duration_us`, `corral.http.pid_known`, and when present
+//!   `corral.http.injected_headers`, `corral.http.secrets_used`,
+//!   `corral.http.secrets_withheld` (names only) and `corral.http.error`;
 //! * resource attributes `service.name` = `corral`, `service.version`,
 //!   `host.name`.
 //!
@@ -30,7 +39,7 @@
 //! variables (`HTTP_PROXY`, ...) are ignored: the endpoint is contacted
 //! directly.
 
-use super::{decision_name, layer_name, summary, target, what_name, ExportError};
+use super::{decision_name, http, layer_name, summary, target, what_name, ExportError};
 use crate::{kind_of, Stored, Subscription};
 use corral_core::{Decision, What};
 use opentelemetry_proto::tonic::collector::logs::v1::{ExportLogsServiceRequest, ExportLogsServiceResponse};
@@ -405,6 +414,12 @@ fn int(i: i64) -> AnyValue {
     }
 }
 
+fn boolean(b: bool) -> AnyValue {
+    AnyValue {
+        value: Some(any_value::Value::BoolValue(b)),
+    }
+}
+
 fn strings(v: &[String]) -> AnyValue {
     AnyValue {
         value: Some(any_value::Value::ArrayValue(ArrayValue {
@@ -434,17 +449,21 @@ pub fn record(s: &Stored, observed: u64) -> LogRecord {
         attributes.push(kv("corral.decision", string(decision_name(d))));
     }
     attributes.push(kv("corral.layer", string(layer_name(e.layer))));
-    attributes.push(kv("process.pid", int(i64::from(e.proc.pid))));
-    if e.proc.ppid != 0 {
-        attributes.push(kv("process.parent_pid", int(i64::from(e.proc.ppid))));
-    }
-    if let Some(exe) = &e.proc.exe {
-        attributes.push(kv("process.executable.path", string(exe)));
+    // An http event's `proc` is empty unless the kernel told the proxy.
+    if !http::pid_unknown(&e.what) {
+        attributes.push(kv("process.pid", int(i64::from(e.proc.pid))));
+        if e.proc.ppid != 0 {
+            attributes.push(kv("process.parent_pid", int(i64::from(e.proc.ppid))));
+        }
+        if let Some(exe) = &e.proc.exe {
+            attributes.push(kv("process.executable.path", string(exe)));
+        }
     }
     match &e.what {
         What::Exec { argv: Some(argv), .. } | What::ExecTrace { argv, .. } => {
             attributes.push(kv("process.command_args", strings(argv)));
         }
+        What::Http { .. } => http_attributes(&e.what, &mut attributes),
         _ => {}
     }
     if let Some(t) = target(&e.what) {
@@ -466,6 +485,64 @@ pub fn record(s: &Stored, observed: u64) -> LogRecord {
         attributes,
         event_name: format!("corral.{}", what_name(&e.what)),
         ..LogRecord::default()
+    }
+}
+
+/// The attributes of an http event (see the module doc).
+fn http_attributes(what: &What, out: &mut Vec<KeyValue>) {
+    let What::Http {
+        stage,
+        method,
+        scheme,
+        host,
+        port,
+        path,
+        status,
+        bytes_in,
+        bytes_out,
+        duration_us,
+        injected,
+        secrets_used,
+        secrets_withheld,
+        error,
+        pid_known,
+    } = what
+    else {
+        return;
+    };
+    let path = http::shown_path(stage, path);
+    out.push(kv("corral.http.stage", string(stage)));
+    if !method.is_empty() {
+        out.push(kv("http.request.method", string(method)));
+    }
+    out.push(kv("url.full", string(&http::url(scheme, host, *port, path))));
+    if !scheme.is_empty() {
+        out.push(kv("url.scheme", string(scheme)));
+    }
+    if !path.is_empty() {
+        out.push(kv("url.path", string(path)));
+    }
+    out.push(kv("server.address", string(host)));
+    out.push(kv("server.port", int(i64::from(*port))));
+    if let Some(code) = status {
+        out.push(kv("http.response.status_code", int(i64::from(*code))));
+    }
+    let size = |n: u64| int(i64::try_from(n).unwrap_or(i64::MAX));
+    out.push(kv("http.request.body.size", size(*bytes_in)));
+    out.push(kv("http.response.body.size", size(*bytes_out)));
+    out.push(kv("corral.http.duration_us", size(*duration_us)));
+    out.push(kv("corral.http.pid_known", boolean(*pid_known)));
+    for (key, names) in [
+        ("corral.http.injected_headers", injected),
+        ("corral.http.secrets_used", secrets_used),
+        ("corral.http.secrets_withheld", secrets_withheld),
+    ] {
+        if !names.is_empty() {
+            out.push(kv(key, strings(names)));
+        }
+    }
+    if let Some(e) = error {
+        out.push(kv("corral.http.error", string(e)));
     }
 }
 

@@ -4,6 +4,7 @@ use anyhow::{bail, Context as _, Result};
 use corral_audit::export::{self, Format};
 use corral_audit::{ExportError, Kind, Query, Store};
 use corral_core::{Decision, What};
+use std::borrow::Cow;
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -61,7 +62,7 @@ struct Filters {
     /// A session id (`s123` or `123`), or `last`.
     #[arg(long)]
     session: Option<String>,
-    /// file, exec, net, process, session or policy.
+    /// file, exec, net, http, process, session, policy or other.
     #[arg(long)]
     kind: Option<String>,
     /// allow, deny or would_deny.
@@ -138,8 +139,26 @@ fn civil_date(days: u64) -> (i64, u32, u32) {
     (year, month, day)
 }
 
-fn action(w: &What) -> (&'static str, String) {
-    match w {
+fn action(w: &What) -> (Cow<'static, str>, String) {
+    let (action, target) = match w {
+        What::Http {
+            stage,
+            method,
+            scheme,
+            host,
+            port,
+            path,
+            ..
+        } => {
+            return if stage == "connection" {
+                ("http conn".into(), export::http::url(scheme, host, *port, ""))
+            } else {
+                (
+                    format!("http {method}").into(),
+                    export::http::url(scheme, host, *port, path),
+                )
+            };
+        }
         What::FileOpen { path, access } => (
             match access {
                 corral_core::Access::Read => "open r",
@@ -179,7 +198,8 @@ fn action(w: &What) -> (&'static str, String) {
                 Some(e) => format!("{label} REFUSED: {e}"),
             },
         ),
-    }
+    };
+    (Cow::Borrowed(action), target)
 }
 
 fn decision_text(d: Option<Decision>) -> &'static str {
@@ -195,11 +215,27 @@ fn print_row(s: &corral_audit::Stored, json: bool) -> Result<()> {
     if json {
         // The same shape `corral events export --format jsonl` writes.
         println!("{}", export::jsonl::to_value(s)?);
-        return Ok(());
+    } else {
+        println!("{}", row(s));
     }
+    Ok(())
+}
+
+/// One event as one line of the table. An http event adds, after the
+/// policies, its outcome (status, bytes, duration, injected header and
+/// secret names) and its error.
+fn row(s: &corral_audit::Stored) -> String {
     let e = &s.event;
     let (what, target) = action(&e.what);
-    let who = e.proc.exe.clone().unwrap_or_else(|| e.proc.comm.clone());
+    let (pid, who) = if export::http::pid_unknown(&e.what) {
+        ("-".to_string(), "-".to_string())
+    } else {
+        (
+            e.proc.pid.to_string(),
+            e.proc.exe.clone().unwrap_or_else(|| e.proc.comm.clone()),
+        )
+    };
+    let error = export::http::error(&e.what);
     let why = e
         .policies
         .iter()
@@ -210,23 +246,34 @@ fn print_row(s: &corral_audit::Stored, json: bool) -> Result<()> {
         })
         .collect::<Vec<_>>()
         .join(", ");
-    let why = if why.is_empty() && matches!(e.decision, Some(Decision::Deny | Decision::WouldDeny)) {
+    let why = if why.is_empty()
+        && error.is_none()
+        && matches!(e.decision, Some(Decision::Deny | Decision::WouldDeny))
+    {
         "no permit (default deny)".to_string()
     } else {
         why
     };
-    println!(
+    let mut line = format!(
         "{}  {:<11} {:>7} {:<24} {:<12} {:<40} {:<10} {}",
         clock(s.wall_ns),
         e.session.to_string(),
-        e.proc.pid,
+        pid,
         who,
         what,
         target,
         decision_text(e.decision),
         why
     );
-    Ok(())
+    if let Some(outcome) = export::http::outcome(&e.what) {
+        line = format!("{}  -> {outcome}", line.trim_end());
+    }
+    if let Some(err) = error {
+        line.push_str(", error: ");
+        line.push_str(err);
+    }
+    // One event, one line: a path or an error may hold a newline.
+    export::one_line(&line).into_owned()
 }
 
 /// A `--session` value: `last` (the store's newest session), `s123` or `123`.
@@ -424,6 +471,80 @@ pub fn sessions(args: SessionsArgs) -> Result<ExitCode> {
 
 #[cfg(test)]
 mod tests {
+    use corral_audit::Stored;
+    use corral_core::{Decision, Event, Layer, Proc, SessionId, What};
+
+    fn http(pid_known: bool, decision: Decision, policies: &[&str], error: Option<&str>) -> Stored {
+        Stored {
+            id: Some(1),
+            // 2023-11-14T22:13:20.123Z
+            wall_ns: 1_700_000_000_123_000_000,
+            policy_at: policies.iter().map(|_| "team.cedar:12".to_string()).collect(),
+            event: Event {
+                session: SessionId(7),
+                principal: "Agent::\"claude\"".into(),
+                ts_ns: 1,
+                proc: if pid_known {
+                    Proc {
+                        pid: 42,
+                        ppid: 1,
+                        comm: "curl".into(),
+                        exe: Some("/usr/bin/curl".into()),
+                    }
+                } else {
+                    Proc::default()
+                },
+                what: What::Http {
+                    stage: "request".into(),
+                    method: "GET".into(),
+                    scheme: "https".into(),
+                    host: "api.github.com".into(),
+                    port: 443,
+                    path: "/user".into(),
+                    status: Some(403),
+                    bytes_in: 0,
+                    bytes_out: 57,
+                    duration_us: 2_100,
+                    injected: vec!["authorization".into()],
+                    secrets_used: vec![],
+                    secrets_withheld: vec!["GITHUB_TOKEN".into()],
+                    error: error.map(str::to_string),
+                    pid_known,
+                },
+                decision: Some(decision),
+                layer: Layer::Proxy,
+                policies: policies.iter().map(|p| p.to_string()).collect(),
+            },
+        }
+    }
+
+    #[test]
+    fn http_rows_are_one_readable_line() {
+        let denied = http(
+            true,
+            Decision::Deny,
+            &["forbid-gh"],
+            Some("forbidden by forbid-gh"),
+        );
+        assert_eq!(
+            super::row(&denied),
+            "11-14 22:13:20.123  s7               42 /usr/bin/curl            http GET     \
+             https://api.github.com:443/user          DENY       forbid-gh (team.cedar:12)  \
+             -> 403, in 0 B, out 57 B, 2.1 ms, injected [authorization], \
+             secrets withheld [GITHUB_TOKEN], error: forbidden by forbid-gh"
+        );
+        // The proxy was not told the process; an error without a policy is
+        // the reason, not default deny; a newline stays on the line.
+        let refused = http(false, Decision::Deny, &[], Some("bad\nrequest"));
+        let line = super::row(&refused);
+        assert!(
+            line.contains("  s7                - -                        http GET"),
+            "{line}"
+        );
+        assert!(line.ends_with(", error: bad\\nrequest"), "{line}");
+        assert!(!line.contains("default deny"), "{line}");
+    }
+
     #[test]
     fn civil_dates() {
         assert_eq!(super::civil_date(0), (1970, 1, 1));
