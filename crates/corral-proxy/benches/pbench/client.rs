@@ -66,6 +66,10 @@ impl Route {
 pub struct Conn {
     send: SendRequest<Empty<Bytes>>,
     authority: String,
+    /// TCP connect and, through a proxy, its answer to CONNECT.
+    tunnel: Duration,
+    /// The TLS handshake.
+    handshake: Duration,
 }
 
 /// Reads a proxy's answer to `CONNECT` (nothing follows it before the
@@ -100,23 +104,28 @@ impl Conn {
     /// Opens a connection (through the route's proxy, if any) and makes
     /// the TLS handshake with SNI `host`.
     pub async fn open(route: &Route, host: &str) -> anyhow::Result<Conn> {
+        let start = Instant::now();
         let mut tcp = TcpStream::connect(route.proxy.unwrap_or(route.upstream)).await?;
         tcp.set_nodelay(true)?;
         if route.proxy.is_some() {
             tunnel(&mut tcp, route.upstream).await?;
         }
+        let tunnel = start.elapsed();
         let name = ServerName::try_from(host.to_string())?;
         let tls = route
             .tls
             .connect(name, tcp)
             .await
             .with_context(|| format!("TLS handshake for `{host}` on {}", route.name))?;
+        let handshake = start.elapsed() - tunnel;
         let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
         tokio::spawn(conn);
         route.conns.fetch_add(1, Ordering::Relaxed);
         Ok(Conn {
             send,
             authority: format!("{host}:{}", route.upstream.port()),
+            tunnel,
+            handshake,
         })
     }
 
@@ -126,6 +135,7 @@ impl Conn {
         let req = hyper::Request::builder()
             .uri(path)
             .header(hyper::header::HOST, &self.authority)
+            .header(crate::upstream::PATH_HEADER, &route.name)
             .body(Empty::new())?;
         let start = Instant::now();
         self.send.ready().await?;
@@ -181,7 +191,7 @@ impl Stats {
 }
 
 /// Sequential small requests on one keep-alive connection, after a warm-up.
-pub async fn latency(route: &Route, warmup: usize, n: usize, small: usize) -> anyhow::Result<Stats> {
+pub async fn latency(route: &Route, warmup: usize, n: usize, small: usize) -> anyhow::Result<Vec<Duration>> {
     let mut c = Conn::open(route, WARM_HOST).await?;
     for _ in 0..warmup {
         c.get(route, "/small", small).await?;
@@ -190,19 +200,51 @@ pub async fn latency(route: &Route, warmup: usize, n: usize, small: usize) -> an
     for _ in 0..n {
         t.push(c.get(route, "/small", small).await?);
     }
-    Ok(Stats::of(t))
+    Ok(t)
 }
 
-/// Throughput with `conns` keep-alive connections for `secs`.
+/// Throughput with `conns` keep-alive connections.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct Load {
     pub conns: usize,
+    /// Measured time, all rounds.
     pub secs: f64,
     pub requests: u64,
     pub per_sec: f64,
     pub mib_per_sec: f64,
     /// Request latency under this load.
     pub latency: Stats,
+}
+
+/// What load rounds measured, merged.
+#[derive(Debug, Default)]
+pub struct LoadRaw {
+    conns: usize,
+    secs: f64,
+    bytes: f64,
+    samples: Vec<Duration>,
+}
+
+impl LoadRaw {
+    pub fn merge(&mut self, o: LoadRaw) {
+        self.conns = o.conns;
+        self.secs += o.secs;
+        self.bytes += o.bytes;
+        self.samples.extend(o.samples);
+    }
+
+    pub fn summary(&self) -> Load {
+        let requests = self.samples.len() as u64;
+        let secs = self.secs.max(1e-9);
+        Load {
+            conns: self.conns,
+            secs: self.secs,
+            requests,
+            per_sec: requests as f64 / secs,
+            mib_per_sec: self.bytes / secs / (1024.0 * 1024.0),
+            latency: Stats::of(self.samples.clone()),
+        }
+    }
 }
 
 /// `conns` connections, each sending `path` back to back for `secs`
@@ -214,7 +256,7 @@ pub async fn load(
     secs: f64,
     path: &'static str,
     len: usize,
-) -> anyhow::Result<Load> {
+) -> anyhow::Result<LoadRaw> {
     let mut open = Vec::with_capacity(conns);
     for _ in 0..conns {
         let mut c = Conn::open(route, WARM_HOST).await?;
@@ -236,40 +278,78 @@ pub async fn load(
             anyhow::Ok((t, Instant::now()))
         }));
     }
-    let mut all = Vec::new();
+    let mut samples = Vec::new();
     let mut end = start;
     for task in tasks {
         let (t, done) = task.await??;
-        all.extend(t);
+        samples.extend(t);
         end = end.max(done);
     }
-    let secs = (end - start).as_secs_f64();
-    let requests = all.len() as u64;
-    Ok(Load {
+    Ok(LoadRaw {
         conns,
-        secs,
-        requests,
-        per_sec: requests as f64 / secs,
-        mib_per_sec: (requests as f64 * len as f64) / secs / (1024.0 * 1024.0),
-        latency: Stats::of(all),
+        secs: (end - start).as_secs_f64(),
+        bytes: samples.len() as f64 * len as f64,
+        samples,
     })
 }
 
-/// A new connection and its first request, `n` times in a row: for
+/// A new connection and its first request: in all, and its parts.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct First {
+    pub total: Stats,
+    /// TCP connect, and the proxy's answer to CONNECT.
+    pub tunnel: Stats,
+    /// The TLS handshake (the proxy's leaf; for some proxies also the
+    /// upstream connection).
+    pub tls: Stats,
+    /// The first request, sent to last body byte.
+    pub request: Stats,
+}
+
+/// What new-connection rounds measured, merged.
+#[derive(Debug, Default)]
+pub struct FirstRaw {
+    total: Vec<Duration>,
+    tunnel: Vec<Duration>,
+    tls: Vec<Duration>,
+    request: Vec<Duration>,
+}
+
+impl FirstRaw {
+    pub fn merge(&mut self, o: FirstRaw) {
+        self.total.extend(o.total);
+        self.tunnel.extend(o.tunnel);
+        self.tls.extend(o.tls);
+        self.request.extend(o.request);
+    }
+
+    pub fn summary(&self) -> First {
+        First {
+            total: Stats::of(self.total.clone()),
+            tunnel: Stats::of(self.tunnel.clone()),
+            tls: Stats::of(self.tls.clone()),
+            request: Stats::of(self.request.clone()),
+        }
+    }
+}
+
+/// A new connection and its first request, for each `i` in `range`: to
 /// `host(i)` (the same name every time: the leaf is cached; a new name
 /// every time: a leaf is issued). Connect + CONNECT + TLS + request.
 pub async fn first_request(
     route: &Route,
-    n: usize,
+    range: std::ops::Range<usize>,
     small: usize,
     host: impl Fn(usize) -> String,
-) -> anyhow::Result<Stats> {
-    let mut t = Vec::with_capacity(n);
-    for i in 0..n {
+) -> anyhow::Result<FirstRaw> {
+    let mut raw = FirstRaw::default();
+    for i in range {
         let start = Instant::now();
         let mut c = Conn::open(route, &host(i)).await?;
-        c.get(route, "/small", small).await?;
-        t.push(start.elapsed());
+        raw.request.push(c.get(route, "/small", small).await?);
+        raw.total.push(start.elapsed());
+        raw.tunnel.push(c.tunnel);
+        raw.tls.push(c.handshake);
     }
-    Ok(Stats::of(t))
+    Ok(raw)
 }

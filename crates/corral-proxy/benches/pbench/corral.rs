@@ -12,18 +12,27 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+/// The policy of path `name`: with `full`, requests are also decided with
+/// `HttpRequest` (a permit and a forbid) and a header is injected
+/// (`HttpRewrite`); without, `NetworkConnect` alone governs them.
+///
 /// The CONNECT target is the upstream's address (127.0.0.1 resolves
 /// without DNS, and names under `bench.test` do not resolve at all); the
 /// host is the TLS SNI and the Host header, and is what requests are
 /// decided on.
-fn policy() -> String {
-    let value = token("corral");
-    format!(
-        r#"
+fn policy(name: &str, full: bool) -> String {
+    let value = token(name);
+    let connect = r#"
 @id("tunnel")
 permit (principal, action == Action::"NetworkConnect", resource == Host::"127.0.0.1");
 @id("net")
 permit (principal, action == Action::"NetworkConnect", resource in Host::"*.bench.test");
+"#;
+    if !full {
+        return connect.to_string();
+    }
+    format!(
+        r#"{connect}
 @id("http")
 permit (principal, action == Action::"HttpRequest", resource in Host::"*.bench.test")
   when {{ context.method == "GET" }};
@@ -40,7 +49,9 @@ permit (principal, action == Action::"HttpRewrite", resource in Host::"*.bench.t
 /// What the event sink saw.
 #[derive(Debug, Default)]
 pub struct Seen {
-    /// Allowed requests answered 200 with the header injected.
+    /// Headers each request should have had injected.
+    injected: usize,
+    /// Allowed requests answered 200 with the header(s) injected.
     pub requests: AtomicU64,
     /// Allowed CONNECT tunnels.
     pub connects: AtomicU64,
@@ -53,7 +64,7 @@ pub struct Seen {
 impl Seen {
     fn record(&self, e: HttpEvent) {
         let ok = e.decision == Decision::Allow && e.error.is_none();
-        if ok && e.kind == "request" && e.status == Some(200) && e.injected_headers.len() == 1 {
+        if ok && e.kind == "request" && e.status == Some(200) && e.injected_headers.len() == self.injected {
             self.requests.fetch_add(1, Ordering::Relaxed);
         } else if ok && e.kind == "connect" {
             self.connects.fetch_add(1, Ordering::Relaxed);
@@ -79,18 +90,36 @@ impl Seen {
 /// A running corral proxy.
 pub struct Corral {
     pub addr: SocketAddr,
+    /// Whether its policy injects the header.
+    pub injects: bool,
     pub ca_der: CertificateDer<'static>,
     pub seen: Arc<Seen>,
 }
 
-/// Starts corral's proxy on `rt` (its own runtime: its worker threads are
-/// the proxy's), with its CA in `dir/ca`.
-pub fn start(rt: &tokio::runtime::Runtime, dir: &Path, up: &Upstream) -> anyhow::Result<Corral> {
+/// Starts corral's proxy for path `name` on `rt` (its own runtime: its
+/// worker threads are the proxy's), with its CA in `dir/ca` (shared by
+/// every corral path) and the policy [`policy`] gives.
+pub fn start(
+    rt: &tokio::runtime::Runtime,
+    dir: &Path,
+    up: &Upstream,
+    name: &str,
+    full: bool,
+) -> anyhow::Result<Corral> {
     let ca = Arc::new(Ca::load_or_create(&dir.join("ca"))?);
-    let doc = corral_policy::load(vec![corral_policy::Source::new("pbench.cedar", policy())])
-        .map_err(|e| anyhow::anyhow!("the bench policy does not load: {e:?}"))?;
+    let doc = corral_policy::load(vec![corral_policy::Source::new(
+        "pbench.cedar",
+        policy(name, full),
+    )])
+    .map_err(|d| {
+        let msgs: Vec<String> = d.iter().map(|d| d.message.clone()).collect();
+        anyhow::anyhow!("the bench policy does not load: {}", msgs.join("; "))
+    })?;
     let policy = ProxyPolicy::new(doc)?;
-    let seen = Arc::new(Seen::default());
+    let seen = Arc::new(Seen {
+        injected: usize::from(full),
+        ..Seen::default()
+    });
     let s = seen.clone();
     let mut cfg = ProxyConfig::new("bench", policy, ca.clone(), Arc::new(move |e| s.record(e)));
     cfg.system_roots = false;
@@ -114,6 +143,7 @@ pub fn start(rt: &tokio::runtime::Runtime, dir: &Path, up: &Upstream) -> anyhow:
     });
     Ok(Corral {
         addr,
+        injects: full,
         ca_der: ca.cert_der().clone(),
         seen,
     })

@@ -6,7 +6,10 @@
 //! corral's proxy, TLS intercepted, every request decided by Cedar, one
 //! header injected → upstream) and each peer given on the command line,
 //! set up to do the same (intercept, verify the upstream, inject the
-//! header). Everything listens on 127.0.0.1. Measured on every path, phase
+//! header). With `--corral-connect-only`, also `corral-nc`: corral with a
+//! policy of `NetworkConnect` permits only (no `HttpRequest` decision, no
+//! injection), to show what the per-request decisions cost. Everything
+//! listens on 127.0.0.1. Measured on every path, phase
 //! by phase (each phase runs all paths before the next starts):
 //!
 //! * keep-alive latency: N sequential small requests on one connection,
@@ -32,15 +35,15 @@ mod peers;
 mod upstream;
 
 use anyhow::{bail, Context as _};
-use client::{first_request, latency, load, Load, Route, Stats};
+use client::{first_request, latency, load, First, FirstRaw, Load, LoadRaw, Route, Stats};
 use serde::Serialize;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const USAGE: &str = "corral-pbench [--requests N] [--warmup N] [--conns C] [--seconds S] \
-[--large-conns C] [--new-conns N] [--small BYTES] [--large BYTES] [--proxy-threads N] \
-[--peer-mitmdump PATH] [--peer-squid PATH] [--json] [--quick]";
+[--large-conns C] [--new-conns N] [--small BYTES] [--large BYTES] [--proxy-threads N] [--rounds R] \
+[--peer-mitmdump PATH] [--peer-squid PATH] [--corral-connect-only] [--only PATH,...] [--json] [--quick]";
 
 #[derive(Debug, Clone, Serialize)]
 struct Args {
@@ -53,12 +56,18 @@ struct Args {
     small: usize,
     large: usize,
     proxy_threads: usize,
+    rounds: usize,
     #[serde(skip)]
     mitmdump: Option<PathBuf>,
     #[serde(skip)]
     squid: Option<PathBuf>,
     #[serde(skip)]
     json: bool,
+    /// Paths to run (empty: all).
+    only: Vec<String>,
+    /// Also run `corral-nc`: corral with a policy of `NetworkConnect`
+    /// permits only (no `HttpRequest`, no injection).
+    connect_only: bool,
 }
 
 fn args() -> anyhow::Result<Args> {
@@ -72,9 +81,12 @@ fn args() -> anyhow::Result<Args> {
         small: 1024,
         large: 1 << 20,
         proxy_threads: 2,
+        rounds: 5,
         mitmdump: None,
         squid: None,
         json: false,
+        only: vec![],
+        connect_only: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(x) = it.next() {
@@ -89,14 +101,18 @@ fn args() -> anyhow::Result<Args> {
             "--small" => a.small = val("--small")?.parse()?,
             "--large" => a.large = val("--large")?.parse()?,
             "--proxy-threads" => a.proxy_threads = val("--proxy-threads")?.parse()?,
+            "--rounds" => a.rounds = val("--rounds")?.parse()?,
             "--peer-mitmdump" => a.mitmdump = Some(val("--peer-mitmdump")?.into()),
             "--peer-squid" => a.squid = Some(val("--peer-squid")?.into()),
             "--json" => a.json = true,
+            "--corral-connect-only" => a.connect_only = true,
+            "--only" => a.only = val("--only")?.split(',').map(str::to_string).collect(),
             "--quick" => {
                 a.requests = 200;
                 a.warmup = 20;
                 a.seconds = 1.0;
                 a.new_conns = 10;
+                a.rounds = 2;
             }
             // Passed by `cargo bench`.
             "--bench" => {}
@@ -107,8 +123,11 @@ fn args() -> anyhow::Result<Args> {
             _ => bail!("unknown argument `{x}`\nusage: {USAGE}"),
         }
     }
-    if a.conns == 0 || a.large_conns == 0 || a.requests == 0 || a.new_conns == 0 || a.proxy_threads == 0 {
+    if a.conns == 0 || a.large_conns == 0 || a.proxy_threads == 0 || a.rounds == 0 {
         bail!("counts must be at least 1");
+    }
+    if a.requests < a.rounds || a.new_conns < a.rounds {
+        bail!("--requests and --new-conns must be at least --rounds");
     }
     Ok(a)
 }
@@ -120,8 +139,8 @@ struct Measured {
     latency: Stats,
     small: Load,
     large: Load,
-    first_warm: Stats,
-    first_cold: Stats,
+    first_warm: First,
+    first_cold: First,
     /// Requests and connections the client completed on this path.
     requests: u64,
     conns: u64,
@@ -129,31 +148,47 @@ struct Measured {
     error: Option<String>,
 }
 
-/// Runs one phase on every path still without an error, in order.
-fn phase<T>(
-    rt: &tokio::runtime::Runtime,
-    what: &str,
-    routes: &[Arc<Route>],
-    out: &mut [Measured],
+/// The samples of one path, merged over rounds.
+#[derive(Debug, Default)]
+struct Raw {
+    latency: Vec<Duration>,
+    small: LoadRaw,
+    large: LoadRaw,
+    warm: FirstRaw,
+    cold: FirstRaw,
+    error: Option<String>,
+}
+
+type Round<T> = std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<T>>>>;
+
+/// The paths and their samples.
+struct Phases<'a> {
+    rt: &'a tokio::runtime::Runtime,
+    routes: &'a [Arc<Route>],
+    raw: Vec<Raw>,
+    rounds: usize,
     quiet: bool,
-    f: impl Fn(Arc<Route>) -> std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Result<T>>>>,
-    mut put: impl FnMut(&mut Measured, T),
-) {
-    for (r, m) in routes.iter().zip(out.iter_mut()) {
-        if m.error.is_some() {
-            continue;
-        }
+}
+
+impl Phases<'_> {
+    /// Runs one phase in `rounds` rounds; each round runs every path still
+    /// without an error, in turn, so a change in the machine's load during
+    /// the phase falls on every path.
+    fn run<T>(&mut self, what: &str, f: impl Fn(Arc<Route>, usize) -> Round<T>, put: impl Fn(&mut Raw, T)) {
         let start = Instant::now();
-        match rt.block_on(f(r.clone())) {
-            Ok(v) => put(m, v),
-            Err(e) => m.error = Some(format!("{what}: {e:#}")),
+        for round in 0..self.rounds {
+            for (r, m) in self.routes.iter().zip(self.raw.iter_mut()) {
+                if m.error.is_some() {
+                    continue;
+                }
+                match self.rt.block_on(f(r.clone(), round)) {
+                    Ok(v) => put(m, v),
+                    Err(e) => m.error = Some(format!("{what}: {e:#}")),
+                }
+            }
         }
-        if !quiet {
-            eprintln!(
-                "  {what:<28} {:<9} {:>6.1} s",
-                r.name,
-                start.elapsed().as_secs_f64()
-            );
+        if !self.quiet {
+            eprintln!("  {what:<28} {:>6.1} s", start.elapsed().as_secs_f64());
         }
     }
 }
@@ -174,13 +209,15 @@ fn run() -> anyhow::Result<bool> {
     let client_rt = runtime("pbench-client", 2)?;
     let upstream_rt = runtime("pbench-upstream", 2)?;
     let proxy_rt = runtime("corral-proxy", a.proxy_threads)?;
-    let up = upstream_rt.block_on(upstream::start(
-        dir.path(),
-        a.small,
-        a.large,
-        &["corral", "mitmdump", "squid"],
-    ))?;
-    let corral = corral::start(&proxy_rt, dir.path(), &up)?;
+    let up = upstream_rt.block_on(upstream::start(dir.path(), a.small, a.large))?;
+    let mut corrals = vec![(
+        "corral",
+        corral::start(&proxy_rt, dir.path(), &up, "corral", true)?,
+    )];
+    if a.connect_only {
+        let c = corral::start(&proxy_rt, dir.path(), &up, "corral-nc", false)?;
+        corrals.push(("corral-nc", c));
+    }
     let mut peers = Vec::new();
     for (name, exe) in [("mitmdump", &a.mitmdump), ("squid", &a.squid)] {
         let Some(exe) = exe else {
@@ -206,15 +243,15 @@ fn run() -> anyhow::Result<bool> {
         .iter()
         .map(|p| (p.name.clone(), p.version.clone()))
         .collect();
-    let mut routes = vec![
-        Arc::new(Route::new("direct", None, up.addr, up.ca_der.clone())?),
-        Arc::new(Route::new(
-            "corral",
-            Some(corral.addr),
+    let mut routes = vec![Arc::new(Route::new("direct", None, up.addr, up.ca_der.clone())?)];
+    for (name, c) in &corrals {
+        routes.push(Arc::new(Route::new(
+            name,
+            Some(c.addr),
             up.addr,
-            corral.ca_der.clone(),
-        )?),
-    ];
+            c.ca_der.clone(),
+        )?));
+    }
     for p in &peers {
         routes.push(Arc::new(Route::new(
             &p.name,
@@ -222,6 +259,9 @@ fn run() -> anyhow::Result<bool> {
             up.addr,
             p.ca_der.clone(),
         )?));
+    }
+    if !a.only.is_empty() {
+        routes.retain(|r| a.only.contains(&r.name));
     }
     let mut out: Vec<Measured> = routes
         .iter()
@@ -241,57 +281,64 @@ fn run() -> anyhow::Result<bool> {
         a.seconds,
         a.new_conns,
     );
+    let rounds = a.rounds;
+    let mut ph = Phases {
+        rt: &client_rt,
+        routes: &routes,
+        raw: routes.iter().map(|_| Raw::default()).collect(),
+        rounds,
+        quiet: q,
+    };
     let started = Instant::now();
-    phase(
-        &client_rt,
+    ph.run(
         "keep-alive latency",
-        &routes,
-        &mut out,
-        q,
-        |r| Box::pin(async move { latency(&r, warm, n, small).await }),
-        |m, v| m.latency = v,
+        move |r, _| Box::pin(async move { latency(&r, warm / rounds, n / rounds, small).await }),
+        |m, v| m.latency.extend(v),
     );
-    phase(
-        &client_rt,
+    ph.run(
         "throughput, small",
-        &routes,
-        &mut out,
-        q,
-        |r| Box::pin(async move { load(&r, conns, secs, "/small", small).await }),
-        |m, v| m.small = v,
+        move |r, _| Box::pin(async move { load(&r, conns, secs / rounds as f64, "/small", small).await }),
+        |m, v| m.small.merge(v),
     );
-    phase(
-        &client_rt,
+    ph.run(
         "throughput, large",
-        &routes,
-        &mut out,
-        q,
-        |r| Box::pin(async move { load(&r, lconns, secs, "/large", large).await }),
-        |m, v| m.large = v,
+        move |r, _| Box::pin(async move { load(&r, lconns, secs / rounds as f64, "/large", large).await }),
+        |m, v| m.large.merge(v),
     );
-    phase(
-        &client_rt,
+    let per = k / rounds;
+    ph.run(
         "new connection, warm host",
-        &routes,
-        &mut out,
-        q,
-        |r| Box::pin(async move { first_request(&r, k, small, |_| client::WARM_HOST.to_string()).await }),
-        |m, v| m.first_warm = v,
-    );
-    phase(
-        &client_rt,
-        "new connection, cold host",
-        &routes,
-        &mut out,
-        q,
-        |r| {
+        move |r, i| {
             Box::pin(async move {
-                let name = r.name.clone();
-                first_request(&r, k, small, move |i| format!("cold-{i}-{name}.bench.test")).await
+                first_request(&r, i * per..(i + 1) * per, small, |_| {
+                    client::WARM_HOST.to_string()
+                })
+                .await
             })
         },
-        |m, v| m.first_cold = v,
+        |m, v| m.warm.merge(v),
     );
+    ph.run(
+        "new connection, cold host",
+        move |r, i| {
+            Box::pin(async move {
+                let name = r.name.clone();
+                first_request(&r, i * per..(i + 1) * per, small, move |i| {
+                    format!("cold-{i}-{name}.bench.test")
+                })
+                .await
+            })
+        },
+        |m, v| m.cold.merge(v),
+    );
+    for (m, r) in out.iter_mut().zip(&ph.raw) {
+        m.latency = Stats::of(r.latency.clone());
+        m.small = r.small.summary();
+        m.large = r.large.summary();
+        m.first_warm = r.warm.summary();
+        m.first_cold = r.cold.summary();
+        m.error = r.error.clone();
+    }
     let total = started.elapsed();
 
     // Accounting: the upstream saw each path's requests, corral's sink an
@@ -300,70 +347,82 @@ fn run() -> anyhow::Result<bool> {
     for (r, m) in routes.iter().zip(out.iter_mut()) {
         m.requests = r.requests.load(std::sync::atomic::Ordering::Relaxed);
         m.conns = r.conns.load(std::sync::atomic::Ordering::Relaxed);
-        let who = (r.name != "direct").then_some(r.name.as_str());
-        let at_upstream = up.counts.of(who);
+        let corral = corrals.iter().find(|(n, _)| *n == r.name).map(|(_, c)| c);
+        // Which value the upstream should see: each proxy's own, none
+        // direct or where corral's policy injects nothing.
+        let value = match (r.name.as_str(), corral) {
+            ("direct", _) => None,
+            (_, Some(c)) if !c.injects => None,
+            (name, _) => Some(upstream::token(name)),
+        };
+        let (all, exact) = up.counts.of(&r.name, value.as_deref());
         checks.push((
             format!(
-                "{}: requests answered by the upstream = requests sent ({at_upstream} = {})",
-                r.name, m.requests
+                "{}: requests answered by the upstream, with {} = requests sent ({all}, {exact} = {})",
+                r.name,
+                value
+                    .as_deref()
+                    .map(|_| "the header injected")
+                    .unwrap_or("no header injected"),
+                m.requests
             ),
-            at_upstream == m.requests,
+            all == m.requests && exact == m.requests,
         ));
-        if r.name == "corral" {
-            // An event is emitted when the response body ends, which can be
-            // just after the client has read it.
-            let until = Instant::now() + Duration::from_secs(3);
-            let mut seen = corral.seen.get();
-            while (seen.0 != m.requests || seen.1 != m.conns) && Instant::now() < until {
-                std::thread::sleep(Duration::from_millis(20));
-                seen = corral.seen.get();
-            }
-            let (ev_req, ev_conn, ev_other) = seen;
-            checks.push((
-                format!(
-                    "corral: request events (allowed, 200, header injected) = requests sent ({ev_req} = {})",
-                    m.requests
-                ),
-                ev_req == m.requests,
-            ));
-            checks.push((
-                format!(
-                    "corral: CONNECT events = connections opened ({ev_conn} = {})",
-                    m.conns
-                ),
-                ev_conn == m.conns,
-            ));
-            let sample = corral
-                .seen
-                .other_sample
-                .lock()
-                .map(|s| s.join("\n    "))
-                .unwrap_or_default();
-            checks.push((
-                format!(
-                    "corral: other events = 0 ({ev_other}){}",
-                    if ev_other > 0 {
-                        format!(":\n    {sample}")
-                    } else {
-                        String::new()
-                    }
-                ),
-                ev_other == 0,
-            ));
+        let Some(corral) = corral else {
+            continue;
+        };
+        // An event is emitted when the response body ends, which can be
+        // just after the client has read it.
+        let until = Instant::now() + Duration::from_secs(3);
+        let mut seen = corral.seen.get();
+        while (seen.0 != m.requests || seen.1 != m.conns) && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(20));
+            seen = corral.seen.get();
         }
+        let (ev_req, ev_conn, ev_other) = seen;
+        checks.push((
+            format!(
+                "{}: request events (allowed, 200, {} header injected) = requests sent ({ev_req} = {})",
+                r.name,
+                usize::from(corral.injects),
+                m.requests
+            ),
+            ev_req == m.requests,
+        ));
+        checks.push((
+            format!(
+                "{}: CONNECT events = connections opened ({ev_conn} = {})",
+                r.name, m.conns
+            ),
+            ev_conn == m.conns,
+        ));
+        let sample = corral
+            .seen
+            .other_sample
+            .lock()
+            .map(|s| s.join("\n    "))
+            .unwrap_or_default();
+        let sample = if ev_other > 0 {
+            format!(":\n    {sample}")
+        } else {
+            String::new()
+        };
+        checks.push((
+            format!("{}: other events = 0 ({ev_other}){sample}", r.name),
+            ev_other == 0,
+        ));
     }
-    let unknown = up.counts.other.load(std::sync::atomic::Ordering::Relaxed);
-    checks.push((
-        format!("upstream: requests with an unknown header value = 0 ({unknown})"),
-        unknown == 0,
-    ));
     for p in &peers {
         if out.iter().any(|m| m.name == p.name && m.error.is_some()) {
             eprintln!("{} logs:\n{}", p.name, p.tail());
         }
     }
     drop(peers);
-    let ok = out.iter().take(2).all(|m| m.error.is_none()) && checks.iter().all(|c| c.1);
+    let ok = out
+        .iter()
+        .filter(|m| m.name == "direct" || m.name.starts_with("corral"))
+        .all(|m| m.error.is_none())
+        && checks.iter().all(|c| c.1);
     if a.json {
         print_json(&a, &versions, &out, &checks, total)?;
     } else {
@@ -406,8 +465,8 @@ fn ratios(out: &[Measured]) -> Vec<Ratios> {
             latency_p50_ratio: c.latency.p50_ms / o.latency.p50_ms,
             throughput_ratio: c.small.per_sec / o.small.per_sec,
             large_ratio: c.large.mib_per_sec / o.large.mib_per_sec,
-            first_warm_ratio: c.first_warm.p50_ms / o.first_warm.p50_ms,
-            first_cold_ratio: c.first_cold.p50_ms / o.first_cold.p50_ms,
+            first_warm_ratio: c.first_warm.total.p50_ms / o.first_warm.total.p50_ms,
+            first_cold_ratio: c.first_cold.total.p50_ms / o.first_cold.total.p50_ms,
         })
         .collect()
 }
@@ -421,9 +480,21 @@ fn print_table(
 ) {
     println!(
         "corral-pbench: {} keep-alive requests of {} B after {} warm-up; {} conns x {:.0} s of {} B; \
-         {} conns x {:.0} s of {} KiB; {} new connections warm and cold; corral proxy on {} threads ({:.0} s)",
-        a.requests, a.small, a.warmup, a.conns, a.seconds, a.small, a.large_conns, a.seconds,
-        a.large / 1024, a.new_conns, a.proxy_threads, total.as_secs_f64()
+         {} conns x {:.0} s of {} KiB; {} new connections warm and cold; each phase in {} rounds \
+         alternating the paths; corral proxy on {} threads; {:.0} s",
+        a.requests,
+        a.small,
+        a.warmup,
+        a.conns,
+        a.seconds,
+        a.small,
+        a.large_conns,
+        a.seconds,
+        a.large / 1024,
+        a.new_conns,
+        a.rounds,
+        a.proxy_threads,
+        total.as_secs_f64()
     );
     for (name, v) in versions {
         println!("peer {name}: {v}");
@@ -453,17 +524,33 @@ fn print_table(
             m.small.latency.p50_ms,
             m.small.latency.p99_ms,
             m.large.mib_per_sec,
-            m.first_warm.p50_ms,
-            m.first_warm.p99_ms,
-            m.first_cold.p50_ms,
-            m.first_cold.p99_ms
+            m.first_warm.total.p50_ms,
+            m.first_warm.total.p99_ms,
+            m.first_cold.total.p50_ms,
+            m.first_cold.total.p99_ms
         );
     }
     println!("(latencies in ms; ka = keep-alive, sequential; load = under the {} connections; new = connect + CONNECT + TLS + first request)", a.conns);
     for m in out {
         if let Some(e) = &m.error {
-            println!("{} failed (later phases not run, shown as 0): {e}", m.name);
+            println!("{} failed (its later rounds and phases not run): {e}", m.name);
         }
+    }
+    println!();
+    println!("new connection, p50 of its parts (ms): tunnel = TCP + CONNECT answer, tls = handshake, request = first request");
+    for m in out {
+        let part = |f: &First| {
+            format!(
+                "tunnel {:.3}  tls {:.3}  request {:.3}",
+                f.tunnel.p50_ms, f.tls.p50_ms, f.request.p50_ms
+            )
+        };
+        println!(
+            "{:<9} warm: {}   cold: {}",
+            m.name,
+            part(&m.first_warm),
+            part(&m.first_cold)
+        );
     }
     println!();
     for r in ratios(out) {

@@ -2,9 +2,10 @@
 //! certificate for `bench.test` and `*.bench.test`, HTTP/1.1 with
 //! keep-alive, two fixed responses (`/small`, `/large`).
 //!
-//! It counts the requests it answers by the value of the header the
-//! proxies inject (each proxy its own value), so the bench can check that
-//! every request of every path was forwarded, and rewritten by its proxy.
+//! It counts the requests it answers by the path the client names in a
+//! header and the value of the header the proxies inject (each proxy its
+//! own value), so the bench can check that every request of every path was
+//! forwarded, and rewritten by its proxy.
 
 use anyhow::Context as _;
 use bytes::Bytes;
@@ -14,63 +15,59 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use tokio::net::TcpListener;
 
 /// The header the proxies inject.
 pub const TOKEN_HEADER: &str = "x-bench-token";
+/// The header the client names its path with.
+pub const PATH_HEADER: &str = "x-bench-path";
 
 /// The value proxy `name` injects: each proxy its own, so the upstream
-/// can tell whose request it answers.
+/// can tell whose rewrite it sees.
 pub fn token(name: &str) -> String {
     format!("bench-{name}-3f9a")
 }
 
-/// Requests answered: without the header, with each proxy's value, other.
-#[derive(Debug)]
-pub struct Counts {
-    pub plain: AtomicU64,
-    pub by_token: Vec<(String, AtomicU64)>,
-    pub other: AtomicU64,
-}
+/// Requests answered, by the client's path name and the injected value
+/// (`path|value`, `path|-` without one).
+#[derive(Debug, Default)]
+pub struct Counts(Mutex<HashMap<String, u64>>);
 
 impl Counts {
-    fn new(proxies: &[&str]) -> Counts {
-        Counts {
-            plain: AtomicU64::new(0),
-            by_token: proxies.iter().map(|p| (token(p), AtomicU64::new(0))).collect(),
-            other: AtomicU64::new(0),
+    fn count(&self, path: Option<&[u8]>, value: Option<&[u8]>) {
+        let text = |v: Option<&[u8]>| v.map(|b| String::from_utf8_lossy(b).into_owned());
+        let key = format!(
+            "{}|{}",
+            text(path).unwrap_or_default(),
+            text(value).unwrap_or_else(|| "-".into())
+        );
+        if let Ok(mut m) = self.0.lock() {
+            *m.entry(key).or_default() += 1;
         }
     }
 
-    /// Requests that came through proxy `name` (none: direct).
-    pub fn of(&self, name: Option<&str>) -> u64 {
-        let Some(name) = name else {
-            return self.plain.load(Ordering::Relaxed);
+    /// Requests of path `name`: in all, and with `value` injected (`None`:
+    /// with none).
+    pub fn of(&self, name: &str, value: Option<&str>) -> (u64, u64) {
+        let Ok(m) = self.0.lock() else {
+            return (0, 0);
         };
-        let t = token(name);
-        self.by_token
+        let prefix = format!("{name}|");
+        let all = m
             .iter()
-            .find(|(v, _)| *v == t)
-            .map(|(_, n)| n.load(Ordering::Relaxed))
-            .unwrap_or(0)
-    }
-
-    fn count(&self, value: Option<&[u8]>) {
-        let n = match value {
-            None => &self.plain,
-            Some(v) => self
-                .by_token
-                .iter()
-                .find(|(t, _)| t.as_bytes() == v)
-                .map(|(_, n)| n)
-                .unwrap_or(&self.other),
-        };
-        n.fetch_add(1, Ordering::Relaxed);
+            .filter(|(k, _)| k.starts_with(&prefix))
+            .map(|(_, n)| n)
+            .sum();
+        let exact = m
+            .get(&format!("{name}|{}", value.unwrap_or("-")))
+            .copied()
+            .unwrap_or(0);
+        (all, exact)
     }
 }
 
@@ -127,7 +124,11 @@ async fn answer(
     large: Bytes,
     counts: Arc<Counts>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
-    counts.count(req.headers().get(TOKEN_HEADER).map(|v| v.as_bytes()));
+    let h = req.headers();
+    counts.count(
+        h.get(PATH_HEADER).map(|v| v.as_bytes()),
+        h.get(TOKEN_HEADER).map(|v| v.as_bytes()),
+    );
     let (status, body) = match req.uri().path() {
         "/small" => (200, small),
         "/large" => (200, large),
@@ -138,9 +139,8 @@ async fn answer(
     Ok(resp)
 }
 
-/// Starts the upstream on the current runtime; the CA goes to `dir`;
-/// `proxies` name the proxies whose header values it counts.
-pub async fn start(dir: &Path, small: usize, large: usize, proxies: &[&str]) -> anyhow::Result<Upstream> {
+/// Starts the upstream on the current runtime; the CA goes to `dir`.
+pub async fn start(dir: &Path, small: usize, large: usize) -> anyhow::Result<Upstream> {
     let (issuer, ca_der) = make_ca(dir, "upstream-ca", false)?;
     let leaf_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
     let leaf = CertificateParams::new(vec!["bench.test".to_string(), "*.bench.test".to_string()])?
@@ -157,7 +157,7 @@ pub async fn start(dir: &Path, small: usize, large: usize, proxies: &[&str]) -> 
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
     let addr = listener.local_addr()?;
-    let counts = Arc::new(Counts::new(proxies));
+    let counts = Arc::new(Counts::default());
     let small = Bytes::from(vec![b's'; small]);
     let large = Bytes::from(vec![b'L'; large]);
     let c = counts.clone();
