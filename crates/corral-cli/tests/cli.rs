@@ -96,21 +96,22 @@ fn mcp_tool_forbid_is_valid_and_evaluated_by_the_mcp_layer() {
 }
 
 #[test]
-fn http_rewrite_keeps_header_value_with_spaces_intact() {
+fn http_rewrite_values_are_redacted_in_compile_output() {
     let f = fixture("rewrite.cedar");
     assert_eq!(corral(&["policy", "check", &f]).status.code(), Some(0));
     let (out, _) = text(&corral(&["policy", "compile", &f]));
     assert!(
-        out.contains("on api.internal set `Authorization: Bearer prod secret with  spaces`"),
+        out.contains("on api.internal set `Authorization: <redacted>`"),
         "{out}"
     );
     let o = corral(&["policy", "compile", &f, "--json"]);
-    let plan: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(
-        plan["proxy"]["rewrites"][0]["value"],
-        "Bearer prod secret with  spaces"
-    );
+    let json = String::from_utf8_lossy(&o.stdout).into_owned();
+    let plan: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(plan["proxy"]["rewrites"][0]["value"], "<redacted>");
     assert_eq!(plan["proxy"]["rewrites"][0]["header"], "Authorization");
+    for shown in [&out, &json] {
+        assert!(!shown.contains("prod secret"), "{shown}");
+    }
 }
 
 fn expect_error(fixture_name: &str, location: &str, code: &str) {
@@ -248,6 +249,58 @@ fn default_policy_checks_clean_and_explains_with_lines() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["decision"], "deny");
     assert_eq!(v["determining"].as_array().unwrap().len(), 0);
+}
+
+#[test]
+fn default_policy_sends_an_agent_key_only_to_its_provider() {
+    let explain = |host: &str| {
+        corral(&[
+            "policy",
+            "explain",
+            "--workspace",
+            "/work/proj",
+            "--home",
+            "/home/dev",
+            "--principal",
+            "claude",
+            "--action",
+            "SecretUse",
+            "--resource",
+            host,
+            "-c",
+            "secret=ANTHROPIC_API_KEY",
+            "--exit-code",
+        ])
+    };
+    let o = explain("api.anthropic.com");
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}{err}");
+    assert!(
+        out.contains(r#"Action::"SecretUse" Host::"api.anthropic.com" secret="ANTHROPIC_API_KEY" port=443"#),
+        "{out}"
+    );
+    assert!(
+        out.contains("permit `secret-agent-keys` at <default policy>:"),
+        "{out}"
+    );
+    let o = explain("api.openai.com:443");
+    let (out, _) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{out}");
+    assert!(out.contains("no permit matches: denied by default"), "{out}");
+    // The plan lists the rule as decided by the egress proxy.
+    let (out, _) = text(&corral(&[
+        "policy",
+        "compile",
+        "--workspace",
+        "/work/proj",
+        "--home",
+        "/home/dev",
+    ]));
+    assert!(
+        out.contains("secret   secret-agent-keys (<default policy>:")
+            && out.contains("placeholder secrets are substituted by the egress proxy"),
+        "{out}"
+    );
 }
 
 #[test]

@@ -120,7 +120,10 @@ fn indexable(action: Action, key: &Key) -> bool {
         Key::Resource(_) => true,
         Key::Attr(a, _) => Request::string_attr_names(action).contains(&a.as_str()),
         Key::Ip(_) => action == Action::NetworkConnect,
-        Key::Port(_) => matches!(action, Action::NetworkConnect | Action::HttpRequest),
+        Key::Port(_) => matches!(
+            action,
+            Action::NetworkConnect | Action::HttpRequest | Action::SecretUse
+        ),
     }
 }
 
@@ -220,7 +223,9 @@ impl Evaluator {
             }
         }
         let port = match req {
-            Request::Net { port, .. } | Request::Http { port, .. } => Some(i64::from(*port)),
+            Request::Net { port, .. } | Request::Http { port, .. } | Request::Secret { port, .. } => {
+                Some(i64::from(*port))
+            }
             _ => None,
         };
         if let Some(s) = port.and_then(|p| slice.by_port.get(&p)) {

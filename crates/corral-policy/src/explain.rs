@@ -10,7 +10,7 @@ use std::net::IpAddr;
 #[derive(Debug, thiserror::Error)]
 pub enum ExplainError {
     /// Unknown action.
-    #[error("unknown action `{0}`; expected one of FileOpenReadOnly, FileOpenReadWrite, ProcessExec, NetworkConnect, HttpRequest, HttpRewrite, McpCall")]
+    #[error("unknown action `{0}`; expected one of {all}", all = Action::ALL.map(Action::name).join(", "))]
     UnknownAction(String),
     /// A `key=value` without `=`.
     #[error("context entry `{0}` is not `key=value`")]
@@ -96,6 +96,7 @@ pub fn parse_request(
             "method, port, path, query, scheme",
         ),
         Action::HttpRewrite => (&["header", "value", "port"], "header, value, port"),
+        Action::SecretUse => (&["secret", "port"], "secret, port"),
         Action::McpCall => (&["server", "method", "arg."], "server, method, arg.<name>"),
     };
     for k in ctx.keys() {
@@ -246,6 +247,19 @@ pub fn parse_request(
                 })?,
             }
         }
+        Action::SecretUse => {
+            let (host, p) = split_host_port(strip_uid(resource, &["Host"]));
+            let port = resource_port(p, resource, action, || port(443))?;
+            Request::Secret {
+                principal,
+                host: normalize_host(host)?,
+                port,
+                secret: ctx.get("secret").cloned().ok_or(ExplainError::Missing {
+                    action: "SecretUse",
+                    key: "secret",
+                })?,
+            }
+        }
         Action::McpCall => {
             let server = ctx.get("server").cloned().ok_or(ExplainError::Missing {
                 action: "McpCall",
@@ -337,5 +351,48 @@ mod tests {
             parse_request("c", "FileOpenReadOnly", "/x", &["ip=1.2.3.4".into()]),
             Err(ExplainError::UnknownKey { .. })
         ));
+    }
+
+    #[test]
+    fn parses_secret_use() {
+        let r = parse_request(
+            "claude",
+            "SecretUse",
+            "Host::\"API.Anthropic.com\"",
+            &["secret=ANTHROPIC_API_KEY".into()],
+        )
+        .unwrap();
+        assert_eq!(
+            r,
+            Request::Secret {
+                principal: "claude".into(),
+                host: "api.anthropic.com".into(),
+                port: 443,
+                secret: "ANTHROPIC_API_KEY".into(),
+            }
+        );
+        // The port comes from the resource, else from `port=`.
+        let r = parse_request("c", "SecretUse", "h.test:8443", &["secret=K".into()]).unwrap();
+        assert!(matches!(r, Request::Secret { port: 8443, .. }));
+        let r = parse_request("c", "SecretUse", "h.test", &["secret=K".into(), "port=80".into()]).unwrap();
+        assert!(matches!(r, Request::Secret { port: 80, .. }));
+        assert!(matches!(
+            parse_request("c", "SecretUse", "h.test", &[]),
+            Err(ExplainError::Missing { key: "secret", .. })
+        ));
+        let e =
+            parse_request("c", "SecretUse", "h.test", &["secret=K".into(), "value=v".into()]).unwrap_err();
+        assert!(matches!(e, ExplainError::UnknownKey { .. }));
+        assert_eq!(
+            e.to_string(),
+            "context key `value` does not apply to `SecretUse` (keys: secret, port)"
+        );
+        // The list of actions in the error names every action.
+        let e = parse_request("c", "Secret", "h.test", &[])
+            .unwrap_err()
+            .to_string();
+        for a in Action::ALL {
+            assert!(e.contains(a.name()), "{e}");
+        }
     }
 }

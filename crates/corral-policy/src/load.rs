@@ -236,7 +236,7 @@ pub fn load(sources: Vec<Source>) -> Result<PolicyDoc, Vec<Diagnostic>> {
                 "forbid-never-applies",
                 format!("this forbid can never apply: {}", lower_first(&msg)),
             )
-            .help("check that the resource's entity type fits the action (`FileOpen*` take `File`/`Dir`, `ProcessExec` takes `File`, `NetworkConnect`/`Http*` take `Host`, `McpCall` takes `MCP::Tool`/`MCP::Server`)");
+            .help("check that the resource's entity type fits the action (`FileOpen*` take `File`/`Dir`, `ProcessExec` takes `File`, `NetworkConnect`/`Http*`/`SecretUse` take `Host`, `McpCall` takes `MCP::Tool`/`MCP::Server`)");
             diags.push(place(d, w.policy_id(), w));
             continue;
         }

@@ -116,6 +116,17 @@ pub enum Request {
         /// Header value.
         value: String,
     },
+    /// May the real value of placeholder secret `secret` be sent to `host`?
+    Secret {
+        /// Agent name.
+        principal: String,
+        /// Host the request goes to.
+        host: String,
+        /// Port.
+        port: u16,
+        /// Secret name (the environment variable, e.g. `ANTHROPIC_API_KEY`).
+        secret: String,
+    },
     /// An MCP request.
     Mcp {
         /// Agent name.
@@ -141,6 +152,7 @@ impl Request {
             Request::Net { .. } => Action::NetworkConnect,
             Request::Http { .. } => Action::HttpRequest,
             Request::Rewrite { .. } => Action::HttpRewrite,
+            Request::Secret { .. } => Action::SecretUse,
             Request::Mcp { .. } => Action::McpCall,
         }
     }
@@ -153,6 +165,7 @@ impl Request {
             | Request::Net { principal, .. }
             | Request::Http { principal, .. }
             | Request::Rewrite { principal, .. }
+            | Request::Secret { principal, .. }
             | Request::Mcp { principal, .. } => principal,
         }
     }
@@ -185,9 +198,9 @@ impl Request {
                 };
                 Ok(host_pairs(host, *port))
             }
-            Request::Http { host, port, .. } | Request::Rewrite { host, port, .. } => {
-                Ok(host_pairs(normalize_host(host)?, *port))
-            }
+            Request::Http { host, port, .. }
+            | Request::Rewrite { host, port, .. }
+            | Request::Secret { host, port, .. } => Ok(host_pairs(normalize_host(host)?, *port)),
             Request::Mcp { server, tool, .. } => {
                 let srv = ("MCP::Server", server.clone());
                 match tool {
@@ -207,6 +220,7 @@ impl Request {
             Action::NetworkConnect => &["protocol", "hostname"],
             Action::HttpRequest => &["method", "scheme", "path", "query"],
             Action::HttpRewrite => &["header", "value"],
+            Action::SecretUse => &["secret"],
             Action::McpCall => &["method", "server", "tool"],
         }
     }
@@ -245,6 +259,7 @@ impl Request {
             Request::Rewrite { header, value, .. } => {
                 vec![("header", header.clone()), ("value", value.clone())]
             }
+            Request::Secret { secret, .. } => vec![("secret", secret.clone())],
             Request::Mcp {
                 server, method, tool, ..
             } => vec![
@@ -304,6 +319,10 @@ impl Request {
             Request::Rewrite { header, value, .. } => {
                 vec![("header".into(), s(header)), ("value".into(), s(value))]
             }
+            Request::Secret { port, secret, .. } => vec![
+                ("secret".into(), s(secret)),
+                ("port".into(), RestrictedExpression::new_long(i64::from(*port))),
+            ],
             Request::Mcp {
                 server,
                 tool,
@@ -498,6 +517,45 @@ mod tests {
             check_path("/a/../b"),
             Err(RequestError::NonCanonicalPath(_))
         ));
+    }
+
+    #[test]
+    fn secret_use_asks_about_the_host_with_the_secret_name_and_port() {
+        let r = Request::Secret {
+            principal: "claude".into(),
+            host: "API.Anthropic.com.".into(),
+            port: 443,
+            secret: "ANTHROPIC_API_KEY".into(),
+        };
+        assert_eq!(r.action(), Action::SecretUse);
+        assert_eq!(r.principal(), "claude");
+        let ((t, id), parents) = r.resource_pairs().unwrap();
+        assert_eq!((t, id.as_str()), ("Host", "api.anthropic.com"));
+        let groups: Vec<&str> = parents.iter().map(|(_, g)| g.as_str()).collect();
+        assert_eq!(groups, host_groups("api.anthropic.com", 443));
+        assert_eq!(
+            r.string_attrs().unwrap(),
+            [("secret", "ANTHROPIC_API_KEY".to_string())]
+        );
+        assert_eq!(Request::string_attr_names(Action::SecretUse), ["secret"]);
+        // The context conforms to the schema (strict: `secret` and `port`, nothing else).
+        let (req, _) = r.to_cedar().unwrap();
+        let ctx = req.context().unwrap().clone();
+        cedar_policy::Request::new(
+            req.principal().unwrap().clone(),
+            req.action().unwrap().clone(),
+            req.resource().unwrap().clone(),
+            ctx,
+            Some(crate::schema::schema()),
+        )
+        .unwrap();
+        let bad = Request::Secret {
+            principal: "claude".into(),
+            host: "not a host".into(),
+            port: 443,
+            secret: "X".into(),
+        };
+        assert!(matches!(bad.to_cedar(), Err(RequestError::BadHost(_))));
     }
 
     #[test]

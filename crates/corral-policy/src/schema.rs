@@ -52,19 +52,22 @@ pub enum Action {
     HttpRequest,
     /// `Action::"HttpRewrite"`
     HttpRewrite,
+    /// `Action::"SecretUse"`
+    SecretUse,
     /// `Action::"McpCall"`
     McpCall,
 }
 
 impl Action {
     /// Every requestable action.
-    pub const ALL: [Action; 7] = [
+    pub const ALL: [Action; 8] = [
         Action::FileOpenReadOnly,
         Action::FileOpenReadWrite,
         Action::ProcessExec,
         Action::NetworkConnect,
         Action::HttpRequest,
         Action::HttpRewrite,
+        Action::SecretUse,
         Action::McpCall,
     ];
 
@@ -77,6 +80,7 @@ impl Action {
             Action::NetworkConnect => "NetworkConnect",
             Action::HttpRequest => "HttpRequest",
             Action::HttpRewrite => "HttpRewrite",
+            Action::SecretUse => "SecretUse",
             Action::McpCall => "McpCall",
         }
     }
@@ -142,5 +146,15 @@ mod tests {
             assert!(names.iter().any(|n| n == a.name()), "missing {}", a.name());
         }
         assert!(names.iter().any(|n| n == "FileOpen"));
+    }
+
+    #[test]
+    fn every_action_parses_back_from_its_name() {
+        for a in Action::ALL {
+            assert_eq!(Action::from_name(a.name()), Some(a));
+            assert_eq!(Action::from_name(&format!("Action::\"{}\"", a.name())), Some(a));
+        }
+        assert_eq!(Action::from_name("SecretUse"), Some(Action::SecretUse));
+        assert_eq!(Action::from_name("FileOpen"), None);
     }
 }

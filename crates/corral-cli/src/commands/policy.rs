@@ -36,7 +36,7 @@ pub enum PolicyCmd {
         #[arg(long, default_value = "agent")]
         principal: String,
         /// FileOpenReadOnly, FileOpenReadWrite, ProcessExec, NetworkConnect,
-        /// HttpRequest, HttpRewrite or McpCall.
+        /// HttpRequest, HttpRewrite, SecretUse or McpCall.
         #[arg(long)]
         action: String,
         /// A path (`/dir/` for a directory), host[:port], URL, or tool name.
@@ -333,6 +333,7 @@ fn describe_request(r: &corral_policy::Request) -> String {
             format!(" method={method} scheme={scheme} port={port} path={path:?} query={query:?}")
         }
         R::Rewrite { header, .. } => format!(" header={header:?} value=<redacted>"),
+        R::Secret { secret, port, .. } => format!(" secret={secret:?} port={port}"),
         R::Mcp {
             server, method, args, ..
         } => format!(" server={server:?} method={method} args={args:?}"),
@@ -431,10 +432,9 @@ fn print_plan(out: &mut String, plan: &Plan) {
         let at = plan.policy_label(r.policy);
         wl!(
             out,
-            "  {at}: on {} set `{}: {}`",
+            "  {at}: on {} set `{}: <redacted>`",
             r.hosts.join(", "),
             r.header,
-            r.value
         );
     }
     wl!(

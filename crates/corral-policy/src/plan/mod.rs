@@ -117,7 +117,7 @@ pub struct PrincipalPlan {
 /// A part of the policy decided in userspace, and why.
 #[derive(Debug, Clone, Serialize)]
 pub struct UserspacePart {
-    /// Layer: `exec`, `http`, `rewrite`, `mcp`, `net-proxy`.
+    /// Layer: `exec`, `http`, `rewrite`, `secret`, `mcp`, `net-proxy`.
     pub layer: &'static str,
     /// Policy index.
     pub policy: usize,

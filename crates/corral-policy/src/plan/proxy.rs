@@ -33,8 +33,15 @@ pub struct RewriteRule {
     pub hosts: Vec<String>,
     /// Header name.
     pub header: String,
-    /// Header value, exactly as written (spaces intact). Never logged.
+    /// Header value, exactly as written (spaces intact). Never logged:
+    /// serialized (`corral policy compile --json`) as `<redacted>`.
+    #[serde(serialize_with = "redacted")]
     pub value: String,
+}
+
+/// Serializes a header value that may be a secret as `<redacted>`.
+fn redacted<S: serde::Serializer>(_: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str("<redacted>")
 }
 
 /// What the egress proxy is told.
@@ -80,6 +87,13 @@ pub(super) fn compile(
                 layer: "http",
                 policy: i,
                 reason: "HTTP requests are decided by the egress proxy".into(),
+            });
+        }
+        if f.actions.contains(&Action::SecretUse) {
+            userspace.push(UserspacePart {
+                layer: "secret",
+                policy: i,
+                reason: "placeholder secrets are substituted by the egress proxy".into(),
             });
         }
         if f.actions.contains(&Action::McpCall) {
@@ -198,5 +212,45 @@ fn collect_eq(v: &Value, attr: &str, out: &mut Vec<String>) {
         }
         Value::Array(a) => a.iter().for_each(|x| collect_eq(x, attr, out)),
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::plan::{compile, CompileOptions};
+    use crate::{load, Source};
+
+    fn plan(text: &str) -> crate::Plan {
+        let doc = load(vec![Source::new("p.cedar", text)]).unwrap();
+        compile(&doc, &CompileOptions::default()).unwrap()
+    }
+
+    #[test]
+    fn rewrite_values_are_kept_exactly_but_serialized_redacted() {
+        let p = plan(
+            r#"@id("tok") permit (principal, action == Action::"HttpRewrite", resource == Host::"api.internal")
+when { context.header == "Authorization" && context.value == "Bearer s3 \"q\" ünï" };"#,
+        );
+        let r = &p.proxy.rewrites[0];
+        assert_eq!(r.value, "Bearer s3 \"q\" ünï");
+        let json = serde_json::to_value(&p).unwrap();
+        assert_eq!(json["proxy"]["rewrites"][0]["value"], "<redacted>");
+        assert_eq!(json["proxy"]["rewrites"][0]["header"], "Authorization");
+        let text = json.to_string();
+        assert!(!text.contains("s3") && !text.contains("ünï"), "{text}");
+    }
+
+    #[test]
+    fn secret_use_policies_are_decided_in_userspace_by_the_proxy() {
+        let p = plan(
+            r#"@id("key") permit (principal, action == Action::"SecretUse", resource in Host::"api.x.com:443")
+when { context.secret == "X_API_KEY" };
+@id("net") permit (principal, action == Action::"NetworkConnect", resource in Host::"api.x.com:443");"#,
+        );
+        let parts: Vec<(&str, usize)> = p.userspace.iter().map(|u| (u.layer, u.policy)).collect();
+        assert!(parts.contains(&("secret", 0)), "{parts:?}");
+        assert!(!parts.iter().any(|(l, i)| *l == "secret" && *i == 1), "{parts:?}");
+        // SecretUse is no host rule of the proxy's connection decisions.
+        assert!(p.proxy.host_rules.iter().all(|r| r.policy == 1));
     }
 }
