@@ -2,7 +2,7 @@
 //! sliced userspace evaluator, decide exactly as `Authorizer::is_authorized`
 //! over the whole policy set, for random policy sets × random requests.
 //!
-//! Cases per layer default to 4,000 (four layers: 16,000 per run); set
+//! Cases per layer default to 4,000 (five layers: 20,000 per run); set
 //! `CORRAL_DIFF_CASES` to change it. On a mismatch proptest shrinks to the
 //! smallest policy set and request that still disagree and prints them.
 
@@ -116,6 +116,9 @@ enum Atom {
     Method(&'static str),
     PathLike(&'static str),
     PathEq(&'static str),
+    // secret
+    SecretEq(&'static str),
+    SecretLike(&'static str),
 }
 
 impl fmt::Display for Atom {
@@ -151,6 +154,8 @@ impl fmt::Display for Atom {
             Atom::Method(m) => write!(f, "context.method == {m:?}"),
             Atom::PathLike(p) => write!(f, "context.path like {p:?}"),
             Atom::PathEq(p) => write!(f, "context.path == {p:?}"),
+            Atom::SecretEq(n) => write!(f, "context.secret == {n:?}"),
+            Atom::SecretLike(p) => write!(f, "context.secret like {p:?}"),
         }
     }
 }
@@ -190,6 +195,7 @@ enum Layer {
     Exec,
     Net,
     Http,
+    Secret,
 }
 
 #[derive(Clone)]
@@ -270,8 +276,20 @@ fn atoms(layer: Layer) -> BoxedStrategy<Atom> {
             1 => proptest::sample::select(AGENTS).prop_map(Atom::Principal),
         ]
         .boxed(),
+        Layer::Secret => prop_oneof![
+            3 => proptest::sample::select(&["api.example.com", "api.example.com:443", "*.example.com", "*:443", "*"][..])
+                .prop_map(|h| Atom::HostIn(h.to_string())),
+            3 => proptest::sample::select(SECRETS).prop_map(Atom::SecretEq),
+            1 => proptest::sample::select(&["OPENAI_*", "*_KEY", "*"][..]).prop_map(Atom::SecretLike),
+            2 => proptest::sample::select(PORTS).prop_map(Atom::PortEq),
+            1 => proptest::sample::select(PORTS).prop_map(Atom::PortLt),
+            1 => proptest::sample::select(AGENTS).prop_map(Atom::Principal),
+        ]
+        .boxed(),
     }
 }
+
+const SECRETS: &[&str] = &["OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GITHUB_TOKEN"];
 
 fn policy(layer: Layer) -> impl Strategy<Value = Pol> {
     let actions: &'static [&'static str] = match layer {
@@ -290,6 +308,10 @@ fn policy(layer: Layer) -> impl Strategy<Value = Pol> {
             "action == Action::\"HttpRequest\"",
             "action in [Action::\"HttpRequest\", Action::\"NetworkConnect\"]",
         ],
+        Layer::Secret => &[
+            "action == Action::\"SecretUse\"",
+            "action in [Action::\"SecretUse\", Action::\"HttpRequest\"]",
+        ],
     };
     let resource = match layer {
         Layer::File | Layer::Exec => prop_oneof![
@@ -298,7 +320,7 @@ fn policy(layer: Layer) -> impl Strategy<Value = Pol> {
             1 => path_strategy(3).prop_filter("file", |p| p != "/").prop_map(|p| Some(format!("resource == File::{p:?}"))),
         ]
         .boxed(),
-        Layer::Net | Layer::Http => prop_oneof![
+        Layer::Net | Layer::Http | Layer::Secret => prop_oneof![
             3 => Just(None),
             1 => proptest::sample::select(&["10.1.2.3:443", "*:53", "*", "api.example.com"][..])
                 .prop_map(|h| Some(format!("resource in Host::{h:?}"))),
@@ -410,6 +432,19 @@ fn request(layer: Layer) -> BoxedStrategy<Request> {
                 query: String::new(),
             })
             .boxed(),
+        Layer::Secret => (
+            principal,
+            proptest::sample::select(&["api.example.com", "x.example.com", "10.1.2.3", "other.org"][..]),
+            proptest::sample::select(PORTS),
+            proptest::sample::select(&["OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GITHUB_TOKEN", "OTHER"][..]),
+        )
+            .prop_map(|(principal, host, port, secret)| Request::Secret {
+                principal,
+                host: host.to_string(),
+                port,
+                secret: secret.to_string(),
+            })
+            .boxed(),
     }
 }
 
@@ -490,6 +525,7 @@ fn run_layer(layer: Layer) {
             if matches!(
                 req,
                 Request::Http { .. }
+                    | Request::Secret { .. }
                     | Request::Net {
                         hostname: Some(_),
                         ..
@@ -582,4 +618,9 @@ fn net_tables_decide_as_cedar() {
 #[test]
 fn http_decisions_of_the_indexed_evaluator_are_cedars() {
     run_layer(Layer::Http);
+}
+
+#[test]
+fn secret_decisions_of_the_indexed_evaluator_are_cedars() {
+    run_layer(Layer::Secret);
 }

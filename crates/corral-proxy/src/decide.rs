@@ -11,6 +11,13 @@
 //! * Header injections: the candidates are the `(header, value)` pairs of
 //!   the `HttpRewrite` permits (read by the plan compiler); each is decided
 //!   per host with the real authorizer, so `unless` and `forbid` hold.
+//! * Placeholder secrets: `SecretUse` per secret name and host, asked by
+//!   [`secret`](crate::secret) when a request carries a placeholder.
+//!
+//! The mode (enforce or shadow) is not part of the policy: the [`Proxy`]
+//! holds it, so a policy reload and a mode switch never disagree.
+//!
+//! [`Proxy`]: crate::Proxy
 //!
 //! Injected values are held in [`Redacted`], which never prints them.
 
@@ -76,7 +83,8 @@ pub struct Verdict {
     /// Determining policies: the permits that allow, or the forbids that
     /// deny (empty when denied by default).
     pub policies: Vec<PolicyHit>,
-    /// The action that decided a denial (`NetworkConnect`/`HttpRequest`).
+    /// The action that decided a denial (`NetworkConnect`/`HttpRequest`,
+    /// `SecretUse` for a secret).
     pub action: &'static str,
     /// Why, in words (for error bodies and events).
     pub reason: String,
@@ -257,6 +265,26 @@ impl ProxyPolicy {
             v.policies = all;
         }
         v
+    }
+
+    /// `SecretUse`: may the real value of secret `secret` be sent to
+    /// `host:port`?
+    pub fn decide_secret(&self, principal: &str, host: &str, port: u16, secret: &str) -> Verdict {
+        let req = Request::Secret {
+            principal: principal.to_string(),
+            host: host.to_string(),
+            port,
+            secret: secret.to_string(),
+        };
+        let what = format!(
+            "`{secret}` to `{}`",
+            corral_policy::request::host_port(host, port)
+        );
+        self.verdict(
+            "SecretUse",
+            &what,
+            self.ev.decide(&req).map_err(|e| e.to_string()),
+        )
     }
 
     /// The headers to inject into requests to `host:port` for `principal`:
@@ -444,6 +472,27 @@ permit (principal, action == Action::"HttpRewrite", resource == Host::"api.test"
         ));
         assert!(vetoed.rewrites("intern", "api.test", 443).is_empty());
         assert_eq!(vetoed.rewrites("claude", "api.test", 443).len(), 1);
+    }
+
+    #[test]
+    fn secrets_are_decided_per_name_and_host_and_forbid_wins() {
+        let text = format!(
+            r#"{BASE}
+@id("key") permit (principal, action == Action::"SecretUse", resource in Host::"api.test:443")
+  when {{ context.secret == "API_KEY" }};
+@id("no-intern") forbid (principal == Agent::"intern", action == Action::"SecretUse", resource);"#
+        );
+        let p = policy(&text);
+        let v = p.decide_secret("claude", "api.test", 443, "API_KEY");
+        assert!(v.allowed);
+        assert_eq!(v.policies[0].id, "key");
+        assert!(!p.decide_secret("claude", "api.test", 8443, "API_KEY").allowed);
+        assert!(!p.decide_secret("claude", "other.test", 443, "API_KEY").allowed);
+        assert!(!p.decide_secret("claude", "api.test", 443, "OTHER_KEY").allowed);
+        let v = p.decide_secret("intern", "api.test", 443, "API_KEY");
+        assert!(!v.allowed);
+        assert_eq!(v.action, "SecretUse");
+        assert_eq!(v.policies[0].id, "no-intern");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! connection it refuses before any request (not TLS, SNI mismatch, bad
 //! handshake, timeouts, malformed HTTP).
 //!
-//! Events name injected headers, never their values.
+//! Events name injected headers and placeholder secrets, never their values.
 
 use corral_core::Decision;
 use serde::Serialize;
@@ -39,14 +39,19 @@ pub struct HttpEvent {
     pub bytes_out: u64,
     /// From the request head to the end of the response body.
     pub duration: Duration,
-    /// Allowed or denied.
+    /// Allowed, denied, or (shadow mode) denied by the policy but let through.
     pub decision: Decision,
-    /// Determining policy ids.
+    /// Determining policy ids (for `would_deny`, the denying ones).
     pub policies: Vec<String>,
     /// Their `file:line`s, in the same order.
     pub policy_at: Vec<String>,
     /// Names of the headers the proxy injected.
     pub injected_headers: Vec<String>,
+    /// Names of the placeholder secrets whose real value was sent.
+    pub secrets_used: Vec<String>,
+    /// Names of the placeholder secrets the request carried to a host the
+    /// policy does not allow them for: sent as the placeholder.
+    pub secrets_withheld: Vec<String>,
     /// What went wrong, if anything.
     pub error: Option<String>,
 }
@@ -70,6 +75,8 @@ impl HttpEvent {
             policies: vec![],
             policy_at: vec![],
             injected_headers: vec![],
+            secrets_used: vec![],
+            secrets_withheld: vec![],
             error: Some(error),
         }
     }

@@ -1,16 +1,18 @@
 //! One request: check that it is for the connection's host, decide it with
-//! the policy, inject headers, forward it through the pooled client and
-//! stream the response back (or splice an upgraded connection), then
-//! report it.
+//! the policy (in shadow mode a denial is recorded, not enforced), inject
+//! headers, substitute placeholder secrets where allowed, forward it
+//! through the pooled client and stream the response back (or splice an
+//! upgraded connection), then report it.
 
-use crate::decide::{HttpAsk, Verdict};
+use crate::decide::{HttpAsk, ProxyPolicy, Verdict};
 use crate::event::HttpEvent;
 use crate::proxy::{Dest, Proxy};
+use crate::secret::Ask;
 use crate::serve::serve_boxed;
 use crate::smuggle::HeadFlags;
 use crate::upstream::ProxyBody;
 use bytes::Bytes;
-use corral_core::Decision;
+use corral_core::{Decision, Mode};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
@@ -20,7 +22,7 @@ use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -75,16 +77,28 @@ struct Record {
     ev: HttpEvent,
     start: Instant,
     bytes_in: Arc<AtomicU64>,
+    /// Placeholders seen in a streamed request body (withheld secrets).
+    body_withheld: Option<crate::secret::Seen>,
 }
 
 impl Record {
-    /// Records a policy verdict: the record, marked allowed, to go on with;
-    /// or the 403 that names the deciding policies (returned once per denied
-    /// request, so its size does not matter: no box).
+    /// Records a policy verdict: the record, marked allowed (or, in shadow
+    /// mode, `would_deny`), to go on with; or the 403 that names the
+    /// deciding policies (returned once per denied request, so its size
+    /// does not matter: no box).
     #[allow(clippy::result_large_err)]
-    fn decided(mut self, verdict: &Verdict, ctx: &Arc<Proxy>) -> Result<Record, Response<ProxyBody>> {
+    fn decided(
+        mut self,
+        verdict: &Verdict,
+        mode: Mode,
+        ctx: &Arc<Proxy>,
+    ) -> Result<Record, Response<ProxyBody>> {
         self.ev.policies = verdict.policies.iter().map(|p| p.id.clone()).collect();
         self.ev.policy_at = verdict.policies.iter().map(|p| p.at.clone()).collect();
+        if !verdict.allowed && mode == Mode::Shadow {
+            self.ev.decision = Decision::WouldDeny;
+            return Ok(self);
+        }
         if !verdict.allowed {
             return Err(refuse(
                 StatusCode::FORBIDDEN,
@@ -100,6 +114,13 @@ impl Record {
 
     fn finish(mut self, ctx: &Proxy, bytes_out: u64) {
         self.ev.bytes_in = self.bytes_in.load(Ordering::Relaxed);
+        if let Some(seen) = self.body_withheld.take() {
+            for name in seen.lock().unwrap_or_else(PoisonError::into_inner).iter() {
+                if !self.ev.secrets_withheld.contains(name) {
+                    self.ev.secrets_withheld.push(name.clone());
+                }
+            }
+        }
         self.ev.bytes_out = bytes_out;
         self.ev.duration = self.start.elapsed();
         ctx.emit(self.ev);
@@ -257,6 +278,9 @@ pub(crate) async fn handle(
     flags: Arc<HeadFlags>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let start = Instant::now();
+    // One policy and one mode per request, whatever is swapped in meanwhile.
+    let policy = ctx.policy();
+    let mode = ctx.mode();
     let default_port = if conn.scheme == "https" { 443 } else { 80 };
     let raw_path = req.uri().path().to_string();
     let normalized = crate::decide::normalize_path(&raw_path);
@@ -280,10 +304,13 @@ pub(crate) async fn handle(
             policies: vec![],
             policy_at: vec![],
             injected_headers: vec![],
+            secrets_used: vec![],
+            secrets_withheld: vec![],
             error: None,
         },
         start,
         bytes_in: Arc::new(AtomicU64::new(0)),
+        body_withheld: None,
     };
     if flags.conflict()
         || (req.headers().contains_key(header::CONTENT_LENGTH)
@@ -301,7 +328,7 @@ pub(crate) async fn handle(
         return Ok(r);
     }
     if method == Method::CONNECT {
-        return Ok(connect(req, conn, ctx, rec).await);
+        return Ok(connect(req, conn, ctx, rec, (&policy, mode)).await);
     }
     if let Err(e) = normalized {
         return Ok(refuse(StatusCode::BAD_REQUEST, &e, None, rec, &ctx));
@@ -335,7 +362,7 @@ pub(crate) async fn handle(
     }
     let mut rec = rec;
     rec.ev.host = host.clone();
-    let verdict = ctx.policy.decide_http(
+    let verdict = policy.decide_http(
         &ctx.principal,
         &HttpAsk {
             scheme: conn.scheme,
@@ -347,7 +374,7 @@ pub(crate) async fn handle(
             query: &query,
         },
     );
-    let mut rec = match rec.decided(&verdict, &ctx) {
+    let mut rec = match rec.decided(&verdict, mode, &ctx) {
         Ok(rec) => rec,
         Err(denied) => return Ok(denied),
     };
@@ -377,7 +404,7 @@ pub(crate) async fn handle(
     for (n, v) in upgrade_headers {
         parts.headers.append(n, v);
     }
-    for inj in ctx.policy.rewrites(&ctx.principal, &host, port) {
+    for inj in policy.rewrites(&ctx.principal, &host, port) {
         let (Ok(name), Ok(value)) = (
             HeaderName::from_bytes(inj.header.as_bytes()),
             HeaderValue::from_bytes(inj.value.expose().as_bytes()),
@@ -424,6 +451,24 @@ pub(crate) async fn handle(
             f
         })
         .boxed();
+    let mut secrets = Ask::new(&ctx.secrets, &policy, &ctx.principal, &host, port);
+    if let Some(e) = secrets.headers(&mut parts.headers).pop() {
+        rec.ev.error = Some(e);
+    }
+    let limit = ctx.limits.max_rewrite_body;
+    let body = match secrets.body(body, &mut parts.headers, wants_upgrade, limit).await {
+        Ok((body, seen)) => {
+            rec.body_withheld = seen;
+            body
+        }
+        Err((status, why)) => {
+            rec.ev.secrets_used = secrets.used;
+            rec.ev.secrets_withheld = secrets.withheld;
+            return Ok(refuse(status, &why, None, rec, &ctx));
+        }
+    };
+    rec.ev.secrets_used = secrets.used;
+    rec.ev.secrets_withheld = secrets.withheld;
     let up_req = Request::from_parts(parts, body);
     ctx.upstream.pin(&host, conn.dest.ip);
     let client = if wants_upgrade {
@@ -481,6 +526,7 @@ async fn connect(
     conn: Arc<ConnInfo>,
     ctx: Arc<Proxy>,
     mut rec: Record,
+    (policy, mode): (&ProxyPolicy, Mode),
 ) -> Response<ProxyBody> {
     rec.ev.kind = "connect";
     rec.ev.scheme = String::new();
@@ -529,8 +575,8 @@ async fn connect(
             }
         },
     };
-    let verdict = ctx.policy.decide_connect(&ctx.principal, Some(&host), ip, port);
-    let rec = match rec.decided(&verdict, &ctx) {
+    let verdict = policy.decide_connect(&ctx.principal, Some(&host), ip, port);
+    let rec = match rec.decided(&verdict, mode, &ctx) {
         Ok(rec) => rec,
         Err(denied) => return denied,
     };

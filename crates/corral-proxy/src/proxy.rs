@@ -1,15 +1,23 @@
-//! The proxy's shared context: policy, principal, certificates, upstream
-//! client, limits and the event sink. One [`Proxy`] serves any number of
-//! connections ([`serve_connection`](crate::serve_connection)).
+//! The proxy's shared context: policy, mode, principal, secrets,
+//! certificates, upstream client, limits and the event sink. One [`Proxy`]
+//! serves any number of connections
+//! ([`serve_connection`](crate::serve_connection)).
+//!
+//! The policy and the mode can change while connections are served
+//! ([`Proxy::set_policy`], [`Proxy::set_mode`]): each request takes both
+//! once, when it starts, and finishes with what it was decided on.
 
 use crate::ca::Ca;
 use crate::certs::{server_config, LeafCerts, DEFAULT_CACHE_SIZE};
 use crate::decide::ProxyPolicy;
 use crate::event::{EventSink, HttpEvent};
+use crate::secret::Secret;
 use crate::upstream::{root_store, Upstream, UpstreamError};
+use corral_core::Mode;
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 /// Where the client meant to connect (known to whoever hands the
@@ -34,6 +42,10 @@ pub struct Limits {
     pub header_timeout: Duration,
     /// Largest request head (HTTP/1.1) or header list (HTTP/2), in bytes.
     pub max_header_bytes: usize,
+    /// Largest request body buffered to substitute a placeholder secret
+    /// (only bodies to hosts a `bodies` secret is allowed for are
+    /// buffered); a larger one is refused with `413`.
+    pub max_rewrite_body: usize,
 }
 
 impl Default for Limits {
@@ -41,6 +53,7 @@ impl Default for Limits {
         Limits {
             header_timeout: Duration::from_secs(10),
             max_header_bytes: 64 * 1024,
+            max_rewrite_body: 8 * 1024 * 1024,
         }
     }
 }
@@ -54,6 +67,9 @@ pub enum ProxyError {
     /// The server TLS configuration.
     #[error("cannot configure TLS: {0}")]
     Tls(#[from] rustls::Error),
+    /// A malformed set of secrets.
+    #[error("bad secrets: {0}")]
+    Secrets(String),
 }
 
 /// How to build a [`Proxy`].
@@ -62,6 +78,10 @@ pub struct ProxyConfig {
     pub principal: String,
     /// The policy.
     pub policy: ProxyPolicy,
+    /// Enforce, or shadow (denials recorded as `would_deny`, not enforced).
+    pub mode: Mode,
+    /// Placeholder secrets to substitute.
+    pub secrets: Vec<Secret>,
     /// The interception CA.
     pub ca: Arc<Ca>,
     /// Trust the system's roots for upstream servers.
@@ -77,11 +97,14 @@ pub struct ProxyConfig {
 }
 
 impl ProxyConfig {
-    /// A configuration with system roots, default limits and cache size.
+    /// A configuration with system roots, default limits and cache size,
+    /// enforcing, without secrets.
     pub fn new(principal: impl Into<String>, policy: ProxyPolicy, ca: Arc<Ca>, on_event: EventSink) -> Self {
         ProxyConfig {
             principal: principal.into(),
             policy,
+            mode: Mode::Enforce,
+            secrets: vec![],
             ca,
             system_roots: true,
             extra_roots: vec![],
@@ -95,7 +118,9 @@ impl ProxyConfig {
 /// The shared context of every connection.
 pub struct Proxy {
     pub(crate) principal: String,
-    pub(crate) policy: ProxyPolicy,
+    policy: RwLock<Arc<ProxyPolicy>>,
+    shadow: AtomicBool,
+    pub(crate) secrets: Vec<Secret>,
     pub(crate) certs: Arc<LeafCerts>,
     pub(crate) tls: Arc<rustls::ServerConfig>,
     pub(crate) upstream: Upstream,
@@ -107,6 +132,8 @@ impl std::fmt::Debug for Proxy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Proxy")
             .field("principal", &self.principal)
+            .field("mode", &self.mode())
+            .field("secrets", &self.secrets)
             .field("limits", &self.limits)
             .finish_non_exhaustive()
     }
@@ -115,17 +142,48 @@ impl std::fmt::Debug for Proxy {
 impl Proxy {
     /// Builds the context: loads upstream roots, sets up TLS both ways.
     pub fn new(cfg: ProxyConfig) -> Result<Proxy, ProxyError> {
+        crate::secret::check(&cfg.secrets).map_err(ProxyError::Secrets)?;
         let (roots, report) = root_store(cfg.system_roots, &cfg.extra_roots)?;
         let certs = Arc::new(LeafCerts::new(cfg.ca, cfg.cache_size));
         Ok(Proxy {
             principal: cfg.principal,
-            policy: cfg.policy,
+            policy: RwLock::new(Arc::new(cfg.policy)),
+            shadow: AtomicBool::new(cfg.mode == Mode::Shadow),
+            secrets: cfg.secrets,
             tls: server_config(certs.clone())?,
             certs,
             upstream: Upstream::new(roots, report)?,
             limits: cfg.limits,
             on_event: cfg.on_event,
         })
+    }
+
+    /// The policy the next decision is made with.
+    pub fn policy(&self) -> Arc<ProxyPolicy> {
+        self.policy.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Replaces the policy for every request that starts from now on;
+    /// requests already decided finish with the policy they were decided on.
+    pub fn set_policy(&self, policy: ProxyPolicy) {
+        *self.policy.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(policy);
+    }
+
+    /// Enforce or shadow.
+    pub fn mode(&self) -> Mode {
+        if self.shadow.load(Ordering::SeqCst) {
+            Mode::Shadow
+        } else {
+            Mode::Enforce
+        }
+    }
+
+    /// Switches the mode for every request and connection that starts from
+    /// now on. In shadow mode what the policy denies is forwarded anyway
+    /// and recorded as `would_deny` with the denying policies; placeholder
+    /// secrets are still only substituted where `SecretUse` allows.
+    pub fn set_mode(&self, mode: Mode) {
+        self.shadow.store(mode == Mode::Shadow, Ordering::SeqCst);
     }
 
     /// The upstream side (root store report, pins).

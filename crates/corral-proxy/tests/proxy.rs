@@ -495,3 +495,129 @@ async fn client_without_sni_gets_a_leaf_for_the_destination_address() {
     let ev = p.wait_events(1).await;
     assert_eq!(ev[0].host, "127.0.0.1");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shadow_mode_forwards_what_the_policy_denies_and_records_would_deny() {
+    let up = start_upstream().await;
+    let p = start_proxy_with(
+        &up,
+        Setup {
+            limits: limits(),
+            mode: corral_core::Mode::Shadow,
+            ..Setup::default()
+        },
+    )
+    .await;
+    let r = get_h1(&p, &up, HOST, "/admin/users", Bytes::new()).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(
+        r.body
+            .starts_with(&format!("GET https://{HOST}:{}/admin/users", up.port)),
+        "{}",
+        r.body
+    );
+    let ev = p.wait_events(1).await;
+    assert_eq!(ev[0].decision, Decision::WouldDeny);
+    assert_eq!(ev[0].policies, ["no-admin"]);
+    assert_eq!(ev[0].policy_at, ["test.cedar:7"]);
+    assert_eq!(ev[0].status, Some(200));
+    // Allowed requests stay `allow`.
+    let r = get_h1(&p, &up, HOST, "/v1", Bytes::new()).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(p.wait_events(2).await[1].decision, Decision::Allow);
+    // Back to enforcing: the next request is refused.
+    p.proxy.set_mode(corral_core::Mode::Enforce);
+    assert_eq!(p.proxy.mode(), corral_core::Mode::Enforce);
+    let r = get_h1(&p, &up, HOST, "/admin/users", Bytes::new()).await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    let ev = p.wait_events(3).await;
+    assert_eq!(ev[2].decision, Decision::Deny);
+    assert_eq!(up.seen.lock().unwrap().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shadow_mode_lets_a_denied_connect_tunnel_through() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = start_upstream().await;
+    // The proxy's plain-HTTP side, CONNECT to a host no policy permits.
+    let p = start_proxy_with(
+        &up,
+        Setup {
+            dest_host: None,
+            policy: "@id(\"net\") permit (principal, action == Action::\"NetworkConnect\", resource == Host::\"upstream.test\");",
+            limits: limits(),
+            mode: corral_core::Mode::Shadow,
+            ..Setup::default()
+        },
+    )
+    .await;
+    let mut tcp = tokio::net::TcpStream::connect(p.addr).await.unwrap();
+    tcp.write_all(b"CONNECT 127.0.0.1:9 HTTP/1.1\r\nhost: 127.0.0.1:9\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(5), tcp.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let ev = p.wait_events(1).await;
+    assert_eq!(ev[0].kind, "connect");
+    assert_eq!(ev[0].decision, Decision::WouldDeny);
+    assert!(ev[0].policies.is_empty(), "{:?}", ev[0]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_policy_takes_effect_for_the_next_request_and_spares_the_one_in_flight() {
+    use http_body_util::BodyExt;
+    let up = start_upstream().await;
+    let p = start_proxy(&up, HOST, limits()).await;
+    assert_eq!(get_h1(&p, &up, HOST, "/v1", Bytes::new()).await.status, 200);
+
+    // A request in flight: decided and forwarded, its body still coming.
+    let tls = tls_connect(&p, HOST, &[b"http/1.1"]).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let (mut tx, body) = http_body_util::channel::Channel::<Bytes, hyper::Error>::new(4);
+    let req = http::Request::builder()
+        .method("POST")
+        .uri("/v1/upload")
+        .header("host", format!("{HOST}:{}", up.port))
+        .body(body.boxed())
+        .unwrap();
+    let pending = tokio::spawn(async move { send.send_request(req).await });
+    tx.send_data(Bytes::from_static(b"first part ")).await.unwrap();
+    for _ in 0..200 {
+        if up.seen.lock().unwrap().len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        up.seen.lock().unwrap().len(),
+        2,
+        "the upload never reached upstream"
+    );
+
+    // Nothing is allowed any more.
+    p.proxy
+        .set_policy(policy("@id(\"nothing\") forbid (principal, action, resource);"));
+    tx.send_data(Bytes::from_static(b"second part")).await.unwrap();
+    drop(tx);
+    let r = reply(pending.await.unwrap().unwrap()).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("body-bytes: 22\n"), "{}", r.body);
+    let ev = p.wait_events(2).await;
+    assert_eq!(ev[1].decision, Decision::Allow);
+    assert_eq!(ev[1].policies, ["net", "http"]);
+
+    // The next request is decided with the new policy.
+    let r = get_h1(&p, &up, HOST, "/v1", Bytes::new()).await;
+    assert_eq!(r.status, 403, "{}", r.body);
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(v["policies"][0]["id"], "nothing");
+    assert_eq!(up.seen.lock().unwrap().len(), 2);
+}

@@ -3,7 +3,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, dead_code)]
 
 use bytes::Bytes;
-use corral_proxy::{Ca, Dest, HttpEvent, Limits, Proxy, ProxyConfig, ProxyPolicy};
+use corral_core::Mode;
+use corral_proxy::{Ca, Dest, HttpEvent, Limits, Proxy, ProxyConfig, ProxyPolicy, Secret};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
@@ -52,8 +53,9 @@ pub struct Upstream {
     _dir: tempfile::TempDir,
 }
 
-/// Echoes the request line, headers and the body length; WebSocket
-/// upgrades become an echo server.
+/// Echoes the request line, headers and the body length (and the body
+/// itself when the request has `x-echo-body`); WebSocket upgrades become
+/// an echo server.
 async fn upstream_service(
     mut req: Request<Incoming>,
     seen: Arc<Mutex<Vec<String>>>,
@@ -90,14 +92,22 @@ async fn upstream_service(
     for (k, v) in req.headers() {
         text.push_str(&format!("{k}: {}\n", String::from_utf8_lossy(v.as_bytes())));
     }
+    let echo = req.headers().contains_key("x-echo-body");
     let mut body = req.into_body();
     let mut n: u64 = 0;
+    let mut seen = Vec::new();
     while let Some(f) = body.frame().await {
         if let Some(d) = f?.data_ref() {
             n += d.len() as u64;
+            if echo {
+                seen.extend_from_slice(d);
+            }
         }
     }
     text.push_str(&format!("body-bytes: {n}\n"));
+    if echo {
+        text.push_str(&format!("body: {}\n", String::from_utf8_lossy(&seen)));
+    }
     Ok(Response::new(Full::new(Bytes::from(text))))
 }
 
@@ -165,6 +175,8 @@ pub async fn start_upstream() -> Upstream {
 /// at the upstream's port.
 pub struct TestProxy {
     pub addr: SocketAddr,
+    /// The proxy itself (mode and policy can be changed while it serves).
+    pub proxy: Arc<Proxy>,
     pub events: Arc<Mutex<Vec<HttpEvent>>>,
     pub ca_pem: PathBuf,
     pub ca_der: CertificateDer<'static>,
@@ -195,10 +207,57 @@ pub async fn start_proxy(up: &Upstream, dest_host: &str, limits: Limits) -> Test
 
 /// [`start_proxy`] with the destination's host name possibly unknown.
 pub async fn start_proxy_to(up: &Upstream, dest_host: Option<&str>, limits: Limits) -> TestProxy {
+    start_proxy_with(
+        up,
+        Setup {
+            dest_host,
+            limits,
+            ..Setup::default()
+        },
+    )
+    .await
+}
+
+/// What a test proxy is made with.
+pub struct Setup<'a> {
+    /// The host every connection is meant for (`None`: unknown).
+    pub dest_host: Option<&'a str>,
+    /// Policy text (`test.cedar`).
+    pub policy: &'a str,
+    pub limits: Limits,
+    pub secrets: Vec<Secret>,
+    pub mode: Mode,
+}
+
+impl Default for Setup<'_> {
+    fn default() -> Self {
+        Setup {
+            dest_host: Some(HOST),
+            policy: POLICY,
+            limits: Limits::default(),
+            secrets: vec![],
+            mode: Mode::Enforce,
+        }
+    }
+}
+
+/// A policy from text (`test.cedar`).
+pub fn policy(text: &str) -> ProxyPolicy {
+    let doc = corral_policy::load(vec![corral_policy::Source::new("test.cedar", text)]).unwrap();
+    ProxyPolicy::new(doc).unwrap()
+}
+
+pub async fn start_proxy_with(up: &Upstream, setup: Setup<'_>) -> TestProxy {
+    let Setup {
+        dest_host,
+        policy: text,
+        limits,
+        secrets,
+        mode,
+    } = setup;
     let dir = tempfile::tempdir().unwrap();
     let ca = Arc::new(Ca::load_or_create(&dir.path().join("ca")).unwrap());
-    let doc = corral_policy::load(vec![corral_policy::Source::new("test.cedar", POLICY)]).unwrap();
-    let policy = ProxyPolicy::new(doc).unwrap();
+    let policy = policy(text);
     let events = Arc::new(Mutex::new(Vec::new()));
     let ev = events.clone();
     let mut cfg = ProxyConfig::new(
@@ -210,7 +269,10 @@ pub async fn start_proxy_to(up: &Upstream, dest_host: Option<&str>, limits: Limi
     cfg.system_roots = false;
     cfg.extra_roots = vec![up.ca_file.clone()];
     cfg.limits = limits;
+    cfg.secrets = secrets;
+    cfg.mode = mode;
     let proxy = Arc::new(Proxy::new(cfg).unwrap());
+    let served = proxy.clone();
     let listener = TcpListener::bind((LOCAL, 0)).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let dest = Dest {
@@ -221,11 +283,12 @@ pub async fn start_proxy_to(up: &Upstream, dest_host: Option<&str>, limits: Limi
     tokio::spawn(async move {
         loop {
             let (tcp, _) = listener.accept().await.unwrap();
-            tokio::spawn(corral_proxy::serve_connection(tcp, dest.clone(), proxy.clone()));
+            tokio::spawn(corral_proxy::serve_connection(tcp, dest.clone(), served.clone()));
         }
     });
     TestProxy {
         addr,
+        proxy,
         events,
         ca_pem: ca.pem_path().to_path_buf(),
         ca_der: ca.cert_der().clone(),
@@ -285,6 +348,16 @@ pub async fn get_h1(p: &TestProxy, up: &Upstream, host: &str, path: &str, body: 
         .header("authorization", "from-the-client")
         .body(Full::new(body))
         .unwrap();
+    reply(send.send_request(req).await.unwrap()).await
+}
+
+/// Sends one request over a new HTTP/1.1 connection (SNI [`HOST`]).
+pub async fn send_h1(p: &TestProxy, req: Request<Full<Bytes>>) -> Reply {
+    let tls = tls_connect(p, HOST, &[b"http/1.1"]).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
     reply(send.send_request(req).await.unwrap()).await
 }
 
