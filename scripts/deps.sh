@@ -68,3 +68,10 @@ corral_agent_deps() {
     echo "corral: installing ${missing[*]} (npm, global)" >&2
     npm install -g --no-audit --no-fund --loglevel=error "${missing[@]}" >/dev/null
 }
+
+corral_egress_deps() {
+    # The egress tests run real clients inside a session (curl, Python's
+    # urllib, Node's fetch) against servers in a network namespace the test
+    # makes with iproute2. Node comes with corral_agent_deps.
+    corral_apt_install curl python3 iproute2 ca-certificates
+}

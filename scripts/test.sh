@@ -10,6 +10,7 @@ corral_build_deps
 corral_vm_deps
 corral_container_deps
 corral_agent_deps
+corral_egress_deps
 
 start=$(date +%s)
 step() { echo; echo "==> $* ($(( $(date +%s) - start )) s)"; }

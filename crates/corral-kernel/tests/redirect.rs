@@ -134,7 +134,10 @@ fn default_deny_on_a_port_no_name_rule_mentions_is_refused_in_the_kernel() {
     // 80: nothing could permit it: EPERM here, with a default-deny event.
     let (code, out) = kt(Some(&cg), "tcpw 203.0.113.7 80");
     assert_eq!(code, EPERM, "{out}");
-    assert!(nothing_accepted(&proxy.v4), "a connect no rule could allow reached the proxy");
+    assert!(
+        nothing_accepted(&proxy.v4),
+        "a connect no rule could allow reached the proxy"
+    );
     let evs = drain(&rt, &mut s, &mut rx);
     let deny = connect_events(&evs, 80);
     assert_eq!(deny.len(), 1, "{evs:#?}");

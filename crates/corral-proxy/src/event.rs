@@ -9,6 +9,17 @@ use serde::Serialize;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The process that opened a connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Client {
+    /// Its pid (in corral's pid namespace).
+    pub pid: u32,
+    /// Its `comm` when it connected.
+    pub comm: String,
+    /// Its executable, when it could be read.
+    pub exe: Option<String>,
+}
+
 /// Receives every event. Called on the proxy's tasks: keep it quick
 /// (hand the event to a channel).
 pub type EventSink = Arc<dyn Fn(HttpEvent) + Send + Sync>;
@@ -52,6 +63,9 @@ pub struct HttpEvent {
     /// Names of the placeholder secrets the request carried to a host the
     /// policy does not allow them for: sent as the placeholder.
     pub secrets_withheld: Vec<String>,
+    /// The process that opened the connection, when the kernel told the
+    /// proxy (a redirected connection); `None` otherwise.
+    pub client: Option<Client>,
     /// What went wrong, if anything.
     pub error: Option<String>,
 }
@@ -77,6 +91,7 @@ impl HttpEvent {
             injected_headers: vec![],
             secrets_used: vec![],
             secrets_withheld: vec![],
+            client: None,
             error: Some(error),
         }
     }

@@ -37,6 +37,12 @@ pub(crate) struct ConnInfo {
     pub dest: Dest,
     /// ALPN chose HTTP/2.
     pub h2: bool,
+    /// The process that opened the connection, when known.
+    pub client: Option<crate::event::Client>,
+    /// The connection's host is not known (a redirected plain-HTTP
+    /// connection): a request's Host is accepted when it resolves to the
+    /// destination address.
+    pub verify_host: bool,
 }
 
 /// Headers that belong to one hop (RFC 9110 §7.6.1), never forwarded.
@@ -306,6 +312,7 @@ pub(crate) async fn handle(
             injected_headers: vec![],
             secrets_used: vec![],
             secrets_withheld: vec![],
+            client: conn.client.clone(),
             error: None,
         },
         start,
@@ -352,7 +359,22 @@ pub(crate) async fn handle(
         ));
     };
     let conn_host = corral_policy::request::normalize_host(&conn.host).unwrap_or_else(|_| conn.host.clone());
-    if host != conn_host || port != conn.dest.port {
+    let agrees = if conn.verify_host && port == conn.dest.port && host != conn_host {
+        // A redirected plain-HTTP connection: the Host must be a name for
+        // the address the client connected to (or that address itself).
+        ctx.resolves_to(&host, conn.dest.ip).await
+    } else {
+        host == conn_host && port == conn.dest.port
+    };
+    if !agrees {
+        if conn.verify_host {
+            let msg = format!(
+                "request for `{}` on a connection to {}: the Host does not resolve to the destination address",
+                crate::decide::host_with_port(&host, port, conn.scheme),
+                std::net::SocketAddr::new(conn.dest.ip, conn.dest.port),
+            );
+            return Ok(refuse(StatusCode::MISDIRECTED_REQUEST, &msg, None, rec, &ctx));
+        }
         let msg = format!(
             "request for `{}` on a connection to `{}`: the Host must name the destination",
             crate::decide::host_with_port(&host, port, conn.scheme),
@@ -586,9 +608,10 @@ async fn connect(
         port,
     };
     let inner_ctx = ctx.clone();
+    let client = conn.client.clone();
     tokio::spawn(async move {
         if let Ok(up) = hyper::upgrade::on(req).await {
-            serve_boxed(Box::new(TokioIo::new(up)), dest, inner_ctx).await;
+            serve_boxed(Box::new(TokioIo::new(up)), dest, client, inner_ctx).await;
         }
     });
     respond(StatusCode::OK, full(Bytes::new()), false, rec, &ctx)

@@ -11,11 +11,13 @@ pub mod proxy;
 pub mod secret;
 mod serve;
 pub mod smuggle;
+pub mod transparent;
 pub mod upstream;
 
 pub use ca::{Ca, CaError};
 pub use decide::{PolicyHit, ProxyPolicy, Redacted, Verdict};
-pub use event::{EventSink, HttpEvent};
+pub use event::{Client, EventSink, HttpEvent};
 pub use proxy::{Dest, Limits, Proxy, ProxyConfig, ProxyError};
 pub use secret::{placeholder, Secret};
 pub use serve::serve_connection;
+pub use transparent::serve_redirected;

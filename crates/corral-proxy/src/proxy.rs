@@ -82,6 +82,10 @@ pub struct ProxyConfig {
     pub mode: Mode,
     /// Placeholder secrets to substitute.
     pub secrets: Vec<Secret>,
+    /// Names with fixed addresses (the session's `--add-host` entries):
+    /// a plain-HTTP Host is checked against these before DNS, and the
+    /// upstream connection for such a name goes to its address.
+    pub hosts: Vec<(String, IpAddr)>,
     /// The interception CA.
     pub ca: Arc<Ca>,
     /// Trust the system's roots for upstream servers.
@@ -105,6 +109,7 @@ impl ProxyConfig {
             policy,
             mode: Mode::Enforce,
             secrets: vec![],
+            hosts: vec![],
             ca,
             system_roots: true,
             extra_roots: vec![],
@@ -121,6 +126,8 @@ pub struct Proxy {
     policy: RwLock<Arc<ProxyPolicy>>,
     shadow: AtomicBool,
     pub(crate) secrets: Vec<Secret>,
+    /// Names with fixed addresses (`--add-host`), lower case.
+    hosts: std::collections::HashMap<String, IpAddr>,
     pub(crate) certs: Arc<LeafCerts>,
     pub(crate) tls: Arc<rustls::ServerConfig>,
     pub(crate) upstream: Upstream,
@@ -150,6 +157,11 @@ impl Proxy {
             policy: RwLock::new(Arc::new(cfg.policy)),
             shadow: AtomicBool::new(cfg.mode == Mode::Shadow),
             secrets: cfg.secrets,
+            hosts: cfg
+                .hosts
+                .into_iter()
+                .map(|(h, ip)| (h.to_ascii_lowercase(), ip))
+                .collect(),
             tls: server_config(certs.clone())?,
             certs,
             upstream: Upstream::new(roots, report)?,
@@ -198,5 +210,38 @@ impl Proxy {
 
     pub(crate) fn emit(&self, e: HttpEvent) {
         (self.on_event)(e)
+    }
+
+    /// `NetworkConnect` to an address (an opaque stream), with the current
+    /// policy.
+    pub(crate) fn decide_connect(&self, host: Option<&str>, ip: IpAddr, port: u16) -> crate::decide::Verdict {
+        self.policy().decide_connect(&self.principal, host, ip, port)
+    }
+
+    /// A verdict's decision in the current mode.
+    pub(crate) fn decision_of(&self, v: &crate::decide::Verdict) -> corral_core::Decision {
+        match (v.allowed, self.mode()) {
+            (true, _) => corral_core::Decision::Allow,
+            (false, Mode::Shadow) => corral_core::Decision::WouldDeny,
+            (false, Mode::Enforce) => corral_core::Decision::Deny,
+        }
+    }
+
+    /// Whether `host` (a name or an address literal) is a name for `ip`:
+    /// the configured hosts first, then the system resolver.
+    pub(crate) async fn resolves_to(&self, host: &str, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        if let Ok(lit) = bare.parse::<IpAddr>() {
+            return lit.to_canonical() == ip;
+        }
+        if let Some(pinned) = self.hosts.get(&host.to_ascii_lowercase()) {
+            return pinned.to_canonical() == ip;
+        }
+        let lookup = tokio::net::lookup_host((host, 0));
+        match tokio::time::timeout(self.limits.header_timeout, lookup).await {
+            Ok(Ok(mut addrs)) => addrs.any(|a| a.ip().to_canonical() == ip),
+            _ => false,
+        }
     }
 }

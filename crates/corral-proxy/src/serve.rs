@@ -6,7 +6,7 @@
 //! Whatever a client sends, this code answers or closes; it never panics on
 //! input and reports every refused connection as an event.
 
-use crate::event::HttpEvent;
+use crate::event::{Client, HttpEvent};
 use crate::forward::{handle, ConnInfo};
 use crate::proxy::{Dest, Proxy};
 use crate::smuggle::HeadGuard;
@@ -82,7 +82,14 @@ pub async fn serve_connection<S>(stream: S, dest: Dest, ctx: Arc<Proxy>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    serve_io(Box::new(stream), dest, ctx).await
+    serve_io(Box::new(stream), dest, None, ctx).await
+}
+
+/// [`serve_connection`] for a connection whose opener is known (the kernel's
+/// redirect said which process it is): every event names it, and a plain
+/// HTTP request's Host is checked against the destination address.
+pub(crate) async fn serve_from(io: Box<dyn Io>, dest: Dest, client: Option<Client>, ctx: Arc<Proxy>) {
+    serve_io(io, dest, client, ctx).await
 }
 
 /// [`serve_io`] as a boxed future (a CONNECT tunnel is served from inside
@@ -90,16 +97,19 @@ where
 pub(crate) fn serve_boxed(
     io: Box<dyn Io>,
     dest: Dest,
+    client: Option<Client>,
     ctx: Arc<Proxy>,
 ) -> Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
-    Box::pin(serve_io(io, dest, ctx))
+    Box::pin(serve_io(io, dest, client, ctx))
 }
 
-pub(crate) async fn serve_io(mut io: Box<dyn Io>, dest: Dest, ctx: Arc<Proxy>) {
+pub(crate) async fn serve_io(mut io: Box<dyn Io>, dest: Dest, client: Option<Client>, ctx: Arc<Proxy>) {
     let limits = ctx.limits;
     let shown = dest.host.clone().unwrap_or_else(|| dest.ip.to_string());
     let refuse = |scheme: &str, why: String| {
-        ctx.emit(HttpEvent::refused(&ctx.principal, scheme, &shown, dest.port, why));
+        let mut e = HttpEvent::refused(&ctx.principal, scheme, &shown, dest.port, why);
+        e.client = client.clone();
+        ctx.emit(e);
     };
     let mut first = vec![0u8; 1024];
     let n = match timeout(limits.header_timeout, io.read(&mut first)).await {
@@ -116,13 +126,18 @@ pub(crate) async fn serve_io(mut io: Box<dyn Io>, dest: Dest, ctx: Arc<Proxy>) {
         inner: io,
     };
     if lead == TLS_HANDSHAKE {
-        serve_tls(io, dest, ctx.clone()).await
+        serve_tls(io, dest, client, ctx.clone()).await
     } else if lead.is_ascii_uppercase() {
+        // A redirected connection's host is not known before its requests
+        // name one: each Host is checked against the destination address.
+        let verify_host = dest.host.is_none() && client.is_some();
         let conn = ConnInfo {
             scheme: "http",
             host: dest.host.clone().unwrap_or_else(|| dest.ip.to_string()),
             dest,
             h2: false,
+            client,
+            verify_host,
         };
         serve_http(Box::new(io), conn, ctx.clone()).await
     } else {
@@ -133,17 +148,13 @@ pub(crate) async fn serve_io(mut io: Box<dyn Io>, dest: Dest, ctx: Arc<Proxy>) {
     }
 }
 
-async fn serve_tls(io: Prefixed, dest: Dest, ctx: Arc<Proxy>) {
+async fn serve_tls(io: Prefixed, dest: Dest, client: Option<Client>, ctx: Arc<Proxy>) {
     let limits = ctx.limits;
     let shown = dest.host.clone().unwrap_or_else(|| dest.ip.to_string());
     let refuse = |why: String| {
-        ctx.emit(HttpEvent::refused(
-            &ctx.principal,
-            "https",
-            &shown,
-            dest.port,
-            why,
-        ));
+        let mut e = HttpEvent::refused(&ctx.principal, "https", &shown, dest.port, why);
+        e.client = client.clone();
+        ctx.emit(e);
     };
     let acceptor = tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io);
     let start = match timeout(limits.header_timeout, acceptor).await {
@@ -187,6 +198,8 @@ async fn serve_tls(io: Prefixed, dest: Dest, ctx: Arc<Proxy>) {
         host: name,
         dest,
         h2,
+        client,
+        verify_host: false,
     };
     serve_http(Box::new(tls), conn, ctx).await
 }
@@ -232,12 +245,8 @@ async fn serve_http(io: Box<dyn Io>, conn: ConnInfo, ctx: Arc<Proxy>) {
             Some(h) if h.is_incomplete_message() || h.is_canceled() => return,
             _ => format!("connection failed: {e}"),
         };
-        ctx.emit(HttpEvent::refused(
-            &ctx.principal,
-            conn.scheme,
-            &conn.host,
-            conn.dest.port,
-            text,
-        ));
+        let mut ev = HttpEvent::refused(&ctx.principal, conn.scheme, &conn.host, conn.dest.port, text);
+        ev.client = conn.client.clone();
+        ctx.emit(ev);
     }
 }

@@ -61,7 +61,7 @@ impl fmt::Display for Origin {
 
 impl Origin {
     /// The origin with its layer named: `global /x/config.toml:3`.
-    fn label(&self) -> String {
+    pub fn label(&self) -> String {
         match self {
             Origin::Global { .. } => format!("global {self}"),
             Origin::Project { .. } => format!("project {self}"),
@@ -203,6 +203,116 @@ pub struct Flags {
     pub shadow: Option<bool>,
     /// `--store`.
     pub store: Option<PathBuf>,
+    /// `--upstream-ca`, PEM files.
+    pub upstream_ca: Vec<PathBuf>,
+    /// `--secret`, each `NAME[=SOURCE]`.
+    pub secrets: Vec<String>,
+    /// `--add-host`, each `NAME:IP`.
+    pub add_hosts: Vec<String>,
+}
+
+/// Where a placeholder secret's real value comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretFrom {
+    /// A variable of corral's own environment (`env:NAME`).
+    Env(String),
+    /// A file's content, without a final newline (`file:/path`).
+    File(PathBuf),
+}
+
+impl SecretFrom {
+    /// Parses `env:NAME` or `file:PATH` (relative paths from `base`).
+    pub fn parse(s: &str, base: &Path) -> Result<SecretFrom, InvalidValue> {
+        if let Some(v) = s.strip_prefix("env:") {
+            check_env_name(v)?;
+            Ok(SecretFrom::Env(v.to_string()))
+        } else if let Some(p) = s.strip_prefix("file:") {
+            non_empty("secret file", p)?;
+            Ok(SecretFrom::File(resolve_path(base, Path::new(p))))
+        } else {
+            Err(InvalidValue(format!(
+                "secret source `{s}` is neither `env:VARIABLE` nor `file:PATH` (a value is never written in a command line or a config file)"
+            )))
+        }
+    }
+
+    /// Reads the value.
+    pub fn read(&self) -> Result<String, String> {
+        let v = match self {
+            SecretFrom::Env(n) => std::env::var(n).map_err(|_| format!("the variable {n} is not set"))?,
+            SecretFrom::File(p) => std::fs::read_to_string(p)
+                .map_err(|e| format!("cannot read {}: {e}", p.display()))?
+                .trim_end_matches(['\n', '\r'])
+                .to_string(),
+        };
+        if v.is_empty() {
+            return Err("the value is empty".into());
+        }
+        if v.chars().any(|c| c.is_control() && c != '\t') {
+            return Err("the value holds a control character (it could split a header)".into());
+        }
+        Ok(v)
+    }
+}
+
+impl fmt::Display for SecretFrom {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SecretFrom::Env(n) => write!(f, "env:{n}"),
+            SecretFrom::File(p) => write!(f, "file:{}", p.display()),
+        }
+    }
+}
+
+/// One placeholder secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretSpec {
+    /// Where the value comes from.
+    pub from: SecretFrom,
+    /// Also replace the placeholder in request bodies.
+    pub bodies: bool,
+}
+
+/// The `[proxy]` table: the egress proxy's upstream trust, secrets and
+/// fixed names.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProxySettings {
+    /// Extra roots for upstream servers (`upstream_ca = [...]`).
+    pub upstream_ca: Vec<Val<PathBuf>>,
+    /// Placeholder secrets by variable name (`[proxy.secrets]`).
+    pub secrets: BTreeMap<String, Val<SecretSpec>>,
+    /// Names the session resolves to fixed addresses (`add_hosts`).
+    pub add_hosts: Vec<Val<(String, std::net::IpAddr)>>,
+}
+
+/// Parses `NAME:IP` (an IPv6 address after the first colon).
+pub fn parse_add_host(s: &str) -> Result<(String, std::net::IpAddr), InvalidValue> {
+    let bad = || InvalidValue(format!("`{s}` is not `NAME:IP` (e.g. `api.internal:10.0.0.5`)"));
+    let (name, ip) = s.split_once(':').ok_or_else(bad)?;
+    let ip: std::net::IpAddr = ip
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .map_err(|_| bad())?;
+    let ok = !name.is_empty()
+        && name.len() <= 253
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+    if !ok {
+        return Err(InvalidValue(format!("`{name}` is not a host name")));
+    }
+    Ok((name.to_ascii_lowercase(), ip))
+}
+
+/// Parses `--secret NAME[=SOURCE]` (source `env:NAME` by default).
+pub fn parse_secret_flag(s: &str, base: &Path) -> Result<(String, SecretSpec), InvalidValue> {
+    let (name, from) = match s.split_once('=') {
+        Some((n, f)) => (n, SecretFrom::parse(f, base)?),
+        None => (s, SecretFrom::Env(s.to_string())),
+    };
+    check_env_name(name)?;
+    Ok((name.to_string(), SecretSpec { from, bodies: false }))
 }
 
 /// The `[audit]` table: where events are stored, and what is kept.
@@ -268,6 +378,8 @@ pub struct Settings {
     pub shadow: Val<bool>,
     /// The audit store and what it keeps (`[audit]`).
     pub audit: AuditSettings,
+    /// The egress proxy (`[proxy]`).
+    pub proxy: ProxySettings,
     /// Recipe overrides by agent name.
     pub recipes: BTreeMap<String, RecipeOverride>,
     /// The global file, if one was read.
@@ -288,6 +400,7 @@ impl Default for Settings {
             ui_listen: Val::new(DEFAULT_UI_LISTEN, Origin::Default),
             shadow: Val::new(false, Origin::Default),
             audit: AuditSettings::default(),
+            proxy: ProxySettings::default(),
             recipes: BTreeMap::new(),
             global_file: None,
             project_file: None,
@@ -477,6 +590,28 @@ impl Settings {
             self.audit.queue.value.to_string(),
             &self.audit.queue.origin,
         );
+        for v in &self.proxy.upstream_ca {
+            row("proxy.upstream_ca", v.value.display().to_string(), &v.origin);
+        }
+        for (k, v) in &self.proxy.secrets {
+            let body = if v.value.bodies {
+                " (headers and bodies)"
+            } else {
+                ""
+            };
+            row(
+                &format!("proxy.secrets.{k}"),
+                format!("{}{body}", v.value.from),
+                &v.origin,
+            );
+        }
+        for v in &self.proxy.add_hosts {
+            row(
+                "proxy.add_hosts",
+                format!("{}:{}", v.value.0, v.value.1),
+                &v.origin,
+            );
+        }
         if self.env.is_empty() {
             row("env", "{}".into(), &Origin::Default);
         }
@@ -533,8 +668,29 @@ struct RawFile {
     env: BTreeMap<Spanned<String>, Spanned<String>>,
     ui: Option<RawUi>,
     audit: Option<RawAudit>,
+    proxy: Option<RawProxy>,
     #[serde(default)]
     recipes: BTreeMap<Spanned<String>, RawRecipe>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProxy {
+    upstream_ca: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    secrets: BTreeMap<Spanned<String>, Spanned<RawSecret>>,
+    add_hosts: Option<Vec<Spanned<String>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawSecret {
+    From(String),
+    Table {
+        from: String,
+        #[serde(default)]
+        bodies: bool,
+    },
 }
 
 #[derive(Deserialize)]
@@ -648,6 +804,35 @@ impl File<'_> {
                 })?;
             }
         }
+        if let Some(p) = raw.proxy {
+            for v in p.upstream_ca.into_iter().flatten() {
+                let v = self.val(v, |p| {
+                    non_empty("proxy.upstream_ca", p).map(|p| resolve_path(&self.dir, Path::new(p)))
+                })?;
+                if !s.proxy.upstream_ca.iter().any(|x| x.value == v.value) {
+                    s.proxy.upstream_ca.push(v);
+                }
+            }
+            for (name, v) in p.secrets {
+                let name = self.val(name, |n| check_env_name(n).map(|()| n.clone()))?;
+                let spec = self.val(v, |r| {
+                    let (from, bodies) = match r {
+                        RawSecret::From(f) => (f.as_str(), false),
+                        RawSecret::Table { from, bodies } => (from.as_str(), *bodies),
+                    };
+                    Ok(SecretSpec {
+                        from: SecretFrom::parse(from, &self.dir)?,
+                        bodies,
+                    })
+                })?;
+                s.proxy.secrets.insert(name.value, spec);
+            }
+            for v in p.add_hosts.into_iter().flatten() {
+                let v = self.val(v, |h| parse_add_host(h))?;
+                s.proxy.add_hosts.retain(|x| x.value.0 != v.value.0);
+                s.proxy.add_hosts.push(v);
+            }
+        }
         for (name, r) in raw.recipes {
             self.apply_recipe(s, name, r)?;
         }
@@ -748,6 +933,33 @@ fn apply_flags(s: &mut Settings, f: &Flags) -> Result<(), ConfigError> {
     if let Some(p) = &f.store {
         let cwd = std::env::current_dir().map_err(ConfigError::CurrentDir)?;
         s.audit.store = Some(Val::new(resolve_path(&cwd, p), flag("--store")));
+    }
+    if !f.upstream_ca.is_empty() || !f.secrets.is_empty() {
+        let cwd = std::env::current_dir().map_err(ConfigError::CurrentDir)?;
+        for p in &f.upstream_ca {
+            let p = resolve_path(&cwd, p);
+            if !s.proxy.upstream_ca.iter().any(|x| x.value == p) {
+                s.proxy.upstream_ca.push(Val::new(p, flag("--upstream-ca")));
+            }
+        }
+        for v in &f.secrets {
+            let (name, spec) = parse_secret_flag(v, &cwd).map_err(|e| bad("--secret", e))?;
+            // A flag names the source; `bodies` stays as configured.
+            let bodies = s
+                .proxy
+                .secrets
+                .get(&name)
+                .map(|x| x.value.bodies)
+                .unwrap_or(false);
+            s.proxy
+                .secrets
+                .insert(name, Val::new(SecretSpec { bodies, ..spec }, flag("--secret")));
+        }
+    }
+    for v in &f.add_hosts {
+        let v = parse_add_host(v).map_err(|e| bad("--add-host", e))?;
+        s.proxy.add_hosts.retain(|x| x.value.0 != v.0);
+        s.proxy.add_hosts.push(Val::new(v, flag("--add-host")));
     }
     Ok(())
 }

@@ -348,6 +348,7 @@ impl State {
         &mut self,
         spec: &crate::session::Spec,
         ks: &mut KernelSession,
+        proxy: Option<&std::sync::Arc<corral_proxy::Proxy>>,
         plan_tx: &tokio::sync::watch::Sender<Plan>,
         req: Request,
     ) -> Reply {
@@ -359,6 +360,9 @@ impl State {
                 }
                 match ks.set_mode(mode) {
                     Ok(()) => {
+                        if let Some(p) = proxy {
+                            p.set_mode(mode);
+                        }
                         self.mode = mode;
                         self.emit(spec, What::ModeChange { mode });
                         eprint!(
@@ -386,10 +390,15 @@ impl State {
                 let compiled = tokio::task::spawn_blocking(move || reload(&l, &t))
                     .await
                     .unwrap_or_else(|e| Err(format!("the policy compiler failed: {e}")));
-                let result = compiled.and_then(|(plan, judge)| {
-                    ks.swap(&plan, Some(judge))
-                        .map(|()| plan)
-                        .map_err(|e| format!("the new tables could not be loaded: {e}"))
+                let result = compiled.and_then(|c| {
+                    ks.swap(&c.plan, Some(c.judge))
+                        .map_err(|e| format!("the new tables could not be loaded: {e}"))?;
+                    // The kernel's tables are in force: the proxy follows
+                    // (a swap of one pointer, which cannot fail).
+                    if let Some(p) = proxy {
+                        p.set_policy(c.proxy);
+                    }
+                    Ok(c.plan)
                 });
                 match result {
                     Ok(plan) => {

@@ -9,9 +9,12 @@
 //!   and the supervisor's side of its go/exit protocol.
 //! * [`engine`]: podman and docker through their CLIs.
 //! * [`session`]: one governed run, from cgroup to cleanup.
+//! * [`egress`]: the session's egress proxy (its listeners in the session's
+//!   network namespace, the kernel's redirect, the CA trust inside).
 
 pub mod config;
 pub mod control;
+pub mod egress;
 pub mod engine;
 pub mod image;
 pub mod init;

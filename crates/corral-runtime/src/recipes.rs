@@ -127,6 +127,24 @@ const BUILTINS: &[Builtin] = &[
     },
 ];
 
+/// Variables recipes name that hold credentials: a session gets a
+/// placeholder for each (the egress proxy holds the value and sends it only
+/// where the policy's `SecretUse` permits), never the value itself.
+pub const SECRET_VARS: &[&str] = &[
+    "ANTHROPIC_API_KEY",
+    "ANTHROPIC_AUTH_TOKEN",
+    "OPENAI_API_KEY",
+    "GEMINI_API_KEY",
+    "GOOGLE_API_KEY",
+    "DASHSCOPE_API_KEY",
+    "OPENROUTER_API_KEY",
+];
+
+/// Whether a recipe variable is a credential (see [`SECRET_VARS`]).
+pub fn is_secret_var(name: &str) -> bool {
+    SECRET_VARS.contains(&name)
+}
+
 /// Names of the built-in recipes.
 pub fn builtin_names() -> &'static [&'static str] {
     NAMES

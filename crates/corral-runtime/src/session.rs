@@ -25,6 +25,10 @@ use crate::engine::Engine;
 use corral_core::{Decision, Event, Layer, Mode, Proc, SessionId, What};
 use corral_kernel::cgroup::{self, Cgroup};
 use corral_kernel::session::{FileLayer, JudgeRef, KernelSession, SessionConfig};
+
+/// Proxy reports waiting for the recorder; beyond it they are dropped and
+/// counted (the proxy never waits for the audit trail).
+const PROXY_QUEUE: usize = 8192;
 use corral_policy::Plan;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -122,6 +126,9 @@ pub struct Spec {
     pub file_layer: FileLayer,
     /// corral's API port on loopback (refused to the session).
     pub ctl_port: Option<u16>,
+    /// The egress proxy every TCP connection is redirected to; `None`
+    /// leaves connections to the kernel's address rules alone.
+    pub egress: Option<crate::egress::Egress>,
     /// Where the session's events go (JSON lines).
     pub events_path: Option<PathBuf>,
     /// The audit pipeline every event is sent to (never waited on).
@@ -136,9 +143,19 @@ pub struct Spec {
     pub banner: bool,
 }
 
-/// Compiles a policy offered at runtime: `(label, text)` to its plan and
-/// exec judge, or the diagnostics that refuse it.
-pub type Reloader = std::sync::Arc<dyn Fn(&str, &str) -> Result<(Plan, JudgeRef), String> + Send + Sync>;
+/// Compiles a policy offered at runtime: `(label, text)` to what each
+/// layer needs, or the diagnostics that refuse it.
+pub type Reloader = std::sync::Arc<dyn Fn(&str, &str) -> Result<Compiled, String> + Send + Sync>;
+
+/// A compiled policy, for every layer.
+pub struct Compiled {
+    /// The kernel tables.
+    pub plan: Plan,
+    /// The exec-argument judge.
+    pub judge: JudgeRef,
+    /// The egress proxy's view.
+    pub proxy: corral_proxy::ProxyPolicy,
+}
 
 /// How the command ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -162,6 +179,8 @@ pub struct Outcome {
     pub denied: u64,
     /// Events lost before they reached the recorder.
     pub lost: u64,
+    /// Proxy reports the recorder's queue had no room for.
+    pub proxy_dropped: u64,
     /// The layer per decision kind, as the banner showed it.
     pub layers: Vec<(String, String)>,
 }
@@ -518,6 +537,23 @@ pub fn run_args(spec: &Spec, run_dir: &Path, image: Option<&str>) -> Result<Vec<
         read_only: false,
     });
     mounts.extend(spec.mounts.iter().cloned());
+    if let Some(e) = &spec.egress {
+        // The session trusts corral's interception CA: the system bundle
+        // path holds the system roots plus the CA, and the variables the
+        // common TLS stacks read point at the same files.
+        mounts.push(Mount {
+            src: run_dir.join(crate::egress::BUNDLE_FILE),
+            dst: PathBuf::from(crate::egress::SYSTEM_BUNDLE),
+            read_only: true,
+        });
+        for (k, v) in crate::egress::trust_env(&crate::egress::session_run_dir(run_dir, true)) {
+            a.push("-e".into());
+            a.push(format!("{k}={v}"));
+        }
+        for (name, ip) in &e.add_hosts {
+            a.push(format!("--add-host={name}:{ip}"));
+        }
+    }
     // A later mount at the same destination replaces an earlier one.
     let mut seen = std::collections::BTreeMap::new();
     for m in mounts {
@@ -644,6 +680,37 @@ pub async fn run_in(spec: Spec, run_dir: Option<PathBuf>) -> Result<Outcome, Ses
     let listener = UnixListener::bind(&sock).map_err(io(format!("bind {}", sock.display())))?;
     set_mode(&sock, 0o777)?;
 
+    // The egress proxy's trust files, and, for a session on the host, its
+    // listeners (a container's are made in its network namespace once it
+    // exists, before the agent starts).
+    let container = matches!(spec.target, Target::Container { .. });
+    let mut host_listeners = None;
+    let mut redirect = None;
+    if let Some(e) = &spec.egress {
+        crate::egress::write_trust(&run_dir, &e.ca).map_err(io("write the session's CA files"))?;
+        if container {
+            let port = crate::egress::pick_port();
+            redirect = Some(corral_kernel::Redirect {
+                v4: std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, port),
+                v6: Some(std::net::SocketAddrV6::new(
+                    std::net::Ipv6Addr::LOCALHOST,
+                    port,
+                    0,
+                    0,
+                )),
+            });
+        } else {
+            if !e.add_hosts.is_empty() {
+                return Err(SessionError::Start(
+                    "--add-host needs a container (a session on the host uses the host's resolver)".into(),
+                ));
+            }
+            let l = crate::egress::listen_on_host().map_err(io("listen for the egress proxy"))?;
+            redirect = Some(l.redirect().map_err(io("read the egress proxy's address"))?);
+            host_listeners = Some(l);
+        }
+    }
+
     let mut child = match &spec.target {
         Target::Container { engine, image } => {
             std::fs::copy(&spec.init_bin, run_dir.join("init"))
@@ -671,6 +738,11 @@ pub async fn run_in(spec: Spec, run_dir: Option<PathBuf>) -> Result<Outcome, Ses
             for (k, v) in &spec.env {
                 c.env(k, v);
             }
+            if spec.egress.is_some() {
+                for (k, v) in crate::egress::trust_env(&run_dir) {
+                    c.env(k, v);
+                }
+            }
             if let Some(cg) = &cleanup.cgroup {
                 cg.place(&mut c)?;
             }
@@ -691,6 +763,7 @@ pub async fn run_in(spec: Spec, run_dir: Option<PathBuf>) -> Result<Outcome, Ses
     let mut cfg = SessionConfig::new(spec.id.0, &spec.principal, &cg_path);
     cfg.mode = spec.mode;
     cfg.ctl_port = spec.ctl_port;
+    cfg.redirect = redirect;
     cfg.file_layer = spec.file_layer;
     cfg.exec_judge = spec.judge.clone();
     match &spec.target {
@@ -755,10 +828,49 @@ pub async fn run_in(spec: Spec, run_dir: Option<PathBuf>) -> Result<Outcome, Ses
             return Err(e);
         }
     }
+    // The egress proxy serves before the agent's first connection.
+    let (proxy_tx, proxy_rx) = tokio::sync::mpsc::channel(PROXY_QUEUE);
+    let egress = match &spec.egress {
+        None => None,
+        Some(e) => {
+            let listeners = match host_listeners.take() {
+                Some(l) => Ok(l),
+                None => {
+                    let port = redirect.map(|r| r.v4.port()).unwrap_or(0);
+                    tokio::task::spawn_blocking(move || crate::egress::listen_in_netns(pid, port))
+                        .await
+                        .map_err(|e| std::io::Error::other(e.to_string()))
+                        .and_then(|r| r)
+                        .map_err(|e| {
+                            format!(
+                                "the egress proxy cannot listen in the container's network namespace: {e}"
+                            )
+                        })
+                }
+            };
+            let started = listeners.and_then(|l| {
+                crate::egress::start(e, &spec.principal, spec.mode, spec.id, l, ks.origins(), proxy_tx)
+            });
+            match started {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    let _ = stream.write_all(format!("abort {e}\n").as_bytes()).await;
+                    let _ = child.wait().await;
+                    return Err(SessionError::Start(e));
+                }
+            }
+        }
+    };
     timing("attached");
-    let layers = banner_layers(&ks, &spec.plan);
+    let layers = banner_layers(&ks, &spec.plan, egress.is_some());
     let (plan_tx, plan_rx) = tokio::sync::watch::channel(spec.plan.clone());
-    let recorder = tokio::spawn(record(rx, spec.events_path.clone(), spec.audit.clone(), plan_rx));
+    let recorder = tokio::spawn(record(
+        rx,
+        proxy_rx,
+        spec.events_path.clone(),
+        spec.audit.clone(),
+        plan_rx,
+    ));
     // The control socket (mode switch, reload, status) lives as long as
     // the command runs.
     let control = crate::control::Server::bind(&spec.run_root, spec.id, &cg_rel)
@@ -803,7 +915,8 @@ pub async fn run_in(spec: Spec, run_dir: Option<PathBuf>) -> Result<Outcome, Ses
             tokio::select! {
                 e = &mut sup => break e,
                 Some(inc) = ctl_rx.recv() => {
-                    let rep = state.apply(&spec, &mut ks, &plan_tx, inc.req).await;
+                    let proxy = egress.as_ref().map(|r| &r.proxy);
+                    let rep = state.apply(&spec, &mut ks, proxy, &plan_tx, inc.req).await;
                     let _ = inc.reply.send(rep);
                 }
             }
@@ -816,6 +929,10 @@ pub async fn run_in(spec: Spec, run_dir: Option<PathBuf>) -> Result<Outcome, Ses
     // The command is done; stop what is left, then account for events.
     if let Some(cg) = &cleanup.cgroup {
         let _ = cg.kill();
+    }
+    let proxy_dropped = egress.as_ref().map(|r| r.dropped.clone());
+    if let Some(r) = egress {
+        r.stop();
     }
     match tokio::time::timeout(Duration::from_secs(10), child.wait()).await {
         // `<engine> run --rm` removed the container before it exited
@@ -838,6 +955,9 @@ pub async fn run_in(spec: Spec, run_dir: Option<PathBuf>) -> Result<Outcome, Ses
     timing("dropped");
     let (events, denied) = recorder.await.unwrap_or((0, 0));
     let events = events + state.events;
+    let proxy_dropped = proxy_dropped
+        .map(|d| d.load(std::sync::atomic::Ordering::Relaxed))
+        .unwrap_or(0);
     cleanup.run();
     timing("cleaned");
     if spec.tty {
@@ -850,6 +970,7 @@ pub async fn run_in(spec: Spec, run_dir: Option<PathBuf>) -> Result<Outcome, Ses
         events,
         denied,
         lost,
+        proxy_dropped,
         layers,
     })
 }
@@ -974,7 +1095,7 @@ fn reclaim_terminal() {
     }
 }
 
-fn banner_layers(ks: &KernelSession, plan: &Plan) -> Vec<(String, String)> {
+fn banner_layers(ks: &KernelSession, plan: &Plan, proxy: bool) -> Vec<(String, String)> {
     let mut file = String::new();
     let mut net = String::new();
     for (k, v) in ks.layers() {
@@ -984,12 +1105,13 @@ fn banner_layers(ks: &KernelSession, plan: &Plan) -> Vec<(String, String)> {
             _ => {}
         }
     }
-    let http =
-        if plan.asks.http_request || !plan.proxy.host_rules.is_empty() || !plan.proxy.rewrites.is_empty() {
-            "none yet (no proxy: hostname permits match nothing, default deny)"
-        } else {
-            "-"
-        };
+    let http = if proxy {
+        "egress proxy (every TCP connection redirected)"
+    } else if plan.asks.http_request || !plan.proxy.host_rules.is_empty() || !plan.proxy.rewrites.is_empty() {
+        "none (no egress proxy: hostname permits match nothing, default deny)"
+    } else {
+        "-"
+    };
     vec![
         ("file".into(), file.clone()),
         ("exec".into(), file),
@@ -1012,6 +1134,7 @@ fn banner_layers(ks: &KernelSession, plan: &Plan) -> Vec<(String, String)> {
 /// the policies' file:line.
 async fn record(
     mut rx: tokio::sync::mpsc::Receiver<Event>,
+    mut proxy_rx: tokio::sync::mpsc::Receiver<Event>,
     jsonl: Option<PathBuf>,
     audit: Option<corral_audit::PipelineSender>,
     mut plan: tokio::sync::watch::Receiver<Plan>,
@@ -1038,7 +1161,25 @@ async fn record(
     };
     let mut at = index(&plan.borrow_and_update());
     let (mut n, mut denied) = (0u64, 0u64);
-    while let Some(ev) = rx.recv().await {
+    // The kernel's channel closes when the session's programs are closed;
+    // then what the proxy reported until then is taken, and no more.
+    let mut kernel_open = true;
+    loop {
+        let ev = if kernel_open {
+            tokio::select! {
+                biased;
+                e = rx.recv() => match e {
+                    Some(e) => e,
+                    None => { kernel_open = false; continue; }
+                },
+                Some(e) = proxy_rx.recv() => e,
+            }
+        } else {
+            match proxy_rx.try_recv() {
+                Ok(e) => e,
+                Err(_) => break,
+            }
+        };
         if plan.has_changed().unwrap_or(false) {
             at = index(&plan.borrow_and_update());
         }
@@ -1060,7 +1201,7 @@ async fn record(
             }
             let _ = serde_json::to_writer(&mut *w, &v);
             let _ = w.write_all(b"\n");
-            if rx.is_empty() {
+            if rx.is_empty() && proxy_rx.is_empty() {
                 let _ = w.flush();
             }
         }

@@ -591,3 +591,117 @@ fn find_project_returns_the_nearest_root() {
     let found = find_project(&t.0.join("q"));
     assert!(found.is_none_or(|f| !f.starts_with(&t.0)));
 }
+
+#[test]
+fn proxy_table_secrets_hosts_and_roots_with_origins() {
+    use corral_runtime::config::{SecretFrom, SecretSpec};
+    let t = Tmp::new("proxy");
+    let g = t.write(
+        "global.toml",
+        "[proxy]\nupstream_ca = [\"ca/one.pem\"]\nadd_hosts = [\"git.internal:10.0.0.5\"]\n\n[proxy.secrets]\nGH = \"env:GH_TOKEN\"\nNPM = { from = \"file:npm.txt\", bodies = true }\n",
+    );
+    let p = t.write(
+        "proj/corral.toml",
+        "[proxy]\nupstream_ca = [\"two.pem\"]\nadd_hosts = [\"GIT.internal:10.0.0.6\", \"v6.internal:[2001:db8::1]\"]\n",
+    );
+    let s = load_files(Some(&g), Some(&p)).unwrap();
+    let roots: Vec<_> = s.proxy.upstream_ca.iter().map(|v| v.value.clone()).collect();
+    assert_eq!(roots, vec![t.0.join("ca/one.pem"), t.0.join("proj/two.pem")]);
+    assert_eq!(s.proxy.upstream_ca[1].origin, project(&p, 2));
+    // The project's entry for the same name (any case) replaces the global one.
+    let hosts: Vec<_> = s.proxy.add_hosts.iter().map(|v| v.value.clone()).collect();
+    assert_eq!(
+        hosts,
+        vec![
+            ("git.internal".to_string(), "10.0.0.6".parse().unwrap()),
+            ("v6.internal".to_string(), "2001:db8::1".parse().unwrap()),
+        ]
+    );
+    assert_eq!(
+        s.proxy.secrets["GH"].value,
+        SecretSpec {
+            from: SecretFrom::Env("GH_TOKEN".into()),
+            bodies: false
+        }
+    );
+    assert_eq!(s.proxy.secrets["GH"].origin, global(&g, 6));
+    assert_eq!(
+        s.proxy.secrets["NPM"].value,
+        SecretSpec {
+            from: SecretFrom::File(t.0.join("npm.txt")),
+            bodies: true
+        }
+    );
+    // Flags: a secret's source (its `bodies` setting kept), another root, a host.
+    let flags = Flags {
+        secrets: vec!["NPM=env:NPM_TOKEN".into(), "PLAIN".into()],
+        upstream_ca: vec![PathBuf::from("/etc/extra.pem")],
+        add_hosts: vec!["api.test:127.0.0.1".into()],
+        ..Flags::default()
+    };
+    let s = load(Some(&g), Some(&p), &flags).unwrap();
+    assert_eq!(
+        s.proxy.secrets["NPM"].value,
+        SecretSpec {
+            from: SecretFrom::Env("NPM_TOKEN".into()),
+            bodies: true
+        }
+    );
+    assert_eq!(s.proxy.secrets["NPM"].origin, flag("--secret"));
+    assert_eq!(
+        s.proxy.secrets["PLAIN"].value.from,
+        SecretFrom::Env("PLAIN".into())
+    );
+    assert_eq!(s.proxy.upstream_ca.len(), 3);
+    assert_eq!(s.proxy.add_hosts.len(), 3);
+    let shown = s.show();
+    assert!(shown.contains("proxy.secrets.NPM"), "{shown}");
+    assert!(shown.contains("env:NPM_TOKEN (headers and bodies)"), "{shown}");
+}
+
+#[test]
+fn bad_proxy_values_say_what_and_where() {
+    let (p, e) = error_of("[proxy.secrets]\nTOKEN = \"s3cr3t\"\n");
+    assert!(e.contains(&format!("{}:2:9", p.display())), "{e}");
+    assert!(e.contains("neither `env:VARIABLE` nor `file:PATH`"), "{e}");
+    // The value itself is not repeated back beyond what the user wrote.
+    let (_, e) = error_of("[proxy]\nadd_hosts = [\"nocolon\"]\n");
+    assert!(e.contains("`nocolon` is not `NAME:IP`"), "{e}");
+    let (_, e) = error_of("[proxy]\nadd_hosts = [\"bad_name:10.0.0.1\"]\n");
+    assert!(e.contains("`bad_name` is not a host name"), "{e}");
+    let (_, e) = error_of("[proxy.secrets]\n\"A-B\" = \"env:X\"\n");
+    assert!(e.contains("name `A-B` is invalid"), "{e}");
+    let (_, e) = error_of("[proxy]\nsecret = 1\n");
+    assert!(e.contains("unknown field `secret`"), "{e}");
+    let bad = Flags {
+        secrets: vec!["X=literal".into()],
+        ..Flags::default()
+    };
+    let e = load(None, None, &bad).unwrap_err().to_string();
+    assert!(e.contains("--secret") && e.contains("neither"), "{e}");
+    let bad = Flags {
+        add_hosts: vec!["h:not-an-ip".into()],
+        ..Flags::default()
+    };
+    let e = load(None, None, &bad).unwrap_err().to_string();
+    assert!(e.contains("--add-host"), "{e}");
+}
+
+#[test]
+fn secret_sources_read_and_refuse_what_could_split_a_header() {
+    use corral_runtime::config::SecretFrom;
+    let t = Tmp::new("secret-src");
+    let f = t.write("tok", "abc def\n");
+    assert_eq!(SecretFrom::File(f).read(), Ok("abc def".to_string()));
+    let f = t.write("crlf", "abc\r\nX-Injected: 1\n");
+    assert!(SecretFrom::File(f)
+        .read()
+        .unwrap_err()
+        .contains("control character"));
+    let f = t.write("empty", "\n");
+    assert!(SecretFrom::File(f).read().unwrap_err().contains("empty"));
+    let missing = SecretFrom::Env("CORRAL_TEST_SURELY_UNSET_VAR".into()).read();
+    assert!(missing
+        .unwrap_err()
+        .contains("CORRAL_TEST_SURELY_UNSET_VAR is not set"));
+}

@@ -63,7 +63,7 @@ impl SettingsArgs {
             env: self.env.clone(),
             ui_listen: self.ui_listen.clone(),
             shadow: self.shadow.then_some(true),
-            store: None,
+            ..Flags::default()
         }
     }
 

@@ -3,10 +3,10 @@
 use anyhow::{bail, Context as _, Result};
 use corral_core::{Mode, What};
 use corral_kernel::session::{FileLayer, JudgeRef};
-use corral_policy::{check, default_policy, Plan, Source};
+use corral_policy::{check, default_policy, Source};
 use corral_runtime::config::{self, Flags};
 use corral_runtime::engine::{self, Kind};
-use corral_runtime::session::{self, Exit, Mount, Spec, Target};
+use corral_runtime::session::{self, Compiled, Exit, Mount, Spec, Target};
 use corral_runtime::{init, recipes};
 use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
@@ -68,7 +68,7 @@ pub struct RunArgs {
     /// else the git work tree, else the current directory).
     #[arg(long)]
     project: Option<PathBuf>,
-    /// Start even though the policy forbids HTTP requests or MCP calls,
+    /// Start even though the policy forbids MCP calls,
     /// which no layer on this build enforces yet (those forbids are
     /// ignored; the banner says so).
     #[arg(long)]
@@ -76,6 +76,19 @@ pub struct RunArgs {
     /// The audit store (default: ~/.local/state/corral/audit.db).
     #[arg(long)]
     store: Option<PathBuf>,
+    /// Extra root certificates (a PEM file) the egress proxy trusts for
+    /// upstream servers, beside the system's (repeatable).
+    #[arg(long = "upstream-ca", value_name = "PEM")]
+    upstream_ca: Vec<PathBuf>,
+    /// A placeholder secret: the session sees NAME=corral-placeholder-…;
+    /// the egress proxy puts the real value (from SOURCE: env:VAR, the
+    /// default being env:NAME, or file:PATH) into requests only to hosts a
+    /// `SecretUse` permit allows (repeatable).
+    #[arg(long = "secret", value_name = "NAME[=SOURCE]")]
+    secrets: Vec<String>,
+    /// Resolve NAME to IP inside the session (repeatable; containers only).
+    #[arg(long = "add-host", value_name = "NAME:IP")]
+    add_hosts: Vec<String>,
     /// Also send every stored event to this OpenTelemetry collector as
     /// OTLP/HTTP logs (plain http, e.g. http://localhost:4318).
     #[arg(long, value_name = "URL")]
@@ -150,6 +163,9 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         ui_listen: None,
         shadow: args.shadow.then_some(true),
         store: args.store.clone(),
+        upstream_ca: args.upstream_ca.clone(),
+        secrets: args.secrets.clone(),
+        add_hosts: args.add_hosts.clone(),
     };
     let global = config::global_path();
     let settings = config::load(global.as_deref(), project_file.as_deref(), &flags)?;
@@ -209,10 +225,11 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         .join(", ");
     let policy_sha256 = corral_runtime::session::sha256_hex(policy_text.as_bytes());
     let accept_unenforced = args.accept_unenforced;
-    let (plan, judge) = compile_policy(sources, accept_unenforced).map_err(|e| {
+    let compiled = compile_policy(sources, accept_unenforced).map_err(|e| {
         eprint!("{e}");
         anyhow::anyhow!("the policy was refused; nothing was started")
     })?;
+    let (plan, judge, proxy_policy) = (compiled.plan, compiled.judge, compiled.proxy);
     // A reload goes through the same checks (its text is one source).
     let reload: session::Reloader = Arc::new(move |label: &str, text: &str| {
         compile_policy(vec![Source::new(label, text.to_string())], accept_unenforced)
@@ -249,8 +266,26 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
             read_only: v.value.read_only,
         })
         .collect();
+    // Placeholder secrets: the configured ones, then the recipe's
+    // credentials present in corral's environment.
+    let mut secret_specs: Vec<(String, config::SecretSpec, String)> = settings
+        .proxy
+        .secrets
+        .iter()
+        .map(|(k, v)| (k.clone(), v.value.clone(), v.origin.label()))
+        .collect();
     if let Some(r) = &recipe {
         for k in &r.env {
+            if recipes::is_secret_var(k) {
+                if std::env::var_os(k).is_some() && !secret_specs.iter().any(|(n, _, _)| n == k) {
+                    let spec = config::SecretSpec {
+                        from: config::SecretFrom::Env(k.clone()),
+                        bodies: false,
+                    };
+                    secret_specs.push((k.clone(), spec, format!("recipe {}", r.name)));
+                }
+                continue;
+            }
             if let Ok(v) = std::env::var(k) {
                 env.push((k.clone(), v));
             }
@@ -271,6 +306,39 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     for (k, v) in &settings.env {
         env.push((k.clone(), v.value.clone()));
     }
+    let mut secrets = Vec::new();
+    for (name, spec, origin) in &secret_specs {
+        let value = spec
+            .from
+            .read()
+            .map_err(|e| anyhow::anyhow!("secret {name} ({} from {origin}): {e}", spec.from))?;
+        let placeholder = corral_proxy::secret::placeholder();
+        // The session sees the placeholder, whatever else set the name.
+        env.retain(|(k, _)| k != name);
+        env.push((name.clone(), placeholder.clone()));
+        secrets.push(corral_proxy::Secret {
+            name: name.clone(),
+            placeholder,
+            value: corral_proxy::Redacted::new(value),
+            bodies: spec.bodies,
+        });
+    }
+    let ca_dir = state.join("ca");
+    corral_runtime::egress::check_ca_hidden(&ca_dir, &mounts).map_err(|e| anyhow::anyhow!(e))?;
+    let ca = corral_proxy::Ca::load_or_create(&ca_dir)
+        .with_context(|| format!("the egress proxy's CA in {}", ca_dir.display()))?;
+    let egress = corral_runtime::egress::Egress {
+        ca: Arc::new(ca),
+        upstream_ca: settings
+            .proxy
+            .upstream_ca
+            .iter()
+            .map(|v| v.value.clone())
+            .collect(),
+        secrets,
+        add_hosts: settings.proxy.add_hosts.iter().map(|v| v.value.clone()).collect(),
+        policy: proxy_policy,
+    };
 
     let run_root = run_root();
     let (id, run_dir) = session::new_id(&run_root)?;
@@ -400,6 +468,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         tty,
         file_layer: parse_layer(&args.file_layer)?,
         ctl_port: None,
+        egress: Some(egress),
         events_path: args.events.clone(),
         audit: pipeline.as_ref().map(corral_audit::Pipeline::sender),
         record_label,
@@ -416,23 +485,24 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     drop(rt);
     // Everything the session produced is in the pipeline: store it, then
     // close the session's row (also when the session failed to start).
-    let (exit_text, lost, events) = match &out {
+    let (exit_text, lost, proxy_dropped, events) = match &out {
         Ok(o) => (
             match o.exit {
                 Exit::Code(c) => format!("exit {c}"),
                 Exit::Signal(s) => format!("signal {s}"),
             },
             o.lost,
+            o.proxy_dropped,
             o.events,
         ),
-        Err(e) => (format!("failed: {e}"), 0, 0),
+        Err(e) => (format!("failed: {e}"), 0, 0, 0),
     };
     own(What::SessionEnd {
         exit: exit_text.clone(),
     });
     // Every event generated is stored or counted as a drop: the kernel's
     // losses (below), the pipeline's (by reason, at close).
-    let generated = events + lost + own_events;
+    let generated = events + lost + proxy_dropped + own_events;
     let mut unstored = 0;
     let warn = |e: corral_audit::AuditError| eprintln!("corral: WARNING: {e}");
     match pipeline.map(corral_audit::Pipeline::close) {
@@ -456,9 +526,11 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         if let Err(e) = store.session_ended(id.0, session::wall_ns(), &exit_text, lost, generated) {
             warn(e);
         }
-        if lost > 0 {
-            if let Err(e) = store.add_drops(id.0, "kernel", lost) {
-                warn(e);
+        for (reason, n) in [("kernel", lost), ("proxy_queue", proxy_dropped)] {
+            if n > 0 {
+                if let Err(e) = store.add_drops(id.0, reason, n) {
+                    warn(e);
+                }
             }
         }
     }
@@ -468,8 +540,11 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
             Exit::Code(c) => format!("exit {c}"),
             Exit::Signal(s) => format!("killed by signal {s}"),
         };
-        let lost = if out.lost + unstored > 0 {
-            format!(", {} not stored", (out.lost + unstored).min(generated))
+        let lost = if out.lost + out.proxy_dropped + unstored > 0 {
+            format!(
+                ", {} not stored",
+                (out.lost + out.proxy_dropped + unstored).min(generated)
+            )
         } else {
             String::new()
         };
@@ -534,10 +609,7 @@ fn consent(r: &recipes::Recipe, args: &RunArgs, global: Option<&Path>) -> Result
 /// can enforce is refused too (it would be a silent hole) unless
 /// `accept_unenforced`; permits that cannot be granted are safe (what they
 /// would allow stays denied).
-fn compile_policy(
-    sources: Vec<Source>,
-    accept_unenforced: bool,
-) -> std::result::Result<(Plan, JudgeRef), String> {
+fn compile_policy(sources: Vec<Source>, accept_unenforced: bool) -> std::result::Result<Compiled, String> {
     let checked = check(sources);
     let (doc, plan) = match (checked.doc, checked.plan) {
         (Some(d), Some(p)) if !checked.diagnostics.iter().any(|d| d.is_error()) => (d, p),
@@ -551,18 +623,19 @@ fn compile_policy(
     let unenforced: Vec<String> = plan
         .userspace
         .iter()
-        .filter(|u| matches!(u.layer, "http" | "mcp"))
+        .filter(|u| u.layer == "mcp")
         .filter_map(|u| plan.policies.get(u.policy))
         .filter(|p| p.effect == "forbid")
         .map(|p| format!("  {} ({})", p.id, p.at))
         .collect();
     if !unenforced.is_empty() && !accept_unenforced {
         return Err(format!(
-            "the policy forbids HTTP requests or MCP calls, and no layer enforces those yet (the egress proxy \
-             and MCP layers are not built):\n{}\npass --accept-unenforced to run with these forbids ignored\n",
+            "the policy forbids MCP calls, and no layer enforces those yet (the MCP layer is not built):\n{}\n\
+             pass --accept-unenforced to run with these forbids ignored\n",
             unenforced.join("\n")
         ));
     }
     let judge = JudgeRef(Arc::new(corral_kernel::argv::CedarJudge::new(&doc)));
-    Ok((plan, judge))
+    let proxy = corral_proxy::ProxyPolicy::new(doc).map_err(|e| format!("{e}\n"))?;
+    Ok(Compiled { plan, judge, proxy })
 }

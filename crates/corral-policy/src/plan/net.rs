@@ -272,11 +272,7 @@ pub(super) fn compile(
     }
 
     let by_name_of = |r: &PortRange| {
-        name_ports.contains(&None)
-            || name_ports
-                .iter()
-                .flatten()
-                .any(|p| (r.lo..=r.hi).contains(p))
+        name_ports.contains(&None) || name_ports.iter().flatten().any(|p| (r.lo..=r.hi).contains(p))
     };
     let by_name: Vec<bool> = ports.iter().map(by_name_of).collect();
     // Merge adjacent port classes that decide alike everywhere.
@@ -381,11 +377,13 @@ mod tests {
 
     #[test]
     fn ports_host_name_permits_may_allow() {
-        let t = tcp(r#"permit (principal, action == Action::"NetworkConnect", resource)
+        let t = tcp(
+            r#"permit (principal, action == Action::"NetworkConnect", resource)
             when { resource in [Host::"api.example.com:443", Host::"*.example.org:8443"] };
             forbid (principal, action == Action::"NetworkConnect", resource)
             when { resource in Host::"evil.example.com:22" };
-            permit (principal, action == Action::"NetworkConnect", resource == Host::"10.0.0.1:5432");"#);
+            permit (principal, action == Action::"NetworkConnect", resource == Host::"10.0.0.1:5432");"#,
+        );
         assert!(t.by_name_at(443));
         assert!(t.by_name_at(8443));
         // A forbid by name, and an address rule, allow nothing by name.
@@ -394,12 +392,17 @@ mod tests {
         assert!(!t.by_name_at(444));
         assert!(!t.by_name_at(80));
         // A name without a port, or a test of the name: every port.
-        let t = tcp(r#"permit (principal, action == Action::"NetworkConnect", resource == Host::"example.com");"#);
+        let t = tcp(
+            r#"permit (principal, action == Action::"NetworkConnect", resource == Host::"example.com");"#,
+        );
         assert!(t.by_name_at(1) && t.by_name_at(65535));
-        let t = tcp(r#"permit (principal, action == Action::"NetworkConnect", resource)
-            when { context.hostname like "*.corp" };"#);
+        let t = tcp(
+            r#"permit (principal, action == Action::"NetworkConnect", resource)
+            when { context.hostname like "*.corp" };"#,
+        );
         assert!(t.by_name_at(22));
-        let t = tcp(r#"permit (principal, action == Action::"NetworkConnect", resource == Host::"10.0.0.1");"#);
+        let t =
+            tcp(r#"permit (principal, action == Action::"NetworkConnect", resource == Host::"10.0.0.1");"#);
         assert!(!t.by_name_at(443));
     }
 
