@@ -34,6 +34,8 @@ permit (principal, action == Action::"NetworkConnect", resource)
 when { resource in [Host::"api.corral.test:443", Host::"other.corral.test:443", Host::"api.corral.test:80"] };
 @id("net-banner")
 permit (principal, action == Action::"NetworkConnect", resource in Host::"@IP@:7");
+@id("net-banner-by-name")
+permit (principal, action == Action::"NetworkConnect", resource in Host::"api.corral.test:2222");
 @id("forbid-discard")
 forbid (principal, action == Action::"NetworkConnect", resource in Host::"@IP@:9");
 
@@ -102,6 +104,12 @@ s = socket.create_connection((ip, 7), timeout=5)
 banner = s.recv(100)
 s.sendall(b"ping\n")
 print("opaque:", banner.decode().strip(), s.recv(100).decode().strip(), "peer", s.getpeername()[0])
+# The same service on a port a host-name permit names: the proxy finds the
+# name that resolves to this address.
+s = socket.create_connection((ip, 2222), timeout=5)
+banner = s.recv(100)
+s.sendall(b"pong\n")
+print("opaque-by-name:", banner.decode().strip(), s.recv(100).decode().strip())
 # Garbage where a TLS ClientHello belongs.
 g = socket.create_connection(("api.corral.test", 443), timeout=5)
 g.sendall(b"\x16\x03\x01\x00\x05garbage-not-a-hello")
@@ -319,6 +327,11 @@ fn real_clients_through_the_egress_proxy() {
         format!("opaque: corral-banner ping peer {ip}"),
         "{out}"
     );
+    assert_eq!(
+        line(&out, "opaque-by-name:"),
+        "opaque-by-name: corral-banner pong",
+        "{out}"
+    );
 
     // Malformed input: refused, never delivered.
     assert!(line(&out, "garbage:").contains("closed"), "{out}");
@@ -407,6 +420,11 @@ fn real_clients_through_the_egress_proxy() {
     assert!(http
         .iter()
         .any(|e| e["what"]["stage"] == "tunnel" && e["what"]["port"] == 7 && e["decision"] == "allow"));
+    assert!(http.iter().any(|e| e["what"]["stage"] == "tunnel"
+        && e["what"]["port"] == 2222
+        && e["what"]["host"] == "api.corral.test"
+        && e["decision"] == "allow"
+        && e["policies"][0] == "net-banner-by-name"));
     assert!(http.iter().any(|e| e["what"]["stage"] == "connection"
         && e["decision"] == "deny"
         && e["what"]["error"].as_str().unwrap_or("").contains("TLS")));

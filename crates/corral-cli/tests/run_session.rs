@@ -655,15 +655,16 @@ fn refuses_to_start_what_it_cannot_enforce_or_parse() {
     let dir = Scratch::new("refuse");
     let marker = dir.0.join("ran");
     let cmd = format!("touch {}", marker.display());
-    // A forbid on HTTP requests: no layer enforces it yet.
+    // A forbid on MCP calls: no layer enforces it yet. (A forbid on HTTP
+    // requests is enforced by the egress proxy: tests/egress.rs.)
     let http = dir.file(
-        "http.cedar",
-        "@id(\"read-all\")\npermit (principal, action == Action::\"FileOpenReadOnly\", resource)\nwhen { resource in Dir::\"/\" };\n\n@id(\"no-admin\")\nforbid (principal, action == Action::\"HttpRequest\", resource)\nwhen { context.path like \"/admin*\" };\n",
+        "mcp.cedar",
+        "@id(\"read-all\")\npermit (principal, action == Action::\"FileOpenReadOnly\", resource)\nwhen { resource in Dir::\"/\" };\n\n@id(\"no-delete\")\nforbid (principal, action == Action::\"McpCall\", resource)\nwhen { context.tool == \"delete\" };\n",
     );
     // A typo: the error names file:line:col.
     let typo = dir.file("typo.cedar", "permit (principal, action == Action::\"FileOpenReadOnly\", resource)\nwhen { resource in Dir::\"/\" ;\n");
     for (policy, want) in [
-        (&http, format!("no-admin ({}:6)", http.display())),
+        (&http, format!("no-delete ({}:6)", http.display())),
         (&typo, format!("{}:2:", typo.display())),
     ] {
         let o = dir

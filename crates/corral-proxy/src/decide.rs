@@ -23,7 +23,9 @@
 
 use corral_policy::{compile, CompileOptions, Decision, Evaluator, PolicyDoc, Protocol, Request};
 use serde::Serialize;
+use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 
 /// Why the policy side could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -133,6 +135,33 @@ pub struct ProxyPolicy {
     ev: Evaluator,
     ask_http: bool,
     candidates: Vec<Candidate>,
+    /// Host names (no wildcard) `NetworkConnect` permits name, with their
+    /// port when they give one: what an opaque stream to an address may be
+    /// for ([`ProxyPolicy::permitted_names`]).
+    names: Vec<(String, Option<u16>)>,
+    memo: Arc<Mutex<Memo>>,
+}
+
+/// Answers that depend only on the connection (principal, host, address,
+/// port), kept per policy: every request on a keep-alive connection asks
+/// them again, and building a Cedar request costs more than deciding it
+/// (docs/BENCHMARKS.md, "Egress proxy"). A swapped-in policy is a new
+/// `ProxyPolicy` with an empty memo, so an answer never outlives its
+/// policy. Bounded: cleared when full.
+#[derive(Debug, Default)]
+struct Memo {
+    connect: HashMap<(String, Option<String>, IpAddr, u16), Verdict>,
+    rewrites: HashMap<(String, String, u16), Vec<Injection>>,
+}
+
+/// Entries per memo table before it is cleared.
+const MEMO_MAX: usize = 4096;
+
+fn memo_put<K: std::hash::Hash + Eq, V>(m: &mut HashMap<K, V>, k: K, v: V) {
+    if m.len() >= MEMO_MAX {
+        m.clear();
+    }
+    m.insert(k, v);
 }
 
 impl ProxyPolicy {
@@ -160,7 +189,28 @@ impl ProxyPolicy {
                 candidates.push(c);
             }
         }
+        let mut names: Vec<(String, Option<u16>)> = Vec::new();
+        for r in plan.proxy.host_rules.iter().filter(|r| r.effect == "permit") {
+            for h in &r.hosts {
+                if corral_policy::plan::host_literal(h).is_some() || h.starts_with('*') {
+                    continue;
+                }
+                let (name, port) = match h.rsplit_once(':') {
+                    Some((n, p)) => match p.parse::<u16>() {
+                        Ok(p) => (n, Some(p)),
+                        Err(_) => continue,
+                    },
+                    None => (h.as_str(), None),
+                };
+                let e = (name.to_ascii_lowercase(), port);
+                if !names.contains(&e) {
+                    names.push(e);
+                }
+            }
+        }
         Ok(ProxyPolicy {
+            memo: Arc::default(),
+            names,
             ev: Evaluator::new(&doc),
             ask_http: plan.asks.http_request,
             candidates,
@@ -171,6 +221,17 @@ impl ProxyPolicy {
     /// Whether requests are decided with `HttpRequest` (some policy names it).
     pub fn asks_http(&self) -> bool {
         self.ask_http
+    }
+
+    /// Host names a `NetworkConnect` permit names for `port` (or for any
+    /// port): the names an opaque stream to an address might be for. The
+    /// caller checks which of them resolve to the address, and decides
+    /// with that name.
+    pub fn permitted_names(&self, port: u16) -> impl Iterator<Item = &str> + '_ {
+        self.names
+            .iter()
+            .filter(move |(_, p)| p.is_none_or(|p| p == port))
+            .map(|(n, _)| n.as_str())
     }
 
     fn hits(&self, d: &Decision) -> Vec<PolicyHit> {
@@ -213,6 +274,22 @@ impl ProxyPolicy {
 
     /// `NetworkConnect` to `host` (a name, or an IP literal) at `ip:port`.
     pub fn decide_connect(&self, principal: &str, host: Option<&str>, ip: IpAddr, port: u16) -> Verdict {
+        let key = (principal.to_string(), host.map(str::to_string), ip, port);
+        if let Some(v) = self.memo().connect.get(&key) {
+            return v.clone();
+        }
+        let v = self.decide_connect_uncached(principal, host, ip, port);
+        memo_put(&mut self.memo().connect, key, v.clone());
+        v
+    }
+
+    fn memo(&self) -> std::sync::MutexGuard<'_, Memo> {
+        self.memo
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn decide_connect_uncached(&self, principal: &str, host: Option<&str>, ip: IpAddr, port: u16) -> Verdict {
         let hostname = host.filter(|h| {
             let h = h.trim_start_matches('[').trim_end_matches(']');
             h.parse::<IpAddr>().is_err()
@@ -291,6 +368,19 @@ impl ProxyPolicy {
     /// each candidate decided as `HttpRewrite`. When several values are
     /// permitted for one header, the first in policy order is used.
     pub fn rewrites(&self, principal: &str, host: &str, port: u16) -> Vec<Injection> {
+        if self.candidates.is_empty() {
+            return Vec::new();
+        }
+        let key = (principal.to_string(), host.to_string(), port);
+        if let Some(v) = self.memo().rewrites.get(&key) {
+            return v.clone();
+        }
+        let v = self.rewrites_uncached(principal, host, port);
+        memo_put(&mut self.memo().rewrites, key, v.clone());
+        v
+    }
+
+    fn rewrites_uncached(&self, principal: &str, host: &str, port: u16) -> Vec<Injection> {
         let mut out: Vec<Injection> = Vec::new();
         for c in &self.candidates {
             if out.iter().any(|i| i.header.eq_ignore_ascii_case(&c.header)) {

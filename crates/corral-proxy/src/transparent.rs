@@ -126,7 +126,15 @@ async fn tunnel(mut stream: TcpStream, dst: SocketAddr, client: Option<Client>, 
     ev.kind = "tunnel";
     ev.error = None;
     ev.client = client;
-    let verdict = ctx.decide_connect(None, dst.ip(), dst.port());
+    let mut verdict = ctx.decide_connect(None, dst.ip(), dst.port());
+    if !verdict.allowed && verdict.policies.is_empty() {
+        // Not permitted by address: it may be for a host name a permit
+        // names (ssh to `github.com:22`) that resolves to this address.
+        if let Some((name, v)) = by_name(&ctx, dst).await {
+            ev.host = name;
+            verdict = v;
+        }
+    }
     ev.policies = verdict.policies.iter().map(|p| p.id.clone()).collect();
     ev.policy_at = verdict.policies.iter().map(|p| p.at.clone()).collect();
     ev.decision = ctx.decision_of(&verdict);
@@ -160,6 +168,22 @@ async fn tunnel(mut stream: TcpStream, dst: SocketAddr, client: Option<Client>, 
     }
     ev.duration = start.elapsed();
     ctx.emit(ev);
+}
+
+/// The first permitted host name that resolves to `dst`'s address and whose
+/// `NetworkConnect` allows the stream, with its verdict.
+async fn by_name(ctx: &Proxy, dst: SocketAddr) -> Option<(String, crate::decide::Verdict)> {
+    let policy = ctx.policy();
+    let names: Vec<String> = policy.permitted_names(dst.port()).map(str::to_string).collect();
+    for name in names {
+        if ctx.resolves_to(&name, dst.ip()).await {
+            let v = ctx.decide_connect(Some(&name), dst.ip(), dst.port());
+            if v.allowed {
+                return Some((name, v));
+            }
+        }
+    }
+    None
 }
 
 #[cfg(test)]

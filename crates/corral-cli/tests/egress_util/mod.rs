@@ -6,7 +6,7 @@
 //!   `other.corral.test`; ALPN h2 and http/1.1) and :80 plain HTTP, both
 //!   recording every request (method, path, version, headers) and echoing
 //!   WebSocket messages on upgrade;
-//! * :7 a server-speaks-first TCP service: sends `corral-banner\n`, then
+//! * :7 and :2222 a server-speaks-first TCP service: sends `corral-banner\n`, then
 //!   echoes what it reads.
 //!
 //! Nothing is sent anywhere but into this namespace. Drop removes it.
@@ -149,7 +149,7 @@ impl Remote {
         let addr = self.ip;
         let listeners = std::thread::spawn(move || -> Result<Vec<std::net::TcpListener>, String> {
             nix::sched::setns(&nsf, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| e.to_string())?;
-            [443u16, 80, 7]
+            [443u16, 80, 7, 2222]
                 .iter()
                 .map(|p| {
                     let l = std::net::TcpListener::bind((addr, *p)).map_err(|e| format!("bind :{p}: {e}"))?;
@@ -166,7 +166,8 @@ impl Remote {
             .build()
             .map_err(|e| e.to_string())?;
         let mut it = listeners.into_iter();
-        let (l443, l80, l7) = (it.next().unwrap(), it.next().unwrap(), it.next().unwrap());
+        let (l443, l80) = (it.next().unwrap(), it.next().unwrap());
+        let banner_listeners: Vec<std::net::TcpListener> = it.collect();
         let seen = self.seen.clone();
         let banner = self.banner_conns.clone();
         rt.spawn(async move {
@@ -191,26 +192,29 @@ impl Remote {
                 tokio::spawn(async move { serve_http(TokioIo::new(tcp), "http", seen).await });
             }
         });
-        rt.spawn(async move {
-            let l = tokio::net::TcpListener::from_std(l7).unwrap();
-            loop {
-                let Ok((mut tcp, _)) = l.accept().await else {
-                    continue;
-                };
-                banner.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(async move {
-                    if tcp.write_all(b"corral-banner\n").await.is_err() {
-                        return;
-                    }
-                    let mut buf = [0u8; 4096];
-                    while let Ok(n) = tcp.read(&mut buf).await {
-                        if n == 0 || tcp.write_all(&buf[..n]).await.is_err() {
-                            break;
+        for l in banner_listeners {
+            let banner = banner.clone();
+            rt.spawn(async move {
+                let l = tokio::net::TcpListener::from_std(l).unwrap();
+                loop {
+                    let Ok((mut tcp, _)) = l.accept().await else {
+                        continue;
+                    };
+                    banner.fetch_add(1, Ordering::SeqCst);
+                    tokio::spawn(async move {
+                        if tcp.write_all(b"corral-banner\n").await.is_err() {
+                            return;
                         }
-                    }
-                });
-            }
-        });
+                        let mut buf = [0u8; 4096];
+                        while let Ok(n) = tcp.read(&mut buf).await {
+                            if n == 0 || tcp.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                        }
+                    });
+                }
+            });
+        }
         self.rt = Some(rt);
         Ok(())
     }

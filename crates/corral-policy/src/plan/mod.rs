@@ -19,7 +19,7 @@ mod net;
 mod path;
 mod proxy;
 
-pub use net::{NetEntry, NetTable, PortRange};
+pub use net::{host_literal, NetEntry, NetTable, PortRange};
 pub use path::{DirVerdicts, PathEntry, PathTable};
 pub use proxy::{HostRule, ProxyPlan, RewriteRule};
 

@@ -118,7 +118,7 @@ fn builtin_prefixes() -> [IpNet; 6] {
 /// Parses a `Host` literal that names an address: `10.0.0.1`, `10.0.0.1:22`,
 /// `2001:db8::1`, `[2001:db8::1]:22`, and `*`/`*:22`. Returns the address
 /// (if any) and port (if any).
-pub(crate) fn host_literal(id: &str) -> Option<(Option<IpAddr>, Option<u16>)> {
+pub fn host_literal(id: &str) -> Option<(Option<IpAddr>, Option<u16>)> {
     if id == "*" {
         return Some((None, None));
     }
