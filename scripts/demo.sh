@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 . scripts/deps.sh
 corral_build_deps
 corral_container_deps
+corral_egress_deps
 
 cargo build --release -q -p corral-cli
 corral=target/release/corral
