@@ -431,6 +431,19 @@ fn real_clients_through_the_egress_proxy() {
     assert!(evs
         .iter()
         .any(|e| e["what"]["kind"] == "connect" && e["what"]["port"] == 9 && e["decision"] == "deny"));
+    // Each malformed input is recorded with what was wrong.
+    let errors: Vec<&str> = http.iter().filter_map(|e| e["what"]["error"].as_str()).collect();
+    for want in [
+        "Content-Length and Transfer-Encoding",
+        "request header too large",
+        "timed out waiting for a request header",
+        "bad TLS ClientHello",
+    ] {
+        assert!(
+            errors.iter().any(|e| e.contains(want)),
+            "no event says {want:?}: {errors:#?}"
+        );
+    }
 }
 
 fn walk(d: &std::path::Path) -> Vec<std::path::PathBuf> {
