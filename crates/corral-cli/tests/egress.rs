@@ -39,6 +39,9 @@ permit (principal, action == Action::"NetworkConnect", resource in Host::"api.co
 @id("forbid-discard")
 forbid (principal, action == Action::"NetworkConnect", resource in Host::"@IP@:9");
 
+@id("loopback")
+permit (principal, action == Action::"NetworkConnect", resource) when { context.ip.isLoopback() };
+
 @id("http-any")
 permit (principal, action == Action::"HttpRequest", resource);
 @id("forbid-admin")
@@ -126,6 +129,20 @@ print("smuggle:", m.recv(200).split(b"\r\n")[0].decode())
 h = socket.create_connection((ip, 80), timeout=5)
 h.sendall(b"GET /spoof HTTP/1.1\r\nHost: www.example.com\r\n\r\n")
 print("spoof:", h.recv(200).split(b"\r\n")[0].decode())
+# The proxy's own port, reached directly (the loopback rule allows it): its
+# destination is unknown, so it is refused rather than served from the host.
+ports = [int(l.split()[1].split(":")[1], 16) for l in open("/proc/net/tcp").read().splitlines()[1:]
+         if l.split()[3] == "0A" and l.split()[1].startswith("0100007F")]
+d = socket.create_connection(("127.0.0.1", ports[0]), timeout=5)
+d.sendall(b"CONNECT 127.0.0.1:22 HTTP/1.1\r\nHost: 127.0.0.1:22\r\n\r\n")
+try:
+    print("proxy-port:", "listeners", len(ports), (d.recv(100) or b"closed").decode())
+except OSError as e:
+    print("proxy-port: listeners", len(ports), "closed", e.strerror)
+# CONNECT to the host's loopback inside a redirected connection.
+c = socket.create_connection(("api.corral.test", 80), timeout=5)
+c.sendall(b"CONNECT 127.0.0.1:22 HTTP/1.1\r\nHost: 127.0.0.1:22\r\n\r\n")
+print("connect-loopback:", c.recv(300).split(b"\r\n")[0].decode())
 # An over-long header.
 o = socket.create_connection(("api.corral.test", 80), timeout=5)
 o.sendall(b"GET /long HTTP/1.1\r\nHost: api.corral.test\r\nX-Long: " + b"a" * 200000 + b"\r\n\r\n")
@@ -336,6 +353,13 @@ fn real_clients_through_the_egress_proxy() {
     // Malformed input: refused, never delivered.
     assert!(line(&out, "garbage:").contains("closed"), "{out}");
     assert!(line(&out, "smuggle:").contains("400"), "{out}");
+    // Nothing reaches the host's loopback through the proxy.
+    assert_eq!(
+        line(&out, "proxy-port:"),
+        "proxy-port: listeners 1 closed",
+        "{out}"
+    );
+    assert!(line(&out, "connect-loopback:").contains("403"), "{out}");
     assert!(seen.iter().all(|s| s.path != "/smuggle"));
     let long = line(&out, "long-header:");
     assert!(
@@ -438,6 +462,8 @@ fn real_clients_through_the_egress_proxy() {
         "request header too large",
         "timed out waiting for a request header",
         "bad TLS ClientHello",
+        "not redirected by the kernel: refused",
+        "loopback and unspecified addresses are never reached",
     ] {
         assert!(
             errors.iter().any(|e| e.contains(want)),

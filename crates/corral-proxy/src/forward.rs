@@ -597,6 +597,15 @@ async fn connect(
             }
         },
     };
+    if !crate::transparent::reachable(ip) {
+        return refuse(
+            StatusCode::FORBIDDEN,
+            &format!("CONNECT to {ip} refused: loopback and unspecified addresses are never reached through the proxy"),
+            None,
+            rec,
+            &ctx,
+        );
+    }
     let verdict = policy.decide_connect(&ctx.principal, Some(&host), ip, port);
     let rec = match rec.decided(&verdict, mode, &ctx) {
         Ok(rec) => rec,

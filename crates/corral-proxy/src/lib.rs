@@ -20,4 +20,4 @@ pub use event::{Client, EventSink, HttpEvent};
 pub use proxy::{Dest, Limits, Proxy, ProxyConfig, ProxyError};
 pub use secret::{placeholder, Secret};
 pub use serve::serve_connection;
-pub use transparent::serve_redirected;
+pub use transparent::{refuse_unredirected, serve_redirected};

@@ -80,9 +80,41 @@ pub fn classify(first: &[u8]) -> Lead {
     }
 }
 
+/// Whether the proxy may connect to `ip` for a session: never a loopback
+/// or unspecified address. The session's loopback is its own (the kernel
+/// never redirects it); the proxy's is the host's.
+pub fn reachable(ip: std::net::IpAddr) -> bool {
+    let ip = ip.to_canonical();
+    !(ip.is_loopback() || ip.is_unspecified())
+}
+
+/// Records a connection to the proxy's port that the kernel did not
+/// redirect (its destination is unknown): the caller closes it.
+pub fn refuse_unredirected(ctx: &Proxy, local: SocketAddr, peer: SocketAddr) {
+    ctx.emit(HttpEvent::refused(
+        &ctx.principal,
+        "",
+        &local.ip().to_string(),
+        local.port(),
+        format!("a connection from {peer} to the proxy's own port, not redirected by the kernel: refused"),
+    ));
+}
+
 /// Serves a redirected connection the client meant for `dst`.
 pub async fn serve_redirected(stream: TcpStream, dst: SocketAddr, client: Option<Client>, ctx: Arc<Proxy>) {
     let dst = SocketAddr::new(dst.ip().to_canonical(), dst.port());
+    if !reachable(dst.ip()) {
+        let mut ev = HttpEvent::refused(
+            &ctx.principal,
+            "",
+            &dst.ip().to_string(),
+            dst.port(),
+            format!("{dst} is a loopback or unspecified address: never reached through the proxy"),
+        );
+        ev.client = client;
+        ctx.emit(ev);
+        return;
+    }
     let deadline = Instant::now() + OPAQUE_WAIT;
     let mut buf = [0u8; 16];
     let lead = loop {

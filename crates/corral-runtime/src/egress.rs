@@ -276,18 +276,17 @@ async fn accept_loop(l: tokio::net::TcpListener, origins: Option<Origins>, proxy
                     };
                     corral_proxy::serve_redirected(stream, dst, Some(client), proxy).await
                 }
-                // Connected to the proxy's port itself: an explicit proxy
-                // client (CONNECT, or plain HTTP), decided all the same.
+                // Not redirected by the kernel: a process connected to the
+                // proxy's port itself (the loopback rules allowed it), or
+                // its origin record was lost. Its destination is unknown,
+                // and anything it asked for would be reached from the
+                // host: refused, and recorded.
                 None => {
                     let local = stream
                         .local_addr()
                         .unwrap_or_else(|_| SocketAddr::from((Ipv4Addr::LOCALHOST, 0)));
-                    let dest = corral_proxy::Dest {
-                        host: None,
-                        ip: local.ip(),
-                        port: local.port(),
-                    };
-                    corral_proxy::serve_connection(stream, dest, proxy).await
+                    corral_proxy::refuse_unredirected(&proxy, local, peer);
+                    drop(stream);
                 }
             }
         });
