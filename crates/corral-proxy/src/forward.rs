@@ -597,7 +597,7 @@ async fn connect(
             }
         },
     };
-    if !crate::transparent::reachable(ip) {
+    if !ctx.may_reach(ip) {
         return refuse(
             StatusCode::FORBIDDEN,
             &format!("CONNECT to {ip} refused: loopback and unspecified addresses are never reached through the proxy"),

@@ -86,6 +86,11 @@ pub struct ProxyConfig {
     /// a plain-HTTP Host is checked against these before DNS, and the
     /// upstream connection for such a name goes to its address.
     pub hosts: Vec<(String, IpAddr)>,
+    /// Let `CONNECT` and redirected connections go to loopback and
+    /// unspecified addresses. Off (the default) for sessions: the proxy runs
+    /// on the host, so its loopback is the host's. Tests and benchmarks
+    /// with an upstream on loopback turn it on.
+    pub loopback_upstream: bool,
     /// The interception CA.
     pub ca: Arc<Ca>,
     /// Trust the system's roots for upstream servers.
@@ -110,6 +115,7 @@ impl ProxyConfig {
             mode: Mode::Enforce,
             secrets: vec![],
             hosts: vec![],
+            loopback_upstream: false,
             ca,
             system_roots: true,
             extra_roots: vec![],
@@ -128,6 +134,7 @@ pub struct Proxy {
     pub(crate) secrets: Vec<Secret>,
     /// Names with fixed addresses (`--add-host`), lower case.
     hosts: std::collections::HashMap<String, IpAddr>,
+    loopback_upstream: bool,
     pub(crate) certs: Arc<LeafCerts>,
     pub(crate) tls: Arc<rustls::ServerConfig>,
     pub(crate) upstream: Upstream,
@@ -157,6 +164,7 @@ impl Proxy {
             policy: RwLock::new(Arc::new(cfg.policy)),
             shadow: AtomicBool::new(cfg.mode == Mode::Shadow),
             secrets: cfg.secrets,
+            loopback_upstream: cfg.loopback_upstream,
             hosts: cfg
                 .hosts
                 .into_iter()
@@ -210,6 +218,12 @@ impl Proxy {
 
     pub(crate) fn emit(&self, e: HttpEvent) {
         (self.on_event)(e)
+    }
+
+    /// Whether the proxy may connect to `ip`: never a loopback or
+    /// unspecified address (the host's own), unless configured for tests.
+    pub(crate) fn may_reach(&self, ip: IpAddr) -> bool {
+        self.loopback_upstream || crate::transparent::reachable(ip)
     }
 
     /// `NetworkConnect` to an address (an opaque stream), with the current

@@ -103,7 +103,7 @@ pub fn refuse_unredirected(ctx: &Proxy, local: SocketAddr, peer: SocketAddr) {
 /// Serves a redirected connection the client meant for `dst`.
 pub async fn serve_redirected(stream: TcpStream, dst: SocketAddr, client: Option<Client>, ctx: Arc<Proxy>) {
     let dst = SocketAddr::new(dst.ip().to_canonical(), dst.port());
-    if !reachable(dst.ip()) {
+    if !ctx.may_reach(dst.ip()) {
         let mut ev = HttpEvent::refused(
             &ctx.principal,
             "",

@@ -124,6 +124,8 @@ pub fn start(
     let mut cfg = ProxyConfig::new("bench", policy, ca.clone(), Arc::new(move |e| s.record(e)));
     cfg.system_roots = false;
     cfg.extra_roots = vec![up.ca_file.clone()];
+    // The bench's upstream listens on loopback.
+    cfg.loopback_upstream = true;
     let proxy = Arc::new(Proxy::new(cfg)?);
     let listener = rt.block_on(tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)))?;
     let addr = listener.local_addr()?;

@@ -271,6 +271,8 @@ pub async fn start_proxy_with(up: &Upstream, setup: Setup<'_>) -> TestProxy {
     cfg.limits = limits;
     cfg.secrets = secrets;
     cfg.mode = mode;
+    // The test upstream listens on loopback.
+    cfg.loopback_upstream = true;
     let proxy = Arc::new(Proxy::new(cfg).unwrap());
     let served = proxy.clone();
     let listener = TcpListener::bind((LOCAL, 0)).await.unwrap();
