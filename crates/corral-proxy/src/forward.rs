@@ -43,6 +43,28 @@ pub(crate) struct ConnInfo {
     /// connection): a request's Host is accepted when it resolves to the
     /// destination address.
     pub verify_host: bool,
+    /// Hosts already found to resolve to the destination, so a keep-alive
+    /// connection resolves each once, not per request.
+    pub verified: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl ConnInfo {
+    /// Whether `host` names this connection's destination address (see
+    /// [`ConnInfo::verify_host`]), resolving it once per connection.
+    async fn resolves_here(&self, host: &str, ctx: &Proxy) -> bool {
+        let seen = |v: &Vec<String>| v.iter().any(|h| h == host);
+        if self.verified.lock().is_ok_and(|v| seen(&v)) {
+            return true;
+        }
+        let ok = ctx.resolves_to(host, self.dest.ip).await;
+        if let (true, Ok(mut v)) = (ok, self.verified.lock()) {
+            // A handful of names per connection at most; bounded anyway.
+            if v.len() < 16 && !seen(&v) {
+                v.push(host.to_string());
+            }
+        }
+        ok
+    }
 }
 
 /// Headers that belong to one hop (RFC 9110 §7.6.1), never forwarded.
@@ -362,7 +384,7 @@ pub(crate) async fn handle(
     let agrees = if conn.verify_host && port == conn.dest.port && host != conn_host {
         // A redirected plain-HTTP connection: the Host must be a name for
         // the address the client connected to (or that address itself).
-        ctx.resolves_to(&host, conn.dest.ip).await
+        conn.resolves_here(&host, &ctx).await
     } else {
         host == conn_host && port == conn.dest.port
     };

@@ -138,6 +138,7 @@ pub(crate) async fn serve_io(mut io: Box<dyn Io>, dest: Dest, client: Option<Cli
             h2: false,
             client,
             verify_host,
+            verified: Default::default(),
         };
         serve_http(Box::new(io), conn, ctx.clone()).await
     } else {
@@ -200,6 +201,7 @@ async fn serve_tls(io: Prefixed, dest: Dest, client: Option<Client>, ctx: Arc<Pr
         h2,
         client,
         verify_host: false,
+        verified: Default::default(),
     };
     serve_http(Box::new(tls), conn, ctx).await
 }

@@ -204,18 +204,34 @@ async fn tunnel(mut stream: TcpStream, dst: SocketAddr, client: Option<Client>, 
 
 /// The first permitted host name that resolves to `dst`'s address and whose
 /// `NetworkConnect` allows the stream, with its verdict.
-async fn by_name(ctx: &Proxy, dst: SocketAddr) -> Option<(String, crate::decide::Verdict)> {
-    let policy = ctx.policy();
-    let names: Vec<String> = policy.permitted_names(dst.port()).map(str::to_string).collect();
-    for name in names {
-        if ctx.resolves_to(&name, dst.ip()).await {
-            let v = ctx.decide_connect(Some(&name), dst.ip(), dst.port());
-            if v.allowed {
-                return Some((name, v));
-            }
+async fn by_name(ctx: &Arc<Proxy>, dst: SocketAddr) -> Option<(String, crate::decide::Verdict)> {
+    let names: Vec<String> = ctx
+        .policy()
+        .permitted_names(dst.port())
+        .map(str::to_string)
+        .collect();
+    // Resolved all at once: a stream waits for the slowest lookup, not for
+    // the sum of them (a policy may name dozens of hosts for one port).
+    let mut lookups = tokio::task::JoinSet::new();
+    for (i, name) in names.into_iter().enumerate() {
+        let ctx = ctx.clone();
+        lookups.spawn(async move {
+            let ok = ctx.resolves_to(&name, dst.ip()).await;
+            (i, name, ok)
+        });
+    }
+    let mut found: Vec<(usize, String)> = Vec::new();
+    while let Some(r) = lookups.join_next().await {
+        if let Ok((i, name, true)) = r {
+            found.push((i, name));
         }
     }
-    None
+    // The first name in policy order that the policy allows.
+    found.sort();
+    found.into_iter().find_map(|(_, name)| {
+        let v = ctx.decide_connect(Some(&name), dst.ip(), dst.port());
+        v.allowed.then_some((name, v))
+    })
 }
 
 #[cfg(test)]
