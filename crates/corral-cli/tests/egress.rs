@@ -354,11 +354,10 @@ fn real_clients_through_the_egress_proxy() {
     assert!(line(&out, "garbage:").contains("closed"), "{out}");
     assert!(line(&out, "smuggle:").contains("400"), "{out}");
     // Nothing reaches the host's loopback through the proxy.
-    assert_eq!(
-        line(&out, "proxy-port:"),
-        "proxy-port: listeners 1 closed",
-        "{out}"
-    );
+    // Closed without an answer: an orderly close or a reset (the proxy closes
+    // while the request it will not read is still in its buffer).
+    let direct = line(&out, "proxy-port:");
+    assert!(direct.starts_with("proxy-port: listeners 1 closed"), "{out}");
     assert!(line(&out, "connect-loopback:").contains("403"), "{out}");
     assert!(seen.iter().all(|s| s.path != "/smuggle"));
     let long = line(&out, "long-header:");
