@@ -15,6 +15,8 @@ pub enum Kind {
     Net,
     /// HTTP requests through the egress proxy, and connections it refused.
     Http,
+    /// MCP messages (tool calls, lists, responses, refusals).
+    Mcp,
     /// Process telemetry: fork, exit, exec traces.
     Process,
     /// Session start, end and mode switches.
@@ -33,6 +35,7 @@ impl Kind {
             Kind::Exec => "exec",
             Kind::Net => "net",
             Kind::Http => "http",
+            Kind::Mcp => "mcp",
             Kind::Process => "process",
             Kind::Session => "session",
             Kind::Policy => "policy",
@@ -56,6 +59,7 @@ impl FromStr for Kind {
             "exec" => Ok(Kind::Exec),
             "net" => Ok(Kind::Net),
             "http" => Ok(Kind::Http),
+            "mcp" => Ok(Kind::Mcp),
             "process" => Ok(Kind::Process),
             "session" => Ok(Kind::Session),
             "policy" => Ok(Kind::Policy),
@@ -72,6 +76,7 @@ pub fn kind_of(what: &What) -> Kind {
         What::Exec { .. } => Kind::Exec,
         What::Connect { .. } => Kind::Net,
         What::Http { .. } => Kind::Http,
+        What::Mcp { .. } => Kind::Mcp,
         What::Fork { .. } | What::Exit { .. } | What::ExecTrace { .. } => Kind::Process,
         What::SessionStart { .. } | What::SessionEnd { .. } | What::ModeChange { .. } => Kind::Session,
         What::PolicyLoad { .. } => Kind::Policy,
@@ -90,6 +95,7 @@ mod tests {
             Kind::Exec,
             Kind::Net,
             Kind::Http,
+            Kind::Mcp,
             Kind::Process,
             Kind::Session,
             Kind::Policy,

@@ -23,6 +23,10 @@ pub struct Query {
     /// Case-sensitive substring of the target (path, ip:port, or an http
     /// event's `METHOD url`), exe, comm or one of the policy ids.
     pub grep: Option<String>,
+    /// Only events of this MCP tool call (`<conversation>#<n>`): its
+    /// request and response, and what the wrapped server's processes did
+    /// while it was in flight.
+    pub mcp_call: Option<String>,
     /// At most this many events.
     pub limit: Option<usize>,
     /// Only events stored after this id.
@@ -64,6 +68,10 @@ pub(crate) fn to_sql(q: &Query, count: bool) -> (String, Vec<Value>) {
              OR instr(comm, ?1g) > 0 OR instr(policies, ?1g) > 0)",
         );
         params.push(Value::Text(g.clone()));
+    }
+    if let Some(c) = &q.mcp_call {
+        clauses.push("(mcp_call IS NOT NULL AND instr(',' || mcp_call || ',', ?) > 0)");
+        params.push(Value::Text(format!(",{c},")));
     }
     if let Some(a) = q.after_id {
         clauses.push("id > ?");

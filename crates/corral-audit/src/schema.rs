@@ -7,9 +7,12 @@
 //! can be read back (`corral policy suggest` diffs against it), and records
 //! how many events a session generated, so `generated = stored + drops` can
 //! be checked.
+//!
+//! Version 3 adds `events.mcp_call`: the MCP tool call an event belongs to
+//! (`corral events --mcp-call`).
 
 /// The newest schema this build knows.
-pub(crate) const VERSION: i64 = 2;
+pub(crate) const VERSION: i64 = 3;
 
 /// Creates version 1 from an empty database.
 pub(crate) const V1: &str = "
@@ -74,4 +77,10 @@ CREATE TABLE meta (
     key   TEXT PRIMARY KEY,
     value INTEGER NOT NULL
 ) WITHOUT ROWID;
+";
+
+/// Version 2 -> 3.
+pub(crate) const V3: &str = "
+ALTER TABLE events ADD COLUMN mcp_call TEXT;  -- call id(s), comma-separated
+CREATE INDEX events_mcp_call ON events(mcp_call) WHERE mcp_call IS NOT NULL;
 ";

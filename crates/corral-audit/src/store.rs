@@ -128,6 +128,9 @@ impl Store {
         if found < 2 {
             tx.execute_batch(schema::V2).map_err(open_err)?;
         }
+        if found < 3 {
+            tx.execute_batch(schema::V3).map_err(open_err)?;
+        }
         if found < schema::VERSION {
             tx.pragma_update(None, "user_version", schema::VERSION)
                 .map_err(open_err)?;
@@ -269,8 +272,8 @@ impl Store {
             let mut stmt = tx
                 .prepare_cached(
                     "INSERT INTO events (session, wall_ns, ts_ns, kind, decision, layer, principal,
-                        pid, ppid, comm, exe, target, policies, policy_at, data)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+                        pid, ppid, comm, exe, target, policies, policy_at, data, mcp_call)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
                 )
                 .map_err(err("inserting events"))?;
             for s in events {
@@ -293,6 +296,7 @@ impl Store {
                     e.policies.join("\n"),
                     policy_at,
                     data,
+                    e.mcp_call,
                 ])
                 .map_err(err("inserting events"))?;
                 if let Some(ids) = ids.as_deref_mut() {
@@ -500,5 +504,61 @@ impl Store {
         self.conn
             .busy_timeout(t)
             .map_err(self.db("setting the busy timeout"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// A version-2 file (before `mcp_call`) is migrated in place: its
+    /// events stay, and new ones are found by their MCP call.
+    #[test]
+    fn a_version_2_store_is_migrated_to_3() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.db");
+        {
+            let c = rusqlite::Connection::open(&path).unwrap();
+            c.execute_batch(schema::V1).unwrap();
+            c.execute_batch(schema::V2).unwrap();
+            c.pragma_update(None, "user_version", 2).unwrap();
+            c.execute(
+                "INSERT INTO events (session, wall_ns, ts_ns, kind, layer, principal, pid, ppid, comm,
+                    policies, policy_at, data) VALUES (1, 1, 1, 'other', 'tracepoint', 'a', 1, 0, 'x', '', '[]',
+                    '{\"session\":1,\"principal\":\"a\",\"ts_ns\":1,\"proc\":{\"pid\":1,\"ppid\":0,\"comm\":\"x\"},\"what\":{\"kind\":\"lost\",\"count\":3},\"layer\":\"tracepoint\"}')",
+                [],
+            )
+            .unwrap();
+        }
+        let mut s = Store::open(&path).unwrap();
+        let v: i64 = s.conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(v, schema::VERSION);
+        assert_eq!(s.query(&Query::default()).unwrap().len(), 1);
+        let e = corral_core::Event {
+            session: corral_core::SessionId(1),
+            principal: "a".into(),
+            ts_ns: 2,
+            proc: corral_core::Proc::default(),
+            what: corral_core::What::Lost { count: 1 },
+            decision: None,
+            layer: corral_core::Layer::Tracepoint,
+            policies: vec![],
+            mcp_call: Some("m1#2,m1#3".into()),
+        };
+        s.insert(&[Stored {
+            id: None,
+            wall_ns: 2,
+            policy_at: vec![],
+            event: e,
+        }])
+        .unwrap();
+        for (call, n) in [("m1#2", 1), ("m1#3", 1), ("m1#", 0), ("m1", 0)] {
+            let q = Query {
+                mcp_call: Some(call.into()),
+                ..Query::default()
+            };
+            assert_eq!(s.query(&q).unwrap().len(), n, "{call}");
+        }
     }
 }

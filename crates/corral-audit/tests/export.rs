@@ -1,7 +1,7 @@
 //! Export: JSON lines round trip, OCSF classes and fields, OTLP/HTTP to a
 //! real (tiny) collector on loopback.
 
-use crate::util::{event, http_refused, http_request, one_of_each, stored, temp_store};
+use crate::util::{event, http_refused, http_request, mcp_denied_call, one_of_each, stored, temp_store};
 use corral_audit::export::otlp::{self, OtlpConfig, OtlpStats};
 use corral_audit::export::{export_query, jsonl, ocsf, Format};
 use corral_audit::{Pipeline, PipelineStats, Query, Store, Stored};
@@ -63,6 +63,7 @@ fn all_kinds(session: u32) -> Vec<corral_core::Event> {
     );
     default_deny.policies.clear();
     v.push(default_deny);
+    v.push(mcp_denied_call(session));
     v.push(http_request(session));
     v.push(http_refused(session));
     v
@@ -151,7 +152,7 @@ fn jsonl_round_trips_every_kind() {
         assert!(fork.get(absent).is_none(), "{absent} in {fork}");
     }
     // An http event as is: its what, the proxy layer, no proc when unknown.
-    let refused: Value = serde_json::from_str(&lines[15]).unwrap();
+    let refused: Value = serde_json::from_str(&lines[16]).unwrap();
     assert_eq!(refused["layer"], "proxy");
     assert_eq!(
         refused["what"],
@@ -236,7 +237,7 @@ fn export_pages_through_everything_that_matches() {
 fn ocsf_maps_each_kind_to_its_class_and_activity() {
     let (_dir, _store, all) = stored_fixture();
     // (class_uid, category_uid, activity_id, disposition_id) in all_kinds order.
-    let want: [(u64, u64, u64, Option<u64>); 16] = [
+    let want: [(u64, u64, u64, Option<u64>); 17] = [
         (1001, 1, 14, Some(1)), // file open, allow
         (1001, 1, 14, Some(2)), // file open, deny
         (1007, 1, 1, Some(1)),  // exec, would deny: let through
@@ -251,6 +252,7 @@ fn ocsf_maps_each_kind_to_its_class_and_activity() {
         (6002, 6, 99, None),    // mode change
         (6002, 6, 99, None),    // policy load
         (1001, 1, 14, Some(2)), // default deny
+        (6003, 6, 99, Some(2)), // mcp tools/call, deny
         (4002, 4, 6, Some(1)),  // http POST, allow
         (4002, 4, 99, Some(2)), // http connection refused
     ];
@@ -903,10 +905,10 @@ fn otlp_delivers_every_stored_event_with_its_attributes() {
             Some(&s("/usr/bin/bash")),
             "record {i}"
         );
-        let layer = if attr(r, "corral.kind") == Some(&s("http")) {
-            "proxy"
-        } else {
-            "bpf_lsm"
+        let layer = match attr(r, "corral.kind") {
+            Some(k) if k == &s("http") => "proxy",
+            Some(k) if k == &s("mcp") => "mcp",
+            _ => "bpf_lsm",
         };
         assert_eq!(attr(r, "corral.layer"), Some(&s(layer)), "record {i}");
     }

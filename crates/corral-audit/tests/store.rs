@@ -1,6 +1,6 @@
 //! Store: round trip through every filter, reopen, sessions, schema version.
 
-use crate::util::{event, http_refused, http_request, one_of_each, stored, temp_store};
+use crate::util::{event, http_refused, http_request, mcp_denied_call, one_of_each, stored, temp_store};
 use corral_audit::{kind_of, AuditError, Kind, Query, SessionRow, Store, Stored};
 use corral_core::{Access, Decision, Event, What};
 
@@ -231,6 +231,66 @@ fn http_events_round_trip_as_kind_http_with_a_url_target() {
         .find(|s| s.session.id == 1)
         .unwrap();
     assert_eq!((s1.allowed, s1.denied, s1.would_deny), (2 + 1, 2 + 1, 1));
+}
+
+#[test]
+fn mcp_events_are_kind_mcp_and_a_call_finds_what_its_server_did() {
+    let (dir, mut store) = temp_store();
+    let denied = mcp_denied_call(1);
+    let mut call = mcp_denied_call(1);
+    call.decision = Some(Decision::Allow);
+    call.mcp_call = Some("m1#1".into());
+    if let What::Mcp { tool, error, .. } = &mut call.what {
+        *tool = Some("read_text_file".into());
+        error.take();
+    }
+    // A file the wrapped server opened while the call was in flight, and
+    // one while two calls were.
+    let mut read = one_of_each(1).remove(0);
+    read.mcp_call = Some("m1#1".into());
+    let mut both = one_of_each(1).remove(0);
+    both.mcp_call = Some("m1#2,m1#1".into());
+    let other = one_of_each(1).remove(0);
+    let all = [denied.clone(), call.clone(), read.clone(), both.clone(), other];
+    store
+        .insert(&all.iter().cloned().map(|e| stored(5, e)).collect::<Vec<_>>())
+        .unwrap();
+    let q = |q: Query| events_of(&store.query(&q).unwrap());
+    assert_eq!(
+        q(Query {
+            kind: Some(Kind::Mcp),
+            ..Default::default()
+        }),
+        vec![denied.clone(), call.clone()]
+    );
+    assert_eq!(
+        q(Query {
+            mcp_call: Some("m1#1".into()),
+            ..Default::default()
+        }),
+        vec![call, read, both.clone()]
+    );
+    assert_eq!(
+        q(Query {
+            mcp_call: Some("m1#2".into()),
+            ..Default::default()
+        }),
+        vec![both]
+    );
+    assert_eq!(
+        q(Query {
+            grep: Some("everything: tools/call printEnv".into()),
+            ..Default::default()
+        }),
+        vec![denied]
+    );
+    let conn = rusqlite::Connection::open(dir.path().join("audit.db")).unwrap();
+    let (layer, kind): (String, String) = conn
+        .query_row("SELECT layer, kind FROM events ORDER BY id LIMIT 1", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert_eq!((layer.as_str(), kind.as_str()), ("mcp", "mcp"));
 }
 
 #[test]

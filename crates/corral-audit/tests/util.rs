@@ -23,6 +23,7 @@ pub fn event(session: u32, what: What, decision: Option<Decision>) -> Event {
         } else {
             vec![]
         },
+        mcp_call: None,
     }
 }
 
@@ -98,6 +99,34 @@ pub fn one_of_each(session: u32) -> Vec<Event> {
         ),
         event(session, What::Lost { count: 7 }, None),
     ]
+}
+
+/// A denied MCP tool call over stdio, as the wrapper records it.
+pub fn mcp_denied_call(session: u32) -> Event {
+    let mut e = event(
+        session,
+        What::Mcp {
+            transport: "stdio".into(),
+            server: "everything".into(),
+            direction: "to_server".into(),
+            stage: "request".into(),
+            method: "tools/call".into(),
+            rpc_id: Some("4".into()),
+            tool: Some("printEnv".into()),
+            args: Some("{}".into()),
+            args_truncated: false,
+            hidden: vec![],
+            error: Some("a forbid denies McpCall for tool `printEnv` of MCP server `everything`".into()),
+            duration_us: None,
+            conversation: "m1".into(),
+            session_id: None,
+            bytes: 70,
+        },
+        Some(Decision::Deny),
+    );
+    e.layer = Layer::Mcp;
+    e.policies = vec!["no-env".into()];
+    e
 }
 
 /// An allowed request through the proxy by a known process (pid 42): a

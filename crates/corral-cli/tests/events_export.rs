@@ -103,6 +103,7 @@ fn event(session: u32, i: usize) -> Event {
         } else {
             vec![]
         },
+        mcp_call: None,
     }
 }
 
@@ -349,6 +350,7 @@ fn http_event(session: u32, pid_known: bool, ok: bool) -> Stored {
             decision: Some(if ok { Decision::Allow } else { Decision::Deny }),
             layer: Layer::Proxy,
             policies,
+            mcp_call: None,
         },
     }
 }

@@ -369,6 +369,7 @@ fn suggest_reads_the_store_and_lists_what_it_skips() {
             decision: Some(decision),
             layer: Layer::Fanotify,
             policies: policies.iter().map(|p| p.to_string()).collect(),
+            mcp_call: None,
         },
     };
     let open = |path: &str, access: Access| What::FileOpen {

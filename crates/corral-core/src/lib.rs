@@ -46,6 +46,9 @@ pub enum Layer {
     /// The egress proxy in userspace (HTTP requests and the connections it
     /// refuses).
     Proxy,
+    /// The MCP layer: the stdio wrapper's supervisor side, or MCP over HTTP
+    /// in the egress proxy.
+    Mcp,
 }
 
 /// How a file was opened.
@@ -159,6 +162,52 @@ pub enum What {
         /// (the kernel layer told the proxy); if not, it is empty.
         pid_known: bool,
     },
+    /// An MCP message, seen by the stdio wrapper or the egress proxy: a
+    /// request (decided when it is a tool call, or when a forbid names its
+    /// server), a notification, a response, or traffic refused as
+    /// unparseable, oversized or malformed.
+    Mcp {
+        /// `stdio`, `http` (streamable HTTP) or `sse` (legacy HTTP+SSE).
+        transport: String,
+        /// The server's id (`MCP::Server::"<id>"`): the HTTP host, or the
+        /// wrapped server's name.
+        server: String,
+        /// `to_server` (from the agent) or `to_client`.
+        direction: String,
+        /// `request`, `notification`, `response`, `error` or `refused`.
+        stage: String,
+        /// JSON-RPC method (of the request, for a response).
+        method: String,
+        /// JSON-RPC id as JSON text.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rpc_id: Option<String>,
+        /// The tool of a `tools/call`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tool: Option<String>,
+        /// The call's arguments as JSON text (at most 2 KiB; see
+        /// `args_truncated`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        args: Option<String>,
+        /// `args` was cut.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        args_truncated: bool,
+        /// Tools a `tools/list` result hid (shadow mode: would hide).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        hidden: Vec<String>,
+        /// Why it was refused or denied, or the error a response carried.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+        /// For a response: time since its request was forwarded, µs.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        duration_us: Option<u64>,
+        /// The conversation (one wrapped server, or one HTTP MCP session).
+        conversation: String,
+        /// The server's `Mcp-Session-Id`, when it gave one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        session_id: Option<String>,
+        /// Size of the message, bytes.
+        bytes: u64,
+    },
     /// A process started (telemetry).
     Fork {
         /// The child's pid.
@@ -235,6 +284,12 @@ pub struct Event {
     /// Ids of the determining policies.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub policies: Vec<String>,
+    /// The MCP tool call this event belongs to (`<conversation>#<n>`): on
+    /// a tool call's own request and response events, and on kernel events
+    /// of a wrapped stdio server's processes while the call was in flight
+    /// (several concurrent calls: their ids joined with `,`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mcp_call: Option<String>,
 }
 
 /// How a session applies its policy.
@@ -343,5 +398,45 @@ mod tests {
                 "status",
             ]
         );
+    }
+
+    #[test]
+    fn an_event_names_its_mcp_call_only_when_it_has_one() {
+        let mut e = Event {
+            session: SessionId(1),
+            principal: "claude".into(),
+            ts_ns: 1,
+            proc: Proc::default(),
+            what: What::Fork { child: 2 },
+            decision: None,
+            layer: Layer::Tracepoint,
+            policies: vec![],
+            mcp_call: None,
+        };
+        let v = serde_json::to_value(&e).unwrap();
+        assert!(v.get("mcp_call").is_none(), "{v}");
+        e.mcp_call = Some("m1#2".into());
+        e.what = What::Mcp {
+            transport: "stdio".into(),
+            server: "fs".into(),
+            direction: "to_server".into(),
+            stage: "request".into(),
+            method: "tools/call".into(),
+            rpc_id: Some("2".into()),
+            tool: Some("read_text_file".into()),
+            args: Some("{}".into()),
+            args_truncated: false,
+            hidden: vec![],
+            error: None,
+            duration_us: None,
+            conversation: "m1".into(),
+            session_id: None,
+            bytes: 9,
+        };
+        let v = serde_json::to_value(&e).unwrap();
+        assert_eq!(v["mcp_call"], "m1#2");
+        assert_eq!(v["what"]["kind"], "mcp");
+        assert!(v["what"].get("args_truncated").is_none(), "{v}");
+        assert_eq!(serde_json::from_value::<Event>(v).unwrap(), e);
     }
 }

@@ -127,6 +127,7 @@ impl Sink {
             decision,
             layer,
             policies,
+            mcp_call: None,
         }
     }
 }

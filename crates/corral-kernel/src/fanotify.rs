@@ -989,6 +989,7 @@ impl Shared {
             decision,
             layer: Layer::Fanotify,
             policies,
+            mcp_call: None,
         };
         self.decisions.fetch_add(1, Ordering::Relaxed);
         match self.events.try_send(event) {

@@ -341,5 +341,6 @@ pub fn to_event(session: SessionId, principal: &str, e: HttpEvent) -> Event {
         decision,
         layer: Layer::Proxy,
         policies: e.policies,
+        mcp_call: None,
     }
 }

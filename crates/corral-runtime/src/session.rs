@@ -1258,6 +1258,7 @@ pub fn supervisor_event(id: SessionId, principal: &str, what: What) -> Event {
         decision: None,
         layer: Layer::Userspace,
         policies: Vec::new(),
+        mcp_call: None,
     }
 }
 

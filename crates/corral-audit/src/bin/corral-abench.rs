@@ -112,6 +112,7 @@ fn event(i: u64) -> Stored {
                 "read-system"
             }
             .into()],
+            mcp_call: None,
         },
     }
 }

@@ -17,6 +17,7 @@
 
 pub mod http;
 pub mod jsonl;
+pub mod mcp;
 pub mod ocsf;
 pub mod otlp;
 
@@ -193,6 +194,7 @@ pub(crate) fn what_name(what: &What) -> &'static str {
         What::Exec { .. } => "exec",
         What::Connect { .. } => "connect",
         What::Http { .. } => "http",
+        What::Mcp { .. } => "mcp",
         What::Fork { .. } => "fork",
         What::Exit { .. } => "exit",
         What::ExecTrace { .. } => "exec_trace",
@@ -213,6 +215,7 @@ pub(crate) fn layer_name(l: Layer) -> &'static str {
         Layer::Userspace => "userspace",
         Layer::Tracepoint => "tracepoint",
         Layer::Proxy => "proxy",
+        Layer::Mcp => "mcp",
     }
 }
 
@@ -231,6 +234,7 @@ pub(crate) fn target(what: &What) -> Option<String> {
         }
         What::Connect { ip, port, .. } => Some(std::net::SocketAddr::new(*ip, *port).to_string()),
         What::Http { .. } => http::target(what),
+        What::Mcp { .. } => mcp::target(what),
         What::Fork { child } => Some(child.to_string()),
         What::PolicyLoad { label, .. } => Some(label.clone()),
         What::Exit { .. }
@@ -281,6 +285,11 @@ pub fn summary(s: &Stored) -> String {
             http::target(&e.what).unwrap_or_default(),
             http::outcome(&e.what).unwrap_or_default()
         ),
+        What::Mcp { .. } => format!(
+            "mcp {} ({})",
+            mcp::target(&e.what).unwrap_or_default(),
+            mcp::outcome(&e.what).unwrap_or_default()
+        ),
         What::FileOpen { path, access } => format!(
             "open {} {path}",
             match access {
@@ -317,10 +326,12 @@ pub fn summary(s: &Stored) -> String {
     };
     let mut out = if http::pid_unknown(&e.what) {
         format!("{} proxy {object}", e.session)
+    } else if mcp::pid_unknown(e) {
+        format!("{} {object}", e.session)
     } else {
         format!("{} pid {} ({}) {object}", e.session, e.proc.pid, e.proc.comm)
     };
-    let error = http::error(&e.what);
+    let error = http::error(&e.what).or_else(|| mcp::error(&e.what));
     if let Some(d) = e.decision {
         out.push_str(match d {
             Decision::Allow => ": allowed",
@@ -338,6 +349,11 @@ pub fn summary(s: &Stored) -> String {
     if let Some(err) = error {
         out.push_str("; error: ");
         out.push_str(err);
+    }
+    if let Some(call) = &e.mcp_call {
+        out.push_str(" [mcp call ");
+        out.push_str(call);
+        out.push(']');
     }
     one_line(&out).into_owned()
 }

@@ -114,6 +114,14 @@ pub const HTTP_ACTIVITY: Class = Class {
     category_name: "Network Activity",
 };
 
+/// API Activity (Application Activity): MCP messages.
+pub const API_ACTIVITY: Class = Class {
+    uid: 6003,
+    name: "API Activity",
+    category_uid: 6,
+    category_name: "Application Activity",
+};
+
 /// Application Lifecycle (Application Activity).
 pub const APPLICATION_LIFECYCLE: Class = Class {
     uid: 6002,
@@ -132,6 +140,14 @@ pub fn classify(what: &What) -> (Class, u32, Cow<'static, str>) {
         What::Http { stage, method, .. } => {
             let (id, name) = http_activity(stage, method);
             return (HTTP_ACTIVITY, id, name);
+        }
+        What::Mcp { method, .. } => {
+            let name = if method.is_empty() {
+                "refused"
+            } else {
+                method.as_str()
+            };
+            return (API_ACTIVITY, 99, Cow::Owned(name.to_owned()));
         }
         What::SessionStart { .. } => (APPLICATION_LIFECYCLE, 3, "Start"),
         What::SessionEnd { .. } => (APPLICATION_LIFECYCLE, 4, "Stop"),
@@ -180,7 +196,7 @@ fn severity(s: &Stored) -> (u32, &'static str) {
 /// more to say.
 fn status(s: &Stored) -> (u32, &'static str, Option<String>) {
     let failure = |detail: String| (2, "Failure", Some(detail));
-    let http_error = http::error(&s.event.what);
+    let http_error = http::error(&s.event.what).or_else(|| super::mcp::error(&s.event.what));
     match (&s.event.decision, &s.event.what) {
         (Some(Decision::Deny), _) => failure(match http_error {
             Some(e) if s.event.policies.is_empty() => format!("denied: {e}"),
@@ -191,7 +207,7 @@ fn status(s: &Stored) -> (u32, &'static str, Option<String>) {
         (_, What::Lost { count }) => failure(format!("{count} events lost before reaching userspace")),
         (_, What::PolicyLoad { error: Some(e), .. }) => failure(format!("policy refused: {e}")),
         (_, What::SessionEnd { exit }) if exit.starts_with("failed") => failure(exit.clone()),
-        (_, What::Http { error: Some(e), .. }) => failure(e.clone()),
+        (_, What::Http { error: Some(e), .. }) | (_, What::Mcp { error: Some(e), .. }) => failure(e.clone()),
         _ => (1, "Success", None),
     }
 }
@@ -404,6 +420,36 @@ pub fn to_value(s: &Stored, host: &str) -> Value {
                 }),
             );
         }
+        What::Mcp {
+            server,
+            method,
+            rpc_id,
+            tool,
+            args,
+            error,
+            duration_us,
+            ..
+        } => {
+            let mut api = Map::new();
+            api.insert("operation".into(), method.clone().into());
+            api.insert("service".into(), json!({ "name": server }));
+            let mut request = Map::new();
+            if let Some(id) = rpc_id {
+                request.insert("uid".into(), id.clone().into());
+            }
+            if let Some(t) = tool {
+                request.insert("data".into(), json!({ "tool": t, "arguments": args }));
+            }
+            api.insert("request".into(), Value::Object(request));
+            if let Some(e) = error {
+                api.insert("response".into(), json!({ "error": "error", "error_message": e }));
+            }
+            v.insert("api".into(), Value::Object(api));
+            if let Some(d) = duration_us {
+                v.insert("duration".into(), (d / 1000).into());
+            }
+            v.insert("app".into(), product);
+        }
         What::SessionStart { .. }
         | What::SessionEnd { .. }
         | What::ModeChange { .. }
@@ -458,6 +504,9 @@ pub fn to_value(s: &Stored, host: &str) -> Value {
     }
     if !s.policy_at.is_empty() {
         corral.insert("policy_at".into(), s.policy_at.clone().into());
+    }
+    if let Some(c) = &e.mcp_call {
+        corral.insert("mcp_call".into(), c.clone().into());
     }
     corral.insert("ts_ns".into(), e.ts_ns.into());
     corral.insert("wall_ns".into(), s.wall_ns.into());

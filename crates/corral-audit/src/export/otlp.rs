@@ -450,7 +450,7 @@ pub fn record(s: &Stored, observed: u64) -> LogRecord {
     }
     attributes.push(kv("corral.layer", string(layer_name(e.layer))));
     // An http event's `proc` is empty unless the kernel told the proxy.
-    if !http::pid_unknown(&e.what) {
+    if !http::pid_unknown(&e.what) && !super::mcp::pid_unknown(e) {
         attributes.push(kv("process.pid", int(i64::from(e.proc.pid))));
         if e.proc.ppid != 0 {
             attributes.push(kv("process.parent_pid", int(i64::from(e.proc.ppid))));
@@ -464,7 +464,26 @@ pub fn record(s: &Stored, observed: u64) -> LogRecord {
             attributes.push(kv("process.command_args", strings(argv)));
         }
         What::Http { .. } => http_attributes(&e.what, &mut attributes),
+        What::Mcp {
+            transport,
+            server,
+            method,
+            tool,
+            stage,
+            ..
+        } => {
+            attributes.push(kv("corral.mcp.transport", string(transport)));
+            attributes.push(kv("corral.mcp.server", string(server)));
+            attributes.push(kv("corral.mcp.stage", string(stage)));
+            attributes.push(kv("rpc.method", string(method)));
+            if let Some(t) = tool {
+                attributes.push(kv("corral.mcp.tool", string(t)));
+            }
+        }
         _ => {}
+    }
+    if let Some(c) = &e.mcp_call {
+        attributes.push(kv("corral.mcp.call", string(c)));
     }
     if let Some(t) = target(&e.what) {
         attributes.push(kv("corral.target", string(&t)));

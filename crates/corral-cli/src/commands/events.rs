@@ -62,9 +62,14 @@ struct Filters {
     /// A session id (`s123` or `123`), or `last`.
     #[arg(long)]
     session: Option<String>,
-    /// file, exec, net, http, process, session, policy or other.
+    /// file, exec, net, http, mcp, process, session, policy or other.
     #[arg(long)]
     kind: Option<String>,
+    /// Only the events of one MCP tool call (its id, e.g. `m1#3`, as the
+    /// call's own events show it): the call, its response, and what the
+    /// wrapped server's processes did while it was in flight.
+    #[arg(long, value_name = "ID")]
+    mcp_call: Option<String>,
     /// allow, deny or would_deny.
     #[arg(long)]
     decision: Option<String>,
@@ -159,6 +164,9 @@ fn action(w: &What) -> (Cow<'static, str>, String) {
                 )
             };
         }
+        What::Mcp { .. } => {
+            return ("mcp".into(), export::mcp::target(w).unwrap_or_default());
+        }
         What::FileOpen { path, access } => (
             match access {
                 corral_core::Access::Read => "open r",
@@ -227,7 +235,7 @@ fn print_row(s: &corral_audit::Stored, json: bool) -> Result<()> {
 fn row(s: &corral_audit::Stored) -> String {
     let e = &s.event;
     let (what, target) = action(&e.what);
-    let (pid, who) = if export::http::pid_unknown(&e.what) {
+    let (pid, who) = if export::http::pid_unknown(&e.what) || export::mcp::pid_unknown(e) {
         ("-".to_string(), "-".to_string())
     } else {
         (
@@ -235,7 +243,7 @@ fn row(s: &corral_audit::Stored) -> String {
             e.proc.exe.clone().unwrap_or_else(|| e.proc.comm.clone()),
         )
     };
-    let error = export::http::error(&e.what);
+    let error = export::http::error(&e.what).or_else(|| export::mcp::error(&e.what));
     let why = e
         .policies
         .iter()
@@ -265,8 +273,11 @@ fn row(s: &corral_audit::Stored) -> String {
         decision_text(e.decision),
         why
     );
-    if let Some(outcome) = export::http::outcome(&e.what) {
+    if let Some(outcome) = export::http::outcome(&e.what).or_else(|| export::mcp::outcome(&e.what)) {
         line = format!("{}  -> {outcome}", line.trim_end());
+    }
+    if let Some(call) = &e.mcp_call {
+        line.push_str(&format!(" [mcp call {call}]"));
     }
     if let Some(err) = error {
         line.push_str(", error: ");
@@ -325,6 +336,7 @@ impl Filters {
             decision,
             since_wall_ns,
             grep: self.grep.clone(),
+            mcp_call: self.mcp_call.clone(),
             limit: None,
             after_id: None,
         })
@@ -514,6 +526,7 @@ mod tests {
                 decision: Some(decision),
                 layer: Layer::Proxy,
                 policies: policies.iter().map(|p| p.to_string()).collect(),
+                mcp_call: None,
             },
         }
     }

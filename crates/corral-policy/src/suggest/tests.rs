@@ -40,6 +40,7 @@ fn ev(what: What, decision: Decision, policies: &[&str]) -> Event {
         decision: Some(decision),
         layer: Layer::Fanotify,
         policies: policies.iter().map(|p| p.to_string()).collect(),
+        mcp_call: None,
     }
 }
 
