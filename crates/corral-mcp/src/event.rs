@@ -124,4 +124,9 @@ pub struct McpEvent {
     pub duration_us: Option<u64>,
     /// Size of the message, bytes.
     pub bytes: u64,
+    /// The agent-side process of the conversation, when the transport
+    /// knows it: the stdio wrapper's pid as the supervisor sees it, or the
+    /// process that opened the HTTP connection; and its comm.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client: Option<(u32, String)>,
 }

@@ -109,6 +109,7 @@ impl Authority {
             transport,
             label: format!("m{n}"),
             session: None,
+            client: None,
             pending: HashMap::new(),
             from_server: HashMap::new(),
             owed: HashMap::new(),
@@ -148,6 +149,7 @@ impl Authority {
             hidden: vec![],
             duration_us: None,
             bytes,
+            client: None,
         });
     }
 }
@@ -209,6 +211,7 @@ pub struct Governor {
     transport: Transport,
     label: String,
     session: Option<String>,
+    client: Option<(u32, String)>,
     /// Client requests forwarded, by id text.
     pending: HashMap<String, Pending>,
     /// Server requests forwarded to the client, by id text: method, when.
@@ -248,6 +251,12 @@ impl Governor {
         self.session = id;
     }
 
+    /// The agent-side process (pid as the supervisor sees it, comm), for
+    /// events.
+    pub fn set_client(&mut self, pid: u32, comm: impl Into<String>) {
+        self.client = Some((pid, comm.into()));
+    }
+
     /// The tool calls in flight.
     pub fn in_flight(&self) -> Vec<CallRef> {
         self.pending.values().filter_map(|p| p.call.clone()).collect()
@@ -278,6 +287,7 @@ impl Governor {
             hidden: vec![],
             duration_us: None,
             bytes: bytes as u64,
+            client: self.client.clone(),
         }
     }
 

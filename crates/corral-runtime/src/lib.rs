@@ -18,6 +18,7 @@ pub mod egress;
 pub mod engine;
 pub mod image;
 pub mod init;
+pub mod mcp_layer;
 pub mod recipes;
 pub mod session;
 pub mod sys;
