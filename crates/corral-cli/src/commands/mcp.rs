@@ -5,8 +5,10 @@
 //! `corral mcp wrap`; `corral mcp wrap` hands over to the session's relay.
 //! Remote servers need nothing: their traffic goes through the egress proxy.
 
+mod codex;
 mod edit;
 mod files;
+mod json;
 #[cfg(test)]
 mod tests;
 
