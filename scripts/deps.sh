@@ -87,7 +87,11 @@ corral_mcp_deps() {
     local dir=/var/cache/corral/mcp-test
     local stamp="$dir/.installed"
     local want="server-everything=$everything server-filesystem=$filesystem mcp=$mcp"
-    [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && return 0
+    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$dir/venv/bin/python" ] &&
+        [ -x "$dir/node_modules/.bin/mcp-server-everything" ] &&
+        [ -x "$dir/node_modules/.bin/mcp-server-filesystem" ]; then
+        return 0
+    fi
     # Debian's python, not a user's (pyenv shims live under /root, which
     # sessions cannot see). Node and npm come with corral_agent_deps.
     corral_apt_install python3 python3-venv
