@@ -75,3 +75,35 @@ corral_egress_deps() {
     # makes with iproute2. Node comes with corral_agent_deps.
     corral_apt_install curl python3 iproute2 ca-certificates
 }
+
+corral_mcp_deps() {
+    # The MCP tests drive real MCP servers from npm with the official Python
+    # SDK from PyPI. Both go under /var/cache/corral/mcp-test, which sessions
+    # see read-only (/tmp and /root they do not see):
+    #   node_modules/.bin/mcp-server-everything, mcp-server-filesystem
+    #   venv/bin/python  (with the `mcp` package)
+    # Pinned to the newest releases on 2026-09 (bump together, on purpose):
+    local everything=2026.8.31 filesystem=2026.8.31 mcp=2.3.0
+    local dir=/var/cache/corral/mcp-test
+    local stamp="$dir/.installed"
+    local want="server-everything=$everything server-filesystem=$filesystem mcp=$mcp"
+    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$dir/venv/bin/python" ] &&
+        [ -x "$dir/node_modules/.bin/mcp-server-everything" ] &&
+        [ -x "$dir/node_modules/.bin/mcp-server-filesystem" ]; then
+        return 0
+    fi
+    # Debian's python, not a user's (pyenv shims live under /root, which
+    # sessions cannot see). Node and npm come with corral_agent_deps.
+    corral_apt_install python3 python3-venv
+    if ! corral_need_cmd npm; then corral_apt_install nodejs npm; fi
+    echo "corral: installing MCP test servers and the Python mcp SDK into $dir" >&2
+    mkdir -p "$dir"
+    rm -f "$stamp"
+    npm install --prefix "$dir" --no-audit --no-fund --save-exact --loglevel=error \
+        "@modelcontextprotocol/server-everything@$everything" \
+        "@modelcontextprotocol/server-filesystem@$filesystem" >/dev/null
+    [ -x "$dir/venv/bin/python" ] || /usr/bin/python3 -m venv "$dir/venv"
+    "$dir/venv/bin/python" -m pip install -q --disable-pip-version-check "mcp==$mcp"
+    chmod -R a+rX "$dir"
+    echo "$want" >"$stamp"
+}

@@ -11,6 +11,7 @@ corral_vm_deps
 corral_container_deps
 corral_agent_deps
 corral_egress_deps
+corral_mcp_deps
 
 start=$(date +%s)
 step() { echo; echo "==> $* ($(( $(date +%s) - start )) s)"; }

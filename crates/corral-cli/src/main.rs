@@ -41,6 +41,10 @@ enum Command {
     /// Build the agents image (images/agents/Containerfile).
     #[command(subcommand)]
     Image(commands::image::ImageCmd),
+    /// Route agents' stdio MCP servers through corral: `config` finds and
+    /// rewrites their configurations, `wrap` starts one in a session.
+    #[command(subcommand)]
+    Mcp(commands::mcp::McpCmd),
 }
 
 fn main() -> ExitCode {
@@ -55,6 +59,7 @@ fn main() -> ExitCode {
         Command::Mode(args) => commands::control::mode(args),
         Command::Reload(args) => commands::control::reload(args),
         Command::Image(cmd) => commands::image::run(cmd),
+        Command::Mcp(cmd) => commands::mcp::run(cmd),
     };
     match result {
         Ok(code) => code,

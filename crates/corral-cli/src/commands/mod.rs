@@ -5,5 +5,6 @@ pub mod control;
 pub mod doctor;
 pub mod events;
 pub mod image;
+pub mod mcp;
 pub mod policy;
 pub mod run;

@@ -170,6 +170,9 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     let global = config::global_path();
     let settings = config::load(global.as_deref(), project_file.as_deref(), &flags)?;
     let home = home();
+    if let Some(notice) = super::mcp::unwrapped_notice(&workspace, &home).filter(|_| !args.quiet) {
+        eprintln!("{notice}");
+    }
 
     // What to run, as whom.
     let (command, principal_default, recipe) = match &args.agent {
