@@ -651,21 +651,20 @@ fn image_mode_enforces_the_same_policy() {
 }
 
 #[test]
-fn refuses_to_start_what_it_cannot_enforce_or_parse() {
+fn refuses_to_start_what_it_cannot_parse() {
     let dir = Scratch::new("refuse");
     let marker = dir.0.join("ran");
     let cmd = format!("touch {}", marker.display());
-    // A forbid on MCP calls: no layer enforces it yet. (A forbid on HTTP
-    // requests is enforced by the egress proxy: tests/egress.rs.)
-    let http = dir.file(
-        "mcp.cedar",
-        "@id(\"read-all\")\npermit (principal, action == Action::\"FileOpenReadOnly\", resource)\nwhen { resource in Dir::\"/\" };\n\n@id(\"no-delete\")\nforbid (principal, action == Action::\"McpCall\", resource)\nwhen { context.tool == \"delete\" };\n",
-    );
     // A typo: the error names file:line:col.
     let typo = dir.file("typo.cedar", "permit (principal, action == Action::\"FileOpenReadOnly\", resource)\nwhen { resource in Dir::\"/\" ;\n");
+    // A rule Cedar accepts but that is a mistake corral refuses.
+    let lint = dir.file(
+        "lint.cedar",
+        "forbid (principal, action == Action::\"FileOpen\", resource == File::\"/etc/shadow\");\n",
+    );
     for (policy, want) in [
-        (&http, format!("no-delete ({}:6)", http.display())),
         (&typo, format!("{}:2:", typo.display())),
+        (&lint, format!("{}:1:", lint.display())),
     ] {
         let o = dir
             .corral()

@@ -349,6 +349,7 @@ impl State {
         spec: &crate::session::Spec,
         ks: &mut KernelSession,
         proxy: Option<&std::sync::Arc<corral_proxy::Proxy>>,
+        mcp: &corral_mcp::Authority,
         plan_tx: &tokio::sync::watch::Sender<Plan>,
         req: Request,
     ) -> Reply {
@@ -363,6 +364,7 @@ impl State {
                         if let Some(p) = proxy {
                             p.set_mode(mode);
                         }
+                        mcp.set_mode(mode);
                         self.mode = mode;
                         self.emit(spec, What::ModeChange { mode });
                         eprint!(
@@ -398,6 +400,7 @@ impl State {
                     if let Some(p) = proxy {
                         p.set_policy(c.proxy);
                     }
+                    mcp.set_policy(c.mcp);
                     Ok(c.plan)
                 });
                 match result {

@@ -129,6 +129,9 @@ pub struct Spec {
     /// The egress proxy every TCP connection is redirected to; `None`
     /// leaves connections to the kernel's address rules alone.
     pub egress: Option<crate::egress::Egress>,
+    /// The MCP layer's policy: MCP over HTTP through the egress proxy and
+    /// stdio servers behind `corral mcp wrap` are governed by it.
+    pub mcp: corral_mcp::McpPolicy,
     /// Where the session's events go (JSON lines).
     pub events_path: Option<PathBuf>,
     /// The audit pipeline every event is sent to (never waited on).
@@ -155,6 +158,8 @@ pub struct Compiled {
     pub judge: JudgeRef,
     /// The egress proxy's view.
     pub proxy: corral_proxy::ProxyPolicy,
+    /// The MCP layer's view.
+    pub mcp: corral_mcp::McpPolicy,
 }
 
 /// How the command ended.
@@ -181,6 +186,8 @@ pub struct Outcome {
     pub lost: u64,
     /// Proxy reports the recorder's queue had no room for.
     pub proxy_dropped: u64,
+    /// MCP reports the recorder's queue had no room for.
+    pub mcp_dropped: u64,
     /// The layer per decision kind, as the banner showed it.
     pub layers: Vec<(String, String)>,
 }
@@ -830,6 +837,15 @@ pub async fn run_in(spec: Spec, run_dir: Option<PathBuf>) -> Result<Outcome, Ses
     }
     // The egress proxy serves before the agent's first connection.
     let (proxy_tx, proxy_rx) = tokio::sync::mpsc::channel(PROXY_QUEUE);
+    // The MCP layer: one authority for the proxy's MCP conversations and
+    // the stdio wrappers'; its reports share the proxy's queue.
+    let (mcp, mcp_dropped) = crate::mcp_layer::authority(
+        spec.id,
+        &spec.principal,
+        spec.mcp.clone(),
+        spec.mode,
+        proxy_tx.clone(),
+    );
     let egress = match &spec.egress {
         None => None,
         Some(e) => {
@@ -916,7 +932,7 @@ pub async fn run_in(spec: Spec, run_dir: Option<PathBuf>) -> Result<Outcome, Ses
                 e = &mut sup => break e,
                 Some(inc) = ctl_rx.recv() => {
                     let proxy = egress.as_ref().map(|r| &r.proxy);
-                    let rep = state.apply(&spec, &mut ks, proxy, &plan_tx, inc.req).await;
+                    let rep = state.apply(&spec, &mut ks, proxy, &mcp, &plan_tx, inc.req).await;
                     let _ = inc.reply.send(rep);
                 }
             }
@@ -958,6 +974,7 @@ pub async fn run_in(spec: Spec, run_dir: Option<PathBuf>) -> Result<Outcome, Ses
     let proxy_dropped = proxy_dropped
         .map(|d| d.load(std::sync::atomic::Ordering::Relaxed))
         .unwrap_or(0);
+    let mcp_dropped = mcp_dropped.load(std::sync::atomic::Ordering::Relaxed);
     cleanup.run();
     timing("cleaned");
     if spec.tty {
@@ -971,6 +988,7 @@ pub async fn run_in(spec: Spec, run_dir: Option<PathBuf>) -> Result<Outcome, Ses
         denied,
         lost,
         proxy_dropped,
+        mcp_dropped,
         layers,
     })
 }
@@ -1119,10 +1137,10 @@ fn banner_layers(ks: &KernelSession, plan: &Plan, proxy: bool) -> Vec<(String, S
         ("http".into(), http.into()),
         (
             "mcp".into(),
-            if plan.asks.mcp_call {
-                "not enforced (no MCP layer yet)"
-            } else {
-                "-"
+            match (plan.asks.mcp_call, proxy) {
+                (true, true) => "decided (stdio: corral mcp wrap; HTTP: egress proxy)",
+                (true, false) => "decided (stdio: corral mcp wrap)",
+                (false, _) => "observed (no McpCall policy)",
             }
             .into(),
         ),

@@ -68,11 +68,6 @@ pub struct RunArgs {
     /// else the git work tree, else the current directory).
     #[arg(long)]
     project: Option<PathBuf>,
-    /// Start even though the policy forbids MCP calls,
-    /// which no layer on this build enforces yet (those forbids are
-    /// ignored; the banner says so).
-    #[arg(long)]
-    accept_unenforced: bool,
     /// The audit store (default: ~/.local/state/corral/audit.db).
     #[arg(long)]
     store: Option<PathBuf>,
@@ -227,16 +222,15 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         .collect::<Vec<_>>()
         .join(", ");
     let policy_sha256 = corral_runtime::session::sha256_hex(policy_text.as_bytes());
-    let accept_unenforced = args.accept_unenforced;
-    let compiled = compile_policy(sources, accept_unenforced).map_err(|e| {
+    let compiled = compile_policy(sources).map_err(|e| {
         eprint!("{e}");
         anyhow::anyhow!("the policy was refused; nothing was started")
     })?;
-    let (plan, judge, proxy_policy) = (compiled.plan, compiled.judge, compiled.proxy);
+    let (plan, judge, proxy_policy, mcp_policy) =
+        (compiled.plan, compiled.judge, compiled.proxy, compiled.mcp);
     // A reload goes through the same checks (its text is one source).
-    let reload: session::Reloader = Arc::new(move |label: &str, text: &str| {
-        compile_policy(vec![Source::new(label, text.to_string())], accept_unenforced)
-    });
+    let reload: session::Reloader =
+        Arc::new(move |label: &str, text: &str| compile_policy(vec![Source::new(label, text.to_string())]));
 
     // Where.
     let state = state_dir();
@@ -472,6 +466,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         file_layer: parse_layer(&args.file_layer)?,
         ctl_port: None,
         egress: Some(egress),
+        mcp: mcp_policy,
         events_path: args.events.clone(),
         audit: pipeline.as_ref().map(corral_audit::Pipeline::sender),
         record_label,
@@ -488,7 +483,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     drop(rt);
     // Everything the session produced is in the pipeline: store it, then
     // close the session's row (also when the session failed to start).
-    let (exit_text, lost, proxy_dropped, events) = match &out {
+    let (exit_text, lost, proxy_dropped, mcp_dropped, events) = match &out {
         Ok(o) => (
             match o.exit {
                 Exit::Code(c) => format!("exit {c}"),
@@ -496,16 +491,17 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
             },
             o.lost,
             o.proxy_dropped,
+            o.mcp_dropped,
             o.events,
         ),
-        Err(e) => (format!("failed: {e}"), 0, 0, 0),
+        Err(e) => (format!("failed: {e}"), 0, 0, 0, 0),
     };
     own(What::SessionEnd {
         exit: exit_text.clone(),
     });
     // Every event generated is stored or counted as a drop: the kernel's
     // losses (below), the pipeline's (by reason, at close).
-    let generated = events + lost + proxy_dropped + own_events;
+    let generated = events + lost + proxy_dropped + mcp_dropped + own_events;
     let mut unstored = 0;
     let warn = |e: corral_audit::AuditError| eprintln!("corral: WARNING: {e}");
     match pipeline.map(corral_audit::Pipeline::close) {
@@ -529,7 +525,11 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         if let Err(e) = store.session_ended(id.0, session::wall_ns(), &exit_text, lost, generated) {
             warn(e);
         }
-        for (reason, n) in [("kernel", lost), ("proxy_queue", proxy_dropped)] {
+        for (reason, n) in [
+            ("kernel", lost),
+            ("proxy_queue", proxy_dropped),
+            ("mcp_queue", mcp_dropped),
+        ] {
             if n > 0 {
                 if let Err(e) = store.add_drops(id.0, reason, n) {
                     warn(e);
@@ -543,11 +543,9 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
             Exit::Code(c) => format!("exit {c}"),
             Exit::Signal(s) => format!("killed by signal {s}"),
         };
-        let lost = if out.lost + out.proxy_dropped + unstored > 0 {
-            format!(
-                ", {} not stored",
-                (out.lost + out.proxy_dropped + unstored).min(generated)
-            )
+        let missing = out.lost + out.proxy_dropped + out.mcp_dropped + unstored;
+        let lost = if missing > 0 {
+            format!(", {} not stored", missing.min(generated))
         } else {
             String::new()
         };
@@ -607,12 +605,10 @@ fn consent(r: &recipes::Recipe, args: &RunArgs, global: Option<&Path>) -> Result
     }
 }
 
-/// Validates and compiles a policy: its plan and exec judge, or the
-/// rendered diagnostics (file:line:col) that refuse it. A forbid no layer
-/// can enforce is refused too (it would be a silent hole) unless
-/// `accept_unenforced`; permits that cannot be granted are safe (what they
-/// would allow stays denied).
-fn compile_policy(sources: Vec<Source>, accept_unenforced: bool) -> std::result::Result<Compiled, String> {
+/// Validates and compiles a policy for every layer (kernel tables, exec
+/// judge, egress proxy, MCP), or the rendered diagnostics (file:line:col)
+/// that refuse it.
+fn compile_policy(sources: Vec<Source>) -> std::result::Result<Compiled, String> {
     let checked = check(sources);
     let (doc, plan) = match (checked.doc, checked.plan) {
         (Some(d), Some(p)) if !checked.diagnostics.iter().any(|d| d.is_error()) => (d, p),
@@ -623,22 +619,13 @@ fn compile_policy(sources: Vec<Source>, accept_unenforced: bool) -> std::result:
             return Err(out);
         }
     };
-    let unenforced: Vec<String> = plan
-        .userspace
-        .iter()
-        .filter(|u| u.layer == "mcp")
-        .filter_map(|u| plan.policies.get(u.policy))
-        .filter(|p| p.effect == "forbid")
-        .map(|p| format!("  {} ({})", p.id, p.at))
-        .collect();
-    if !unenforced.is_empty() && !accept_unenforced {
-        return Err(format!(
-            "the policy forbids MCP calls, and no layer enforces those yet (the MCP layer is not built):\n{}\n\
-             pass --accept-unenforced to run with these forbids ignored\n",
-            unenforced.join("\n")
-        ));
-    }
     let judge = JudgeRef(Arc::new(corral_kernel::argv::CedarJudge::new(&doc)));
+    let mcp = corral_mcp::McpPolicy::new(doc.clone()).map_err(|e| format!("{e}\n"))?;
     let proxy = corral_proxy::ProxyPolicy::new(doc).map_err(|e| format!("{e}\n"))?;
-    Ok(Compiled { plan, judge, proxy })
+    Ok(Compiled {
+        plan,
+        judge,
+        proxy,
+        mcp,
+    })
 }
