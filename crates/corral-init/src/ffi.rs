@@ -11,8 +11,11 @@
 use std::ffi::{c_char, c_int, c_ulong, c_void, CStr};
 use std::io;
 
+pub const SIGHUP: c_int = 1;
+pub const SIGINT: c_int = 2;
 pub const SIGKILL: c_int = 9;
 pub const SIGPIPE: c_int = 13;
+pub const SIGTERM: c_int = 15;
 pub const SIGCHLD: c_int = 17;
 const SIGSTOP: c_int = 19;
 /// Signals are numbered 1 to 64 on Linux.
@@ -25,7 +28,9 @@ const WNOHANG: c_int = 1;
 const MSG_NOSIGNAL: c_int = 0x4000;
 const PR_SET_CHILD_SUBREAPER: c_int = 36;
 const PR_SET_NO_NEW_PRIVS: c_int = 38;
+const PR_SET_PDEATHSIG: c_int = 1;
 const ECHILD: i32 = 10;
+const ESRCH: i32 = 3;
 
 /// glibc's `sigset_t`.
 #[repr(C)]
@@ -36,11 +41,13 @@ extern "C" {
     fn setpgid(pid: i32, pgid: i32) -> c_int;
     fn tcsetpgrp(fd: c_int, pgrp: i32) -> c_int;
     fn getpid() -> i32;
+    fn getppid() -> i32;
     fn waitpid(pid: i32, status: *mut c_int, options: c_int) -> i32;
     fn kill(pid: i32, sig: c_int) -> c_int;
     fn pthread_sigmask(how: c_int, set: *const SigSet, old: *mut SigSet) -> c_int;
     fn sigfillset(set: *mut SigSet) -> c_int;
     fn sigemptyset(set: *mut SigSet) -> c_int;
+    fn sigaddset(set: *mut SigSet, sig: c_int) -> c_int;
     fn sigwaitinfo(set: *const SigSet, info: *mut c_void) -> c_int;
     fn signal(sig: c_int, handler: usize) -> usize;
     fn fork() -> i32;
@@ -72,6 +79,17 @@ impl SigSet {
         let mut set = SigSet([0; 16]);
         // SAFETY: `set` is a live, correctly sized sigset_t.
         unsafe { sigemptyset(&mut set) };
+        set
+    }
+
+    /// Just these signals (invalid numbers are left out).
+    pub fn of(sigs: &[c_int]) -> SigSet {
+        let mut set = SigSet::empty();
+        for &sig in sigs {
+            // SAFETY: `set` is a live, correctly sized sigset_t; an invalid
+            // number fails with EINVAL and changes nothing.
+            unsafe { sigaddset(&mut set, sig) };
+        }
         set
     }
 }
@@ -207,6 +225,36 @@ pub fn send_all(fd: c_int, mut buf: &[u8]) -> io::Result<()> {
         buf = buf.get(n.unsigned_abs()..).unwrap_or_default();
     }
     Ok(())
+}
+
+/// Prepares the child that `cmd` will start: an empty signal mask (std
+/// keeps the parent's, and the relay blocks the signals it forwards), and
+/// SIGKILL when the calling thread (which must live as long as the child
+/// should) ends; the child fails to start if that already happened.
+pub fn prepare_child(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    let parent = own_pid();
+    let empty = SigSet::empty();
+    let hook = move || {
+        // SAFETY: `empty` is a live sigset_t owned by the closure; the old
+        // mask is not requested.
+        let ret = unsafe { pthread_sigmask(SIG_SETMASK, &empty, std::ptr::null_mut()) };
+        if ret != 0 {
+            return Err(io::Error::from_raw_os_error(ret));
+        }
+        let sig = SIGKILL as c_ulong;
+        // SAFETY: this option reads only its integer argument.
+        check(unsafe { prctl(PR_SET_PDEATHSIG, sig) })?;
+        // SAFETY: getppid has no arguments and cannot fail.
+        if unsafe { getppid() } != parent {
+            // The relay is gone already: ESRCH (no allocation after fork).
+            return Err(io::Error::from_raw_os_error(ESRCH));
+        }
+        Ok(())
+    };
+    // SAFETY: between fork and exec the hook makes only async-signal-safe
+    // calls (pthread_sigmask, prctl, getppid) and allocates nothing.
+    unsafe { cmd.pre_exec(hook) };
 }
 
 /// Ends the process at once, without running exit handlers.

@@ -19,11 +19,17 @@
 //! (128+N for signal N), 125 if it refused or failed to start it, 126/127
 //! if exec failed, 137 if the supervisor went away.
 //!
+//! If `<dir of argv[0]>/bin` exists (`/run/corral/bin` in a container),
+//! it is appended to the command's `PATH`: it holds `corral`, a hard link
+//! to this binary, which started under that name is the relay of
+//! `corral mcp wrap` ([`mcpwrap`]) and does none of init's work.
+//!
 //! No dependencies: corral-runtime's build script compiles this file alone
 //! with rustc into a static binary.
 
 mod ca;
 mod ffi;
+mod mcpwrap;
 mod protocol;
 mod seccomp;
 mod supervise;
@@ -47,6 +53,13 @@ struct Settings {
 }
 
 fn main() {
+    // Started as `corral` inside a session: the MCP relay, nothing else.
+    let mut args = std::env::args_os();
+    let argv0 = args.next().unwrap_or_default();
+    if mcpwrap::invoked_as_corral(&argv0) {
+        mcpwrap::main(args.collect())
+    }
+
     // Before anything else, so that no signal is lost (or kills us) before
     // the loop in `supervise` waits for them.
     if let Err(err) = ffi::set_signal_mask(&ffi::SigSet::full()) {
@@ -57,8 +70,6 @@ fn main() {
         fatal(&format!("cannot reset the SIGCHLD disposition: {err}"));
     }
 
-    let mut args = std::env::args_os();
-    let argv0 = args.next().unwrap_or_default();
     let argv = command(args.collect());
     let settings = settings(&argv0);
 
@@ -134,6 +145,7 @@ fn settings(argv0: &OsString) -> Settings {
     };
     let bundles = std::env::var("CORRAL_CA_BUNDLES").ok();
     let verbose = std::env::var_os("CORRAL_INIT_VERBOSE").is_some_and(|v| v == "1");
+    extend_path(&own_dir(argv0).join("bin"));
     for var in [
         "CORRAL_GO",
         "CORRAL_CA",
@@ -147,6 +159,26 @@ fn settings(argv0: &OsString) -> Settings {
         ca,
         bundles,
         verbose,
+    }
+}
+
+/// `PATH` when the environment has none (what a shell would search).
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Appends `dir` to the `PATH` the command inherits, if `dir` exists and
+/// is not on it already. Called while single-threaded.
+fn extend_path(dir: &Path) {
+    if !dir.is_dir() {
+        return;
+    }
+    let path = std::env::var_os("PATH").unwrap_or_else(|| DEFAULT_PATH.into());
+    if std::env::split_paths(&path).any(|p| p == dir) {
+        return;
+    }
+    let joined = std::env::join_paths(std::env::split_paths(&path).chain([dir.to_path_buf()]));
+    match joined {
+        Ok(joined) => std::env::set_var("PATH", joined),
+        Err(err) => say(&format!("cannot add `{}` to PATH: {err}", dir.display())),
     }
 }
 

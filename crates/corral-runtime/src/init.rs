@@ -4,6 +4,12 @@
 //!
 //! The supervisor side of the go/exit protocol lives with the session; the
 //! protocol itself is documented in corral-init's `protocol` module.
+//!
+//! In a session's run directory (mounted at `/run/corral` in the
+//! container) the binary is `init`, the entrypoint, and `bin/corral`, the
+//! same file under the name that makes it the relay of `corral mcp wrap`
+//! (corral-init appends `/run/corral/bin` to the agent's `PATH`); see
+//! [`install_into_run_dir`].
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
@@ -55,6 +61,40 @@ pub fn install(dir: &Path) -> io::Result<PathBuf> {
         let _ = fs::remove_file(&tmp);
     }
     written.map(|()| path)
+}
+
+/// Where the relay appears in a run directory, relative to it.
+pub const RELAY_PATH: &str = "bin/corral";
+
+/// Puts corral-init into a session's run directory: copies `init_bin` (as
+/// installed by [`install`]) to `<run_dir>/init` and makes
+/// `<run_dir>/bin/corral` (a hard link to it, or a copy where linking
+/// fails), both mode 0755, `bin` too. Returns the path of `init`. Like
+/// [`install`], it returns once the copy can be executed (no ETXTBSY from
+/// a child forked while it was being written).
+pub fn install_into_run_dir(init_bin: &Path, run_dir: &Path) -> io::Result<PathBuf> {
+    let init = run_dir.join("init");
+    fs::copy(init_bin, &init)
+        .map_err(|err| context(err, &format!("copy `{}` to", init_bin.display()), &init))?;
+    fs::set_permissions(&init, fs::Permissions::from_mode(0o755))
+        .map_err(|err| context(err, "chmod", &init))?;
+    wait_until_executable(&init)?;
+    let relay = run_dir.join(RELAY_PATH);
+    let bin = relay.parent().unwrap_or(run_dir);
+    fs::create_dir_all(bin).map_err(|err| context(err, "create", bin))?;
+    fs::set_permissions(bin, fs::Permissions::from_mode(0o755)).map_err(|err| context(err, "chmod", bin))?;
+    match fs::remove_file(&relay) {
+        Ok(()) => {}
+        Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+        Err(err) => return Err(context(err, "replace", &relay)),
+    }
+    if fs::hard_link(&init, &relay).is_err() {
+        fs::copy(&init, &relay)
+            .map_err(|err| context(err, &format!("copy `{}` to", init.display()), &relay))?;
+        fs::set_permissions(&relay, fs::Permissions::from_mode(0o755))
+            .map_err(|err| context(err, "chmod", &relay))?;
+    }
+    Ok(init)
 }
 
 /// Whether `path` already holds the binary, executable.

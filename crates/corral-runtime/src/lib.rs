@@ -11,6 +11,9 @@
 //! * [`session`]: one governed run, from cgroup to cleanup.
 //! * [`egress`]: the session's egress proxy (its listeners in the session's
 //!   network namespace, the kernel's redirect, the CA trust inside).
+//! * [`mcp`]: the supervisor's end of `corral mcp wrap` (stdio MCP servers
+//!   in the session, governed from outside), and the log linking kernel
+//!   events to the tool calls in flight.
 
 pub mod config;
 pub mod control;
@@ -18,6 +21,7 @@ pub mod egress;
 pub mod engine;
 pub mod image;
 pub mod init;
+pub mod mcp;
 pub mod mcp_layer;
 pub mod recipes;
 pub mod session;

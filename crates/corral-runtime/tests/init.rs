@@ -314,6 +314,29 @@ fn binary_is_static_and_install_is_idempotent() {
 }
 
 #[test]
+fn run_dir_install_puts_the_relay_beside_init() {
+    let dir = TempDir::new("run-dir");
+    let bin = init::install(&dir.join("state")).unwrap();
+    let run = dir.join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    let installed = init::install_into_run_dir(&bin, &run).unwrap();
+    assert_eq!(installed, run.join("init"));
+    let relay = run.join(init::RELAY_PATH);
+    let (a, b) = (
+        std::fs::metadata(&installed).unwrap(),
+        std::fs::metadata(&relay).unwrap(),
+    );
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(a.ino(), b.ino(), "not a hard link");
+    assert_eq!(b.permissions().mode() & 0o777, 0o755);
+    let bin_dir = std::fs::metadata(relay.parent().unwrap()).unwrap();
+    assert_eq!(bin_dir.permissions().mode() & 0o777, 0o755);
+    assert_eq!(std::fs::read(&relay).unwrap(), init::binary());
+    // Again (a reused run directory) is fine.
+    init::install_into_run_dir(&bin, &run).unwrap();
+}
+
+#[test]
 fn exit_codes_pass_through() {
     let sup = Supervisor::new("exit-codes");
     for code in [0, 1, 42] {
@@ -457,6 +480,54 @@ fn command_environment_is_clean_and_without_new_privileges() {
     }
     let nnp = std::fs::read_to_string(sup.dir.join("nnp.txt")).unwrap();
     assert_eq!(nnp.split_whitespace().collect::<Vec<_>>(), ["NoNewPrivs:", "1"]);
+}
+
+#[test]
+fn the_mcp_relay_is_on_the_commands_path() {
+    // As in a session: `init` and `bin/corral` in the run directory.
+    let mut sup = Supervisor::new("relay-path");
+    let run = sup.dir.join("run");
+    std::fs::create_dir_all(&run).unwrap();
+    sup.init = init::install_into_run_dir(&sup.init, &run).unwrap();
+    let bin = run.join("bin");
+    let d = sup.dir.path().display();
+    // `corral` resolves to the relay, which refuses other commands with 2.
+    let script = format!(
+        "echo \"$PATH\" > {d}/path.txt; command -v corral > {d}/which.txt; \
+         corral run x 2> {d}/refused.txt; echo $? > {d}/status.txt"
+    );
+    let mut s = sup.spawn(&[], &["--", "sh", "-c", &script], &[("PATH", "/usr/bin:/bin")]);
+    s.expect_hello();
+    s.send("go\n");
+    assert_eq!(s.line(), "exit code 0\n");
+    let read = |name: &str| {
+        std::fs::read_to_string(sup.dir.join(name))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    assert_eq!(read("path.txt"), format!("/usr/bin:/bin:{}", bin.display()));
+    assert_eq!(read("which.txt"), bin.join("corral").display().to_string());
+    assert_eq!(read("status.txt"), "2");
+    assert!(read("refused.txt").contains("only `corral mcp wrap` is available"));
+
+    // Without a `bin` beside init, PATH is left alone.
+    let plain = Supervisor::new("plain-path");
+    let mut s = plain.spawn(
+        &[],
+        &[
+            "--",
+            "sh",
+            "-c",
+            &format!("echo \"$PATH\" > {}/path.txt", plain.dir.path().display()),
+        ],
+        &[("PATH", "/usr/bin:/bin")],
+    );
+    s.expect_hello();
+    s.send("go\n");
+    assert_eq!(s.line(), "exit code 0\n");
+    let path = std::fs::read_to_string(plain.dir.join("path.txt")).unwrap();
+    assert_eq!(path.trim(), "/usr/bin:/bin");
 }
 
 #[test]
