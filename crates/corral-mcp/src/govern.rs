@@ -7,7 +7,7 @@
 
 use crate::event::{Direction, McpEvent, Stage, Transport, ARGS_MAX};
 use crate::jsonrpc::{self, code, Kind, Message, Parsed, Refusal};
-use crate::policy::{McpPolicy, Verdict};
+use crate::policy::{McpPolicy, PolicyHit, Verdict};
 use crate::Limits;
 use corral_core::{Decision, Mode};
 use serde_json::{Map, Value};
@@ -170,7 +170,8 @@ pub struct CallRef {
 pub struct ClientStep {
     /// Send this to the server (one JSON text, no trailing newline).
     pub forward: Option<Vec<u8>>,
-    /// Send this answer to the client now (an error, or a batch of them).
+    /// Send this answer to the client now (an error, or a batch of them;
+    /// on stdio also beside a forwarded batch, for its denied members).
     pub reply: Option<Vec<u8>>,
     /// Tool calls this step forwards: in flight from now on.
     pub started: Vec<CallRef>,
@@ -356,7 +357,12 @@ impl Governor {
                     step.forward = Some(jsonrpc::value_bytes(&arr));
                 }
                 if !errors.is_empty() {
-                    if expects_response {
+                    // Over HTTP the server's answer to the batch is the
+                    // POST's response: the denials join it. On stdio they
+                    // go at once (servers there may ignore batches, and
+                    // the client must not wait for an answer that never
+                    // comes).
+                    if expects_response && self.transport != Transport::Stdio {
                         self.owed.insert(b, errors);
                     } else {
                         step.reply = Some(jsonrpc::value_bytes(&Value::Array(errors)));
@@ -658,7 +664,9 @@ impl Governor {
                             }
                         }
                         if p.method == "tools/list" && m.kind == Kind::Response {
-                            e.hidden = self.filter_tools(m, policy, shadow);
+                            let (hidden, by) = self.filter_tools(m, policy, shadow);
+                            e.hidden = hidden;
+                            e.policies = by;
                             if !e.hidden.is_empty() {
                                 e.decision = Some(if shadow {
                                     Decision::WouldDeny
@@ -685,30 +693,44 @@ impl Governor {
 
     /// Removes the tools the policy denies from a `tools/list` result (in
     /// shadow mode only reports them), and tools whose names no call could
-    /// use. Returns their names.
-    fn filter_tools(&self, m: &mut Message, policy: &McpPolicy, shadow: bool) -> Vec<String> {
+    /// use. Returns their names, and the forbids that hid them.
+    fn filter_tools(
+        &self,
+        m: &mut Message,
+        policy: &McpPolicy,
+        shadow: bool,
+    ) -> (Vec<String>, Vec<PolicyHit>) {
         let Some(Value::Object(result)) = m.body.get_mut("result") else {
-            return vec![];
+            return (vec![], vec![]);
         };
         let Some(Value::Array(tools)) = result.get_mut("tools") else {
-            return vec![];
+            return (vec![], vec![]);
         };
         let mut hidden = Vec::new();
+        let mut by: Vec<PolicyHit> = Vec::new();
         tools.retain(|t| {
             let name = t.get("name").and_then(Value::as_str);
             let hide = match name {
                 None => true,
-                Some(n) => {
-                    jsonrpc::check_name(n).is_err()
-                        || policy.hides(self.auth.principal(), &self.server, n).is_some()
-                }
+                Some(n) if jsonrpc::check_name(n).is_err() => true,
+                Some(n) => match policy.hides(self.auth.principal(), &self.server, n) {
+                    Some(v) => {
+                        for p in v.policies {
+                            if !by.contains(&p) {
+                                by.push(p);
+                            }
+                        }
+                        true
+                    }
+                    None => false,
+                },
             };
             if hide {
                 hidden.push(name.map_or_else(|| t.to_string(), str::to_string));
             }
             !hide || shadow
         });
-        hidden
+        (hidden, by)
     }
 }
 

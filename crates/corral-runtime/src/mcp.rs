@@ -258,7 +258,15 @@ impl Conn {
                 )
                 .await;
         }
-        let gov = self.auth.governor(id, Transport::Stdio);
+        let mut gov = self.auth.governor(id, Transport::Stdio);
+        if let Some(pid) = self.relay {
+            // The relay's pid as this supervisor sees it; its comm is the
+            // in-session `corral` (informative only).
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .map(|c| c.trim_end().to_string())
+                .unwrap_or_default();
+            gov.set_client(pid, comm);
+        }
         if let Some(pid) = self.relay {
             self.calls.register(pid);
         }

@@ -29,9 +29,14 @@ use corral_kernel::session::{FileLayer, JudgeRef, KernelSession, SessionConfig};
 /// Proxy reports waiting for the recorder; beyond it they are dropped and
 /// counted (the proxy never waits for the audit trail).
 const PROXY_QUEUE: usize = 8192;
+
+/// The stdio MCP relays' socket, in the run directory
+/// (`/run/corral/mcp.sock` in a container).
+pub const MCP_SOCKET: &str = "mcp.sock";
 use corral_policy::Plan;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
@@ -687,6 +692,23 @@ pub async fn run_in(spec: Spec, run_dir: Option<PathBuf>) -> Result<Outcome, Ses
     let listener = UnixListener::bind(&sock).map_err(io(format!("bind {}", sock.display())))?;
     set_mode(&sock, 0o777)?;
 
+    // The MCP layer: one authority for the egress proxy's MCP
+    // conversations and the stdio relays (`corral mcp wrap`, which reach
+    // it on mcp.sock); its reports share the proxy's queue. Kernel events
+    // of a relay's processes are linked to its calls in flight (`calls`).
+    let (proxy_tx, proxy_rx) = tokio::sync::mpsc::channel(PROXY_QUEUE);
+    let (mcp, mcp_dropped) = crate::mcp_layer::authority(
+        spec.id,
+        &spec.principal,
+        spec.mcp.clone(),
+        spec.mode,
+        proxy_tx.clone(),
+    );
+    let calls = Arc::new(crate::mcp::CallLog::new());
+    let mcp_sock = run_dir.join(MCP_SOCKET);
+    let mcp_host = crate::mcp::McpHost::listen(&mcp_sock, mcp.clone(), calls.clone())
+        .map_err(|e| SessionError::Start(format!("the MCP relay socket: {e}")))?;
+
     // The egress proxy's trust files, and, for a session on the host, its
     // listeners (a container's are made in its network namespace once it
     // exists, before the agent starts).
@@ -720,9 +742,10 @@ pub async fn run_in(spec: Spec, run_dir: Option<PathBuf>) -> Result<Outcome, Ses
 
     let mut child = match &spec.target {
         Target::Container { engine, image } => {
-            std::fs::copy(&spec.init_bin, run_dir.join("init"))
-                .map_err(io(format!("copy corral-init into {}", run_dir.display())))?;
-            set_mode(&run_dir.join("init"), 0o755)?;
+            // corral-init, and beside it the relay `corral mcp wrap` runs
+            // (`/run/corral/bin/corral`, on the command's PATH).
+            crate::init::install_into_run_dir(&spec.init_bin, &run_dir)
+                .map_err(io(format!("install corral-init into {}", run_dir.display())))?;
             let args = run_args(&spec, &run_dir, image.as_deref())?;
             let mut c = engine.tokio_command();
             c.args(&args);
@@ -741,6 +764,10 @@ pub async fn run_in(spec: Spec, run_dir: Option<PathBuf>) -> Result<Outcome, Ses
             c.current_dir(&spec.cwd);
             c.env("CORRAL_GO", &sock);
             c.env("CORRAL_SESSION", spec.id.to_string());
+            // `corral mcp wrap` on the host runs the relay (corral-init)
+            // against this session's socket.
+            c.env("CORRAL_MCP_SOCK", &mcp_sock);
+            c.env("CORRAL_MCP_WRAPPER", &spec.init_bin);
             c.env("HOME", &spec.home);
             for (k, v) in &spec.env {
                 c.env(k, v);
@@ -836,16 +863,6 @@ pub async fn run_in(spec: Spec, run_dir: Option<PathBuf>) -> Result<Outcome, Ses
         }
     }
     // The egress proxy serves before the agent's first connection.
-    let (proxy_tx, proxy_rx) = tokio::sync::mpsc::channel(PROXY_QUEUE);
-    // The MCP layer: one authority for the proxy's MCP conversations and
-    // the stdio wrappers'; its reports share the proxy's queue.
-    let (mcp, mcp_dropped) = crate::mcp_layer::authority(
-        spec.id,
-        &spec.principal,
-        spec.mcp.clone(),
-        spec.mode,
-        proxy_tx.clone(),
-    );
     let egress = match &spec.egress {
         None => None,
         Some(e) => {
@@ -883,6 +900,7 @@ pub async fn run_in(spec: Spec, run_dir: Option<PathBuf>) -> Result<Outcome, Ses
     let recorder = tokio::spawn(record(
         rx,
         proxy_rx,
+        calls.clone(),
         spec.events_path.clone(),
         spec.audit.clone(),
         plan_rx,
@@ -940,6 +958,9 @@ pub async fn run_in(spec: Spec, run_dir: Option<PathBuf>) -> Result<Outcome, Ses
     };
     control.abort();
     let _ = control.await;
+    // The relays' servers go with the session (each relay kills its server
+    // when the socket closes).
+    drop(mcp_host);
 
     timing("exited");
     // The command is done; stop what is left, then account for events.
@@ -1153,6 +1174,7 @@ fn banner_layers(ks: &KernelSession, plan: &Plan, proxy: bool) -> Vec<(String, S
 async fn record(
     mut rx: tokio::sync::mpsc::Receiver<Event>,
     mut proxy_rx: tokio::sync::mpsc::Receiver<Event>,
+    calls: Arc<crate::mcp::CallLog>,
     jsonl: Option<PathBuf>,
     audit: Option<corral_audit::PipelineSender>,
     mut plan: tokio::sync::watch::Receiver<Plan>,
@@ -1201,6 +1223,8 @@ async fn record(
         if plan.has_changed().unwrap_or(false) {
             at = index(&plan.borrow_and_update());
         }
+        let mut ev = ev;
+        link_mcp_call(&calls, &mut ev);
         n += 1;
         if matches!(ev.decision, Some(Decision::Deny | Decision::WouldDeny)) {
             denied += 1;
@@ -1237,6 +1261,24 @@ async fn record(
         let _ = w.flush();
     }
     (n, denied)
+}
+
+/// Keeps the relays' process trees current and marks a kernel event of a
+/// stdio MCP server's processes with the tool call(s) in flight when it
+/// happened.
+fn link_mcp_call(calls: &crate::mcp::CallLog, ev: &mut Event) {
+    match ev.what {
+        What::Fork { child } => calls.note_fork(ev.proc.pid, child),
+        What::Exit { .. } => calls.note_exit(ev.proc.pid),
+        _ => {}
+    }
+    let kernel = matches!(
+        ev.layer,
+        Layer::BpfLsm | Layer::CgroupBpf | Layer::Fanotify | Layer::Userspace | Layer::Tracepoint
+    );
+    if kernel && ev.mcp_call.is_none() && ev.proc.pid != 0 {
+        ev.mcp_call = calls.link(ev.proc.pid, ev.proc.ppid, ev.ts_ns);
+    }
 }
 
 /// SHA-256 of `bytes`, lowercase hex (the policy's identity in the audit

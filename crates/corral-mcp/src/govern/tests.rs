@@ -134,12 +134,21 @@ fn tools_list_hides_denied_tools_and_unusable_names() {
     assert_eq!(out["result"]["nextCursor"], "c");
     let l = log.lock().unwrap();
     assert_eq!(l.last().unwrap().hidden.len(), 3);
+    assert_eq!(l.last().unwrap().policies[0].id, "no-env");
     assert_eq!(l.last().unwrap().method, "tools/list");
 }
 
 #[test]
 fn a_batch_is_split_and_its_answer_carries_the_denials() {
-    let (mut g, _) = gov(Mode::Enforce);
+    // On stdio the denials are answered at once.
+    let (mut s, _) = gov(Mode::Enforce);
+    let st = s.from_client(format!("[{},{}]", call(1, "echo"), call(2, "printEnv")).as_bytes());
+    assert_eq!(v(&st.forward.unwrap()).as_array().unwrap().len(), 1);
+    assert_eq!(v(&st.reply.unwrap())[0]["id"], 2);
+
+    // Over HTTP they join the server's answer.
+    let (a, _) = authority(POLICY, Mode::Enforce);
+    let mut g = a.governor("everything", Transport::Http);
     let batch = format!(
         "[{},{},{}]",
         call(1, "echo"),
@@ -165,7 +174,7 @@ fn a_batch_is_split_and_its_answer_carries_the_denials() {
     assert_eq!(out[1]["error"]["code"], code::DENIED);
 
     // Answered one by one: the denial follows as its own message.
-    let (mut g, _) = gov(Mode::Enforce);
+    let mut g = a.governor("everything", Transport::Http);
     g.from_client(format!("[{},{}]", call(1, "echo"), call(2, "printEnv")).as_bytes());
     let r = g.from_server(br#"{"jsonrpc":"2.0","id":1,"result":{}}"#);
     assert_eq!(r.extra.len(), 1);
