@@ -370,3 +370,213 @@ fn real_mcp_servers_are_governed_over_stdio() {
     assert!(listed.contains("fs: tools/call read_text_file"), "{listed}");
     assert!(!listed.contains("secret.txt"), "{listed}");
 }
+
+/// server-everything over HTTP, inside the remote network namespace:
+/// streamable HTTP on :3001 (`/mcp`), the legacy HTTP+SSE transport on
+/// :3002 (`/sse`). Killed (by pid) on drop.
+struct HttpServers(Vec<std::process::Child>);
+
+impl HttpServers {
+    fn start(ns: &str) -> HttpServers {
+        let bin = format!("{DEPS}/node_modules/.bin/mcp-server-everything");
+        let mut v = Vec::new();
+        for (port, mode) in [("3001", "streamableHttp"), ("3002", "sse")] {
+            let c = std::process::Command::new("ip")
+                .args(["netns", "exec", ns, "env", &format!("PORT={port}"), &bin, mode])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("start server-everything in the remote namespace");
+            v.push(c);
+        }
+        HttpServers(v)
+    }
+
+    /// Waits until both listen (node takes a moment to start).
+    fn wait(&self, ns: &str) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let o = std::process::Command::new("ip")
+                .args(["netns", "exec", ns, "ss", "-Hltn"])
+                .output()
+                .expect("ss");
+            let s = text(&o.stdout);
+            if s.contains(":3001") && s.contains(":3002") {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "server-everything did not listen: {s}");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for HttpServers {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+const HTTP_POLICY: &str = r#"
+@id("read-all")
+permit (principal, action == Action::"FileOpenReadOnly", resource) when { resource in Dir::"/" };
+@id("write-scratch")
+permit (principal, action in Action::"FileOpen", resource)
+when { resource in [Dir::"/tmp/", Dir::"/dev/", Dir::"/proc/", Dir::"@WS@/"] };
+@id("exec-all")
+permit (principal, action == Action::"ProcessExec", resource);
+@id("loopback")
+permit (principal, action == Action::"NetworkConnect", resource) when { context.ip.isLoopback() };
+@id("net-mcp")
+permit (principal, action == Action::"NetworkConnect", resource)
+when { resource in [Host::"mcp.corral.test:3001", Host::"mcp.corral.test:3002"] };
+
+@id("mcp-remote")
+permit (principal, action == Action::"McpCall", resource in MCP::Server::"mcp.corral.test");
+@id("no-env")
+forbid (principal, action == Action::"McpCall", resource == MCP::Tool::"get-env");
+"#;
+
+const HTTP_SCRIPT: &str = r#"
+set -u
+PY=@DEPS@/venv/bin/python
+T=@TESTS@
+cd "$WS"
+URL=http://mcp.corral.test:3001/mcp
+echo "== sdk-http"
+$PY $T/client.py --mode legacy --steps '[
+  {"list_tools":{}},
+  {"call":"echo","args":{"message":"over http"}},
+  {"call":"get-env"}]' http $URL
+echo "== sdk-sse"
+$PY $T/client.py --mode legacy --timeout 10 --steps '[
+  {"list_tools":{}},
+  {"call":"echo","args":{"message":"over sse"}},
+  {"call":"get-env"}]' sse http://mcp.corral.test:3002/sse
+echo "== raw-http"
+$PY $T/raw.py http --init \
+  --body '[{"jsonrpc":"2.0","id":20,"method":"tools/call","params":{"name":"echo","arguments":{"message":"batched"}}},{"jsonrpc":"2.0","id":21,"method":"tools/call","params":{"name":"get-env"}}]' \
+  --body '{"jsonrpc":"2.0","id":22,"method":"tools/call","params":{"name":"echo","name":"get-env"}}' \
+  --body '{"jsonrpc":"2.0","id":23,"method":"tools/call","params":{"name":"get\u200b-env"}}' \
+  --body-file big.json \
+  $URL
+echo "== raw-http-type"
+$PY $T/raw.py http --init --header 'Content-Type: text/plain' \
+  --body '{"jsonrpc":"2.0","id":24,"method":"tools/call","params":{"name":"get-env"}}' $URL
+echo "== done"
+"#;
+
+#[test]
+fn real_mcp_servers_are_governed_over_http_through_the_proxy() {
+    let t = "real_mcp_servers_are_governed_over_http_through_the_proxy";
+    if !skip_unless(t) || !has("ss") {
+        if has("ip") && !has("ss") {
+            corral_vmtest::skip(t, "ss (iproute2) is not installed");
+        }
+        return;
+    }
+    let dir = Scratch::new("mcp-http");
+    let remote = egress_util::Remote::start(&dir.0).expect("the remote test network");
+    let servers = HttpServers::start(&remote.ns);
+    let ws = dir.0.join("ws");
+    std::fs::create_dir_all(&ws).unwrap();
+    let big = format!(
+        "{{\"jsonrpc\":\"2.0\",\"id\":98,\"method\":\"tools/call\",\"params\":{{\"name\":\"echo\",\"arguments\":{{\"message\":\"{}\"}}}}}}",
+        "y".repeat(5 << 20)
+    );
+    std::fs::write(ws.join("big.json"), big).unwrap();
+    let tests = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mcp");
+    std::fs::write(
+        ws.join("script.sh"),
+        HTTP_SCRIPT
+            .replace("@DEPS@", DEPS)
+            .replace("@TESTS@", &tests.display().to_string()),
+    )
+    .unwrap();
+    let policy = dir.file("policy.cedar", &HTTP_POLICY.replace("@WS@", &ws.display().to_string()));
+    let events = dir.0.join("events.jsonl");
+    servers.wait(&remote.ns);
+    let o = dir
+        .corral()
+        .args(["run", "--policy"])
+        .arg(&policy)
+        .arg("--events")
+        .arg(&events)
+        .arg("--project")
+        .arg(&ws)
+        .arg("--add-host")
+        .arg(format!("mcp.corral.test:{}", remote.ip))
+        .args(["-e", &format!("WS={}", ws.display())])
+        .args(["--", "bash", ws.join("script.sh").to_str().unwrap()])
+        .output()
+        .expect("run corral");
+    drop(servers);
+    let out = text(&o.stdout);
+    let err = text(&o.stderr);
+    eprintln!("--- session stdout\n{out}\n--- session stderr\n{err}");
+    assert_eq!(o.status.code(), Some(0), "stderr: {err}");
+    assert!(out.contains("== done"), "the script did not finish:\n{out}");
+
+    for (name, word) in [("sdk-http", "over http"), ("sdk-sse", "over sse")] {
+        let sdk = json_lines(&section(&out, name));
+        assert_eq!(sdk.len(), 3, "{name}: {out}");
+        let tools: Vec<&str> = sdk[0]["result"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{name}: {}", sdk[0]))
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        assert!(tools.contains(&"echo"), "{name}: {tools:?}");
+        assert!(!tools.contains(&"get-env"), "{name}: the forbidden tool is listed: {tools:?}");
+        assert_eq!(sdk[1]["result"]["text"], format!("Echo: {word}"), "{name}");
+        assert_eq!(sdk[2]["ok"], false, "{name}: {}", sdk[2]);
+        assert_eq!(sdk[2]["error"]["code"], -32001, "{name}: {}", sdk[2]);
+        assert!(
+            sdk[2]["error"]["message"].as_str().unwrap().contains("no-env"),
+            "{name}: {}",
+            sdk[2]
+        );
+    }
+
+    // Raw bodies: each exchange is one JSON line with the HTTP status and
+    // the body; get-env never runs (its answer would dump the server's
+    // environment).
+    let raw = json_lines(&section(&out, "raw-http"));
+    let raw: Vec<&Value> = raw.iter().filter(|x| x["request"] == "raw").collect();
+    assert_eq!(raw.len(), 4, "{raw:#?}");
+    assert!(raw.iter().all(|x| !x["body"].as_str().unwrap_or("").contains("PATH")), "{raw:#?}");
+    let body = |i: usize| raw[i]["body"].as_str().unwrap_or_default().to_string();
+    assert!(body(0).contains("batched"), "the permitted member ran: {}", body(0));
+    assert!(body(0).contains("-32001"), "the forbidden member was answered by corral: {}", body(0));
+    assert!(body(1).contains("duplicate key"), "{}", body(1));
+    assert!(body(2).contains("-32602"), "{}", body(2));
+    assert_eq!(raw[3]["status"], 413, "{}", raw[3]);
+    let typed = json_lines(&section(&out, "raw-http-type"));
+    let typed = typed.iter().find(|x| x["request"] == "raw").unwrap_or_else(|| panic!("{out}"));
+    assert_eq!(typed["status"], 415, "{typed}");
+
+    // The audit trail: each call with its decision and policy line.
+    let all: Vec<Value> = std::fs::read_to_string(&events)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let ev = mcp_events(&all, "mcp.corral.test");
+    for transport in ["http", "sse"] {
+        let denied = ev
+            .iter()
+            .find(|e| e["what"]["transport"] == transport && e["what"]["tool"] == "get-env" && e["decision"] == "deny")
+            .unwrap_or_else(|| panic!("no denied get-env over {transport}: {ev:#?}"));
+        assert_eq!(denied["policies"][0], "no-env");
+        assert!(denied["policy_at"][0].as_str().unwrap().starts_with(&policy.display().to_string()));
+        assert!(
+            ev.iter().any(|e| e["what"]["transport"] == transport
+                && e["what"]["tool"] == "echo"
+                && e["decision"] == "allow"
+                && e["policies"][0] == "mcp-remote"),
+            "no allowed echo over {transport}: {ev:#?}"
+        );
+    }
+}
