@@ -13,6 +13,9 @@
 //!   reported as an [`McpEvent`] through the [`Authority`] shared by all
 //!   conversations of a session (policy and mode swap there).
 //!
+//! * [`sse`]: Server-Sent Events framing, decoded incrementally and
+//!   re-encoded, for the HTTP transports.
+//!
 //! The transports live elsewhere: streamable HTTP and legacy HTTP+SSE in
 //! corral-proxy, stdio in corral-runtime (the supervisor's end of
 //! `corral mcp wrap`).
@@ -21,6 +24,7 @@ pub mod event;
 pub mod govern;
 pub mod jsonrpc;
 pub mod policy;
+pub mod sse;
 
 pub use event::{Direction, McpEvent, Stage, Transport};
 pub use govern::{Authority, CallRef, ClientStep, Governor, McpSink, ServerStep};

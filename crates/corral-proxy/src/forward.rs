@@ -265,6 +265,20 @@ fn refuse(
     respond(status, full(body.to_string()), true, rec, ctx)
 }
 
+/// An answer of the MCP layer in place of forwarding: the request was
+/// not sent upstream.
+fn mcp_answer(a: crate::mcp::Answer, rec: Record, ctx: &Arc<Proxy>) -> Response<ProxyBody> {
+    let mut rec = rec;
+    rec.ev.decision = Decision::Deny;
+    rec.ev.error = Some(a.note);
+    let mut r = respond(a.status, full(a.body), a.json, rec, ctx);
+    if !a.json {
+        r.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    }
+    r
+}
+
 /// The host and port a request names: `:authority` or the URI's authority
 /// (absolute form), else the `Host` header.
 fn authority<B>(req: &Request<B>) -> Option<String> {
@@ -278,7 +292,7 @@ fn authority<B>(req: &Request<B>) -> Option<String> {
 }
 
 /// Splits `host[:port]` (IPv6 in brackets) and normalises the host.
-fn split_authority(a: &str, default_port: u16) -> Option<(String, u16)> {
+pub(crate) fn split_authority(a: &str, default_port: u16) -> Option<(String, u16)> {
     let a = a.rsplit('@').next()?;
     let (host, port) = if let Some(rest) = a.strip_prefix('[') {
         let (h, after) = rest.split_once(']')?;
@@ -495,6 +509,31 @@ pub(crate) async fn handle(
             f
         })
         .boxed();
+    // MCP: classify, and for MCP govern the body (before secrets: what
+    // is substituted is what the governor forwards).
+    let mut exchange = None;
+    let mut tripped = None;
+    let mut body = body;
+    if let (Some(m), false) = (ctx.mcp.as_ref(), wants_upgrade) {
+        let at = crate::mcp::Endpoint {
+            scheme: conn.scheme.to_string(),
+            host: host.clone(),
+            port,
+            path: path.clone(),
+        };
+        match m.request(at, &query, &method, &mut parts.headers, body).await {
+            crate::mcp::Hook::Forward {
+                body: b,
+                exchange: x,
+                tripped: t,
+            } => {
+                body = b;
+                exchange = x;
+                tripped = t;
+            }
+            crate::mcp::Hook::Answer(a) => return Ok(mcp_answer(a, rec, &ctx)),
+        }
+    }
     let mut secrets = Ask::new(&ctx.secrets, &policy, &ctx.principal, &host, port);
     if let Some(e) = secrets.headers(&mut parts.headers).pop() {
         rec.ev.error = Some(e);
@@ -520,7 +559,13 @@ pub(crate) async fn handle(
     } else {
         ctx.upstream.client()
     };
-    let mut resp = match client.request(up_req).await {
+    let result = client.request(up_req).await;
+    if let (Some(t), Some(m)) = (&tripped, ctx.mcp.as_ref()) {
+        if t.is_set() {
+            return Ok(mcp_answer(m.cut_off(&host), rec, &ctx));
+        }
+    }
+    let mut resp = match result {
         Ok(r) => r,
         Err(e) => {
             let detail = std::error::Error::source(&e)
@@ -558,7 +603,11 @@ pub(crate) async fn handle(
     }
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    let mut out = respond(status, body.boxed(), false, rec, &ctx);
+    let (status, body) = match exchange {
+        Some(x) => x.response(status, &mut parts.headers, body.boxed()).await,
+        None => (status, body.boxed()),
+    };
+    let mut out = respond(status, body, false, rec, &ctx);
     *out.headers_mut() = parts.headers;
     Ok(out)
 }

@@ -7,6 +7,7 @@ pub mod certs;
 pub mod decide;
 pub mod event;
 mod forward;
+mod mcp;
 pub mod proxy;
 pub mod secret;
 mod serve;

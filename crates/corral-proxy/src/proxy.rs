@@ -103,6 +103,9 @@ pub struct ProxyConfig {
     pub cache_size: usize,
     /// Where events go.
     pub on_event: EventSink,
+    /// The session's MCP layer: MCP over HTTP(S) is governed by it
+    /// (`None`: no MCP handling, every request is forwarded as HTTP).
+    pub mcp: Option<Arc<corral_mcp::Authority>>,
 }
 
 impl ProxyConfig {
@@ -122,6 +125,7 @@ impl ProxyConfig {
             limits: Limits::default(),
             cache_size: DEFAULT_CACHE_SIZE,
             on_event,
+            mcp: None,
         }
     }
 }
@@ -140,6 +144,7 @@ pub struct Proxy {
     pub(crate) upstream: Upstream,
     pub(crate) limits: Limits,
     on_event: EventSink,
+    pub(crate) mcp: Option<Arc<crate::mcp::Mcp>>,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -175,6 +180,7 @@ impl Proxy {
             upstream: Upstream::new(roots, report)?,
             limits: cfg.limits,
             on_event: cfg.on_event,
+            mcp: cfg.mcp.map(|a| Arc::new(crate::mcp::Mcp::new(a))),
         })
     }
 

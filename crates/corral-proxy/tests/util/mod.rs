@@ -112,6 +112,20 @@ async fn upstream_service(
 }
 
 pub async fn start_upstream() -> Upstream {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = seen.clone();
+    start_upstream_with(seen, move |r| upstream_service(r, s.clone())).await
+}
+
+/// An HTTPS upstream for [`HOST`] (its own CA) answering with `svc`;
+/// `seen` becomes [`Upstream::seen`] (the service records into it).
+pub async fn start_upstream_with<S, Fut, B>(seen: Arc<Mutex<Vec<String>>>, svc: S) -> Upstream
+where
+    S: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<Response<B>, hyper::Error>> + Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let dir = tempfile::tempdir().unwrap();
     let ca_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -143,19 +157,18 @@ pub async fn start_upstream() -> Upstream {
     let listener = TcpListener::bind((LOCAL, 0)).await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let accepted = Arc::new(AtomicUsize::new(0));
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let (a, s) = (accepted.clone(), seen.clone());
+    let a = accepted.clone();
     tokio::spawn(async move {
         loop {
             let (tcp, _) = listener.accept().await.unwrap();
             a.fetch_add(1, Ordering::SeqCst);
             let acceptor = acceptor.clone();
-            let s = s.clone();
+            let svc = svc.clone();
             tokio::spawn(async move {
                 let Ok(tls) = acceptor.accept(tcp).await else {
                     return;
                 };
-                let svc = hyper::service::service_fn(move |r| upstream_service(r, s.clone()));
+                let svc = hyper::service::service_fn(svc);
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                     .serve_connection_with_upgrades(TokioIo::new(tls), svc)
                     .await;
@@ -227,6 +240,8 @@ pub struct Setup<'a> {
     pub limits: Limits,
     pub secrets: Vec<Secret>,
     pub mode: Mode,
+    /// The MCP layer (`None`: MCP is not handled).
+    pub mcp: Option<Arc<corral_mcp::Authority>>,
 }
 
 impl Default for Setup<'_> {
@@ -237,6 +252,7 @@ impl Default for Setup<'_> {
             limits: Limits::default(),
             secrets: vec![],
             mode: Mode::Enforce,
+            mcp: None,
         }
     }
 }
@@ -254,6 +270,7 @@ pub async fn start_proxy_with(up: &Upstream, setup: Setup<'_>) -> TestProxy {
         limits,
         secrets,
         mode,
+        mcp,
     } = setup;
     let dir = tempfile::tempdir().unwrap();
     let ca = Arc::new(Ca::load_or_create(&dir.path().join("ca")).unwrap());
@@ -271,6 +288,7 @@ pub async fn start_proxy_with(up: &Upstream, setup: Setup<'_>) -> TestProxy {
     cfg.limits = limits;
     cfg.secrets = secrets;
     cfg.mode = mode;
+    cfg.mcp = mcp;
     // The test upstream listens on loopback.
     cfg.loopback_upstream = true;
     let proxy = Arc::new(Proxy::new(cfg).unwrap());
