@@ -404,7 +404,10 @@ impl HttpServers {
             if s.contains(":3001") && s.contains(":3002") {
                 return;
             }
-            assert!(std::time::Instant::now() < deadline, "server-everything did not listen: {s}");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "server-everything did not listen: {s}"
+            );
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
     }
@@ -463,7 +466,7 @@ $PY $T/raw.py http --init \
   --body-file big.json \
   $URL
 echo "== raw-http-type"
-$PY $T/raw.py http --init --header 'Content-Type: text/plain' \
+$PY $T/raw.py http --header 'Content-Type: text/plain' \
   --body '{"jsonrpc":"2.0","id":24,"method":"tools/call","params":{"name":"get-env"}}' $URL
 echo "== done"
 "#;
@@ -495,7 +498,10 @@ fn real_mcp_servers_are_governed_over_http_through_the_proxy() {
             .replace("@TESTS@", &tests.display().to_string()),
     )
     .unwrap();
-    let policy = dir.file("policy.cedar", &HTTP_POLICY.replace("@WS@", &ws.display().to_string()));
+    let policy = dir.file(
+        "policy.cedar",
+        &HTTP_POLICY.replace("@WS@", &ws.display().to_string()),
+    );
     let events = dir.0.join("events.jsonl");
     servers.wait(&remote.ns);
     let o = dir
@@ -529,7 +535,10 @@ fn real_mcp_servers_are_governed_over_http_through_the_proxy() {
             .map(|v| v.as_str().unwrap())
             .collect();
         assert!(tools.contains(&"echo"), "{name}: {tools:?}");
-        assert!(!tools.contains(&"get-env"), "{name}: the forbidden tool is listed: {tools:?}");
+        assert!(
+            !tools.contains(&"get-env"),
+            "{name}: the forbidden tool is listed: {tools:?}"
+        );
         assert_eq!(sdk[1]["result"]["text"], format!("Echo: {word}"), "{name}");
         assert_eq!(sdk[2]["ok"], false, "{name}: {}", sdk[2]);
         assert_eq!(sdk[2]["error"]["code"], -32001, "{name}: {}", sdk[2]);
@@ -546,15 +555,30 @@ fn real_mcp_servers_are_governed_over_http_through_the_proxy() {
     let raw = json_lines(&section(&out, "raw-http"));
     let raw: Vec<&Value> = raw.iter().filter(|x| x["request"] == "raw").collect();
     assert_eq!(raw.len(), 4, "{raw:#?}");
-    assert!(raw.iter().all(|x| !x["body"].as_str().unwrap_or("").contains("PATH")), "{raw:#?}");
+    assert!(
+        raw.iter()
+            .all(|x| !x["body"].as_str().unwrap_or("").contains("PATH")),
+        "{raw:#?}"
+    );
     let body = |i: usize| raw[i]["body"].as_str().unwrap_or_default().to_string();
-    assert!(body(0).contains("batched"), "the permitted member ran: {}", body(0));
-    assert!(body(0).contains("-32001"), "the forbidden member was answered by corral: {}", body(0));
+    assert!(
+        body(0).contains("batched"),
+        "the permitted member ran: {}",
+        body(0)
+    );
+    assert!(
+        body(0).contains("-32001"),
+        "the forbidden member was answered by corral: {}",
+        body(0)
+    );
     assert!(body(1).contains("duplicate key"), "{}", body(1));
     assert!(body(2).contains("-32602"), "{}", body(2));
     assert_eq!(raw[3]["status"], 413, "{}", raw[3]);
     let typed = json_lines(&section(&out, "raw-http-type"));
-    let typed = typed.iter().find(|x| x["request"] == "raw").unwrap_or_else(|| panic!("{out}"));
+    let typed = typed
+        .iter()
+        .find(|x| x["request"] == "raw")
+        .unwrap_or_else(|| panic!("{out}"));
     assert_eq!(typed["status"], 415, "{typed}");
 
     // The audit trail: each call with its decision and policy line.
@@ -567,10 +591,17 @@ fn real_mcp_servers_are_governed_over_http_through_the_proxy() {
     for transport in ["http", "sse"] {
         let denied = ev
             .iter()
-            .find(|e| e["what"]["transport"] == transport && e["what"]["tool"] == "get-env" && e["decision"] == "deny")
+            .find(|e| {
+                e["what"]["transport"] == transport
+                    && e["what"]["tool"] == "get-env"
+                    && e["decision"] == "deny"
+            })
             .unwrap_or_else(|| panic!("no denied get-env over {transport}: {ev:#?}"));
         assert_eq!(denied["policies"][0], "no-env");
-        assert!(denied["policy_at"][0].as_str().unwrap().starts_with(&policy.display().to_string()));
+        assert!(denied["policy_at"][0]
+            .as_str()
+            .unwrap()
+            .starts_with(&policy.display().to_string()));
         assert!(
             ev.iter().any(|e| e["what"]["transport"] == transport
                 && e["what"]["tool"] == "echo"

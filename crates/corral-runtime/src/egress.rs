@@ -221,6 +221,7 @@ pub fn start(
     listeners: Listeners,
     origins: Option<Origins>,
     tx: tokio::sync::mpsc::Sender<Event>,
+    mcp: Option<Arc<corral_mcp::Authority>>,
 ) -> Result<Running, String> {
     let dropped = Arc::new(AtomicU64::new(0));
     let sink = {
@@ -237,6 +238,7 @@ pub fn start(
     cfg.secrets = egress.secrets.clone();
     cfg.hosts = egress.add_hosts.clone();
     cfg.mode = mode;
+    cfg.mcp = mcp;
     let proxy = Arc::new(Proxy::new(cfg).map_err(|e| format!("cannot start the egress proxy: {e}"))?);
     let mut tasks = Vec::new();
     for l in std::iter::once(listeners.v4).chain(listeners.v6) {

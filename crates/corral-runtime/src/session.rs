@@ -882,7 +882,16 @@ pub async fn run_in(spec: Spec, run_dir: Option<PathBuf>) -> Result<Outcome, Ses
                 }
             };
             let started = listeners.and_then(|l| {
-                crate::egress::start(e, &spec.principal, spec.mode, spec.id, l, ks.origins(), proxy_tx)
+                crate::egress::start(
+                    e,
+                    &spec.principal,
+                    spec.mode,
+                    spec.id,
+                    l,
+                    ks.origins(),
+                    proxy_tx,
+                    Some(mcp.clone()),
+                )
             });
             match started {
                 Ok(r) => Some(r),

@@ -235,7 +235,12 @@ def exchange(ns, method: str, url: str, body: bytes, extra: list[tuple[str, str]
             conn.putheader(k, v)
         if not any(k.lower() == "content-length" for k, _ in extra):
             conn.putheader("Content-Length", str(len(body)))
-        conn.endheaders(body)
+        try:
+            conn.endheaders(body)
+        except (BrokenPipeError, ConnectionResetError):
+            # The server answered (and closed) before taking the whole
+            # body, e.g. 413 for an oversized one: read that answer.
+            pass
         resp = conn.getresponse()
     except (OSError, http.client.HTTPException) as e:
         raise Failed(f"{label}: {method} {url}: {type(e).__name__}: {e}") from e
