@@ -212,7 +212,11 @@ impl Running {
 }
 
 /// Builds the proxy and serves the listeners. Events go to `tx` (never
-/// waited on: a full queue drops the event and counts it).
+/// waited on: a full queue drops the event and counts it); MCP over HTTP
+/// is governed by `mcp`, the session's MCP layer.
+// Each argument is a different part of the session the proxy serves; a
+// struct holding them would only be built here.
+#[allow(clippy::too_many_arguments)]
 pub fn start(
     egress: &Egress,
     principal: &str,
