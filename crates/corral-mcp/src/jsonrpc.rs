@@ -3,7 +3,11 @@
 //! A message corral forwards must mean the same thing to every parser on
 //! the way, or a policy decided on one reading is enforced on another.
 //! So anything two parsers could read differently is refused: invalid
-//! UTF-8, a byte-order mark, a repeated object key (at any depth), a lone
+//! UTF-8, a byte-order mark, a repeated object key (at any depth), two keys
+//! of one object that differ only in case (Go's `encoding/json` matches
+//! keys case-insensitively, folding `ſ` to `s` and the Kelvin sign to `k`,
+//! and the last one wins: `"method":"tools/list","Method":"tools/call"`
+//! would be a `tools/call` to a Go server), a lone
 //! UTF-16 surrogate, trailing bytes, nesting deeper than serde_json's
 //! limit (128). What is forwarded is corral's own serialization of what
 //! it decided, never the sender's bytes.
@@ -322,6 +326,19 @@ pub fn error_response(id: Option<&Value>, code: i64, message: &str, data: Option
     Value::Object(m)
 }
 
+/// A key as case-insensitive matchers see it: lower case, with the two
+/// non-ASCII letters Go's `encoding/json` folds onto ASCII (`ſ` → `s`,
+/// Kelvin sign → `k`).
+fn fold(k: &str) -> String {
+    k.chars()
+        .flat_map(|c| match c {
+            '\u{17f}' => 's'.to_lowercase(),
+            '\u{212a}' => 'k'.to_lowercase(),
+            c => c.to_lowercase(),
+        })
+        .collect()
+}
+
 /// Deserialises into a [`Value`], refusing repeated object keys.
 struct StrictSeed;
 
@@ -375,10 +392,18 @@ impl<'de> Visitor<'de> for StrictVisitor {
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let mut m = Map::new();
+        let mut folded: Vec<(String, String)> = Vec::new();
         while let Some(k) = map.next_key::<String>()? {
             if m.contains_key(&k) {
                 return Err(serde::de::Error::custom(format!("duplicate key {k:?}")));
             }
+            let f = fold(&k);
+            if let Some((other, _)) = folded.iter().find(|(_, g)| *g == f) {
+                return Err(serde::de::Error::custom(format!(
+                    "duplicate key: {other:?} and {k:?} differ only in case"
+                )));
+            }
+            folded.push((k.clone(), f));
             let v = map.next_value_seed(StrictSeed)?;
             m.insert(k, v);
         }
@@ -432,6 +457,10 @@ mod tests {
             r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","method":"tools/list"}"#,
             r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","name":"rm"}}"#,
             r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"e","arguments":{"a":[{"x":1,"x":2}]}}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","Method":"tools/call"}"#,
+            "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"echo\",\"NAME\":\"x\"}}",
+            "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"echo\",\"arguments\":{\"kind\":1,\"\u{212a}ind\":2}}}",
+            "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"echo\",\"\u{17f}\":1,\"S\":2}}",
         ] {
             let e = p(s).unwrap_err();
             assert_eq!(e.code, code::PARSE_ERROR, "{s}");
