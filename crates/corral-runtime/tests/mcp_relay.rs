@@ -398,12 +398,22 @@ fn a_wrapped_server_is_governed_by_the_policy() {
     assert!(message.contains("no-secret"), "{message}");
 
     // A batch with a forbidden member: the permitted one reaches the
-    // server, and the answer carries both.
-    let r = relay.call(json!([
+    // server; corral answers the forbidden one at once (a batch of its
+    // own: stdio servers may ignore batches), the server the other.
+    let first = relay.call(json!([
         tool_call(5, "echo", json!({"message": "batched"})),
         tool_call(6, "secret", json!({"message": "batched"})),
     ]));
-    let answers = r.as_array().unwrap_or_else(|| panic!("not a batch: {r}"));
+    let second = relay.recv();
+    let r = json!([first, second]);
+    let answers: Vec<Value> = [&first, &second]
+        .iter()
+        .flat_map(|a| {
+            a.as_array()
+                .cloned()
+                .unwrap_or_else(|| panic!("not a batch: {a}"))
+        })
+        .collect();
     let by_id = |id: i64| {
         answers
             .iter()
