@@ -412,3 +412,49 @@ fn forbid_without_permit_on_a_proxy_action_warns_it_denies_everything() {
     assert_eq!(o.status.code(), Some(0));
     assert!(err.contains(":1:1: warning[denies-everything]"), "{err}");
 }
+
+/// `explain` shows what the MCP layer does beyond Cedar: a tool allowlist
+/// does not refuse `initialize` (only a forbid would), and `--exit-code`
+/// follows the layer.
+#[test]
+fn explain_shows_the_mcp_layers_rules() {
+    let dir = std::env::temp_dir().join(format!("corral-cli-mcp-explain-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let f = dir.join("mcp.cedar");
+    std::fs::write(
+        &f,
+        "@id(\"echo-only\") permit (principal, action == Action::\"McpCall\", resource == MCP::Tool::\"echo\");\n",
+    )
+    .unwrap();
+    let f = f.to_str().unwrap();
+    let ask = |resource: &str, method: &str| {
+        corral(&[
+            "policy",
+            "explain",
+            f,
+            "--principal",
+            "claude",
+            "--action",
+            "McpCall",
+            "--resource",
+            resource,
+            "-c",
+            "server=everything",
+            "-c",
+            &format!("method={method}"),
+            "--exit-code",
+        ])
+    };
+    let init = ask("everything", "initialize");
+    let (out, err) = text(&init);
+    assert_eq!(init.status.code(), Some(0), "{out}{err}");
+    assert!(out.contains("decision: DENY"), "{out}");
+    assert!(out.contains("MCP layer: ALLOW (no forbid applies"), "{out}");
+    let other = ask("get-env", "tools/call");
+    let (out, _) = text(&other);
+    assert_eq!(other.status.code(), Some(2), "{out}");
+    assert!(!out.contains("MCP layer"), "{out}");
+    let echo = ask("echo", "tools/call");
+    assert_eq!(echo.status.code(), Some(0), "{}", text(&echo).0);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

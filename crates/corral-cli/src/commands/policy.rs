@@ -162,6 +162,26 @@ pub fn run(cmd: PolicyCmd) -> Result<ExitCode> {
             let ev = corral_policy::Evaluator::new(&doc);
             let d = ev.decide(&req)?;
             let kernel = kernel_verdict(&plan, &req);
+            // The MCP layer asks Cedar, then applies its own rules (other
+            // requests than tools/call are refused only by a forbid; no
+            // McpCall policy at all means observe only).
+            let mcp = match &req {
+                corral_policy::Request::Mcp {
+                    principal,
+                    server,
+                    tool,
+                    method,
+                    args,
+                } => Some(corral_mcp::McpPolicy::new(doc.clone())?.decide(
+                    principal,
+                    server,
+                    method,
+                    tool.as_deref(),
+                    args,
+                )),
+                _ => None,
+            };
+            let effective = mcp.as_ref().map_or(d.allowed, |v| v.allowed);
             let pols = |idx: &[usize]| -> Vec<serde_json::Value> {
                 idx.iter()
                     .filter_map(|i| doc.policies.get(*i))
@@ -175,6 +195,11 @@ pub fn run(cmd: PolicyCmd) -> Result<ExitCode> {
                     "determining": pols(&d.determining),
                     "errors": d.errors,
                     "kernel": kernel.as_ref().map(|(layer, v)| serde_json::json!({"table": layer, "verdict": v})),
+                    "mcp_layer": mcp.as_ref().map(|v| serde_json::json!({
+                        "decision": if v.allowed { "allow" } else { "deny" },
+                        "decided": v.decided,
+                        "reason": v.reason,
+                    })),
                 });
                 println!("{}", serde_json::to_string_pretty(&out)?);
             } else {
@@ -198,6 +223,13 @@ pub fn run(cmd: PolicyCmd) -> Result<ExitCode> {
                 for e in &d.errors {
                     println!("  evaluation error (policy skipped, as Cedar does): {e}");
                 }
+                if let Some(v) = mcp.as_ref().filter(|v| v.allowed != d.allowed || !v.decided) {
+                    println!(
+                        "MCP layer: {} ({})",
+                        if v.allowed { "ALLOW" } else { "DENY" },
+                        v.reason
+                    );
+                }
                 if let Some((layer, v)) = &kernel {
                     let agrees = v.allowed().map(|a| a == d.allowed);
                     println!(
@@ -211,7 +243,7 @@ pub fn run(cmd: PolicyCmd) -> Result<ExitCode> {
                     );
                 }
             }
-            Ok(if exit_code && !d.allowed {
+            Ok(if exit_code && !effective {
                 ExitCode::from(2)
             } else {
                 ExitCode::SUCCESS
