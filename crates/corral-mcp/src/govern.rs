@@ -737,11 +737,14 @@ impl Governor {
 /// The JSON-RPC error a denied request gets: what was denied, by which
 /// policy (id and `file:line`), with the decision in `data.corral`.
 pub fn denial(id: Option<&Value>, v: &Verdict) -> Value {
-    let by = if v.policies.is_empty() {
-        "no policy permits it (default deny)".to_string()
+    let message = if v.policies.is_empty() {
+        // The reason already says "default deny" (or why it could not
+        // be decided).
+        format!("corral: {}", v.reason)
     } else {
         format!(
-            "denied by policy {}",
+            "corral: {}: denied by policy {}",
+            v.reason,
             v.policies
                 .iter()
                 .map(|p| format!("{} ({})", p.id, p.at))
@@ -757,12 +760,7 @@ pub fn denial(id: Option<&Value>, v: &Verdict) -> Value {
             "policies": v.policies,
         }
     });
-    jsonrpc::error_response(
-        id,
-        code::DENIED,
-        &format!("corral: {}: {by}", v.reason),
-        Some(data),
-    )
+    jsonrpc::error_response(id, code::DENIED, &message, Some(data))
 }
 
 fn truncate(b: &[u8]) -> (String, bool) {
