@@ -102,6 +102,18 @@ fn skip_unless(test: &str) -> bool {
     true
 }
 
+/// The clients, copied into the project: the session sees the host's
+/// /tmp (where a clone of this repository may live) as a fresh tmpfs.
+fn copy_clients(ws: &Path) -> std::path::PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mcp");
+    let dst = ws.join("clients");
+    std::fs::create_dir_all(&dst).unwrap();
+    for f in ["client.py", "raw.py"] {
+        std::fs::copy(src.join(f), dst.join(f)).unwrap();
+    }
+    dst
+}
+
 fn section<'a>(out: &'a str, name: &str) -> Vec<&'a str> {
     let start = format!("== {name}");
     out.lines()
@@ -149,7 +161,7 @@ fn real_mcp_servers_are_governed_over_stdio() {
         "x".repeat(5 << 20)
     );
     std::fs::write(ws.join("big.jsonl"), big).unwrap();
-    let tests = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mcp");
+    let tests = copy_clients(&ws);
     std::fs::write(
         ws.join("script.sh"),
         SCRIPT
@@ -490,7 +502,7 @@ fn real_mcp_servers_are_governed_over_http_through_the_proxy() {
         "y".repeat(5 << 20)
     );
     std::fs::write(ws.join("big.json"), big).unwrap();
-    let tests = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mcp");
+    let tests = copy_clients(&ws);
     std::fs::write(
         ws.join("script.sh"),
         HTTP_SCRIPT
