@@ -329,6 +329,41 @@ pub struct AuditSettings {
     pub queue: Val<usize>,
 }
 
+/// The `[mcp]` table: how much MCP traffic the MCP layer reads before it
+/// refuses it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct McpSettings {
+    /// Largest MCP message (a stdio line, an HTTP body, an SSE event),
+    /// bytes (`max_message = "4MiB"`); larger ones are refused with a
+    /// JSON-RPC error.
+    pub max_message: Val<u64>,
+    /// Most messages in one JSON-RPC batch (`max_batch = 128`).
+    pub max_batch: Val<usize>,
+}
+
+impl Default for McpSettings {
+    fn default() -> Self {
+        let d = corral_mcp::Limits::default();
+        McpSettings {
+            max_message: Val::new(d.max_message as u64, Origin::Default),
+            max_batch: Val::new(d.max_batch, Origin::Default),
+        }
+    }
+}
+
+impl McpSettings {
+    /// The limits the MCP layer applies.
+    pub fn limits(&self) -> corral_mcp::Limits {
+        corral_mcp::Limits {
+            max_message: usize::try_from(self.max_message.value).unwrap_or(usize::MAX),
+            max_batch: self.max_batch.value,
+        }
+    }
+}
+
+/// Bounds of `[mcp] max_message`: 1 KiB to 256 MiB.
+const MCP_MESSAGE_RANGE: std::ops::RangeInclusive<u64> = (1 << 10)..=(256 << 20);
+
 /// The default `[audit] queue`.
 pub const DEFAULT_AUDIT_QUEUE: usize = 65_536;
 
@@ -380,6 +415,8 @@ pub struct Settings {
     pub audit: AuditSettings,
     /// The egress proxy (`[proxy]`).
     pub proxy: ProxySettings,
+    /// The MCP layer (`[mcp]`).
+    pub mcp: McpSettings,
     /// Recipe overrides by agent name.
     pub recipes: BTreeMap<String, RecipeOverride>,
     /// The global file, if one was read.
@@ -401,6 +438,7 @@ impl Default for Settings {
             shadow: Val::new(false, Origin::Default),
             audit: AuditSettings::default(),
             proxy: ProxySettings::default(),
+            mcp: McpSettings::default(),
             recipes: BTreeMap::new(),
             global_file: None,
             project_file: None,
@@ -612,6 +650,16 @@ impl Settings {
                 &v.origin,
             );
         }
+        row(
+            "mcp.max_message",
+            format!("{} bytes", self.mcp.max_message.value),
+            &self.mcp.max_message.origin,
+        );
+        row(
+            "mcp.max_batch",
+            self.mcp.max_batch.value.to_string(),
+            &self.mcp.max_batch.origin,
+        );
         if self.env.is_empty() {
             row("env", "{}".into(), &Origin::Default);
         }
@@ -669,8 +717,16 @@ struct RawFile {
     ui: Option<RawUi>,
     audit: Option<RawAudit>,
     proxy: Option<RawProxy>,
+    mcp: Option<RawMcp>,
     #[serde(default)]
     recipes: BTreeMap<Spanned<String>, RawRecipe>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMcp {
+    max_message: Option<Spanned<String>>,
+    max_batch: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -831,6 +887,29 @@ impl File<'_> {
                 let v = self.val(v, |h| parse_add_host(h))?;
                 s.proxy.add_hosts.retain(|x| x.value.0 != v.value.0);
                 s.proxy.add_hosts.push(v);
+            }
+        }
+        if let Some(m) = raw.mcp {
+            if let Some(v) = m.max_message {
+                s.mcp.max_message = self.val(v, |d| {
+                    parse_size("mcp.max_message", d).and_then(|n| {
+                        if MCP_MESSAGE_RANGE.contains(&n) {
+                            Ok(n)
+                        } else {
+                            Err(InvalidValue(format!(
+                                "mcp.max_message `{d}` is not between 1KiB and 256MiB"
+                            )))
+                        }
+                    })
+                })?;
+            }
+            if let Some(v) = m.max_batch {
+                s.mcp.max_batch = self.val(v, |n| {
+                    usize::try_from(*n)
+                        .ok()
+                        .filter(|n| (1..=10_000).contains(n))
+                        .ok_or_else(|| InvalidValue(format!("mcp.max_batch {n} is not between 1 and 10000")))
+                })?;
             }
         }
         for (name, r) in raw.recipes {

@@ -13,6 +13,7 @@ pub fn authority(
     principal: &str,
     policy: McpPolicy,
     mode: corral_core::Mode,
+    limits: Limits,
     tx: tokio::sync::mpsc::Sender<Event>,
 ) -> (Arc<Authority>, Arc<AtomicU64>) {
     let dropped = Arc::new(AtomicU64::new(0));
@@ -25,10 +26,7 @@ pub fn authority(
             }
         })
     };
-    (
-        Authority::new(principal, policy, mode, Limits::default(), sink),
-        dropped,
-    )
+    (Authority::new(principal, policy, mode, limits, sink), dropped)
 }
 
 /// An MCP report as an audit event: the decision and its policies, the
@@ -97,6 +95,7 @@ mod tests {
             "claude",
             McpPolicy::new(doc).unwrap(),
             corral_core::Mode::Enforce,
+            Limits::default(),
             tx,
         );
         let mut g = auth.governor("everything", corral_mcp::Transport::Stdio);

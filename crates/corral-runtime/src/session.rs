@@ -137,6 +137,8 @@ pub struct Spec {
     /// The MCP layer's policy: MCP over HTTP through the egress proxy and
     /// stdio servers behind `corral mcp wrap` are governed by it.
     pub mcp: corral_mcp::McpPolicy,
+    /// The MCP layer's size limits (`[mcp]` in the configuration).
+    pub mcp_limits: corral_mcp::Limits,
     /// Where the session's events go (JSON lines).
     pub events_path: Option<PathBuf>,
     /// The audit pipeline every event is sent to (never waited on).
@@ -702,6 +704,7 @@ pub async fn run_in(spec: Spec, run_dir: Option<PathBuf>) -> Result<Outcome, Ses
         &spec.principal,
         spec.mcp.clone(),
         spec.mode,
+        spec.mcp_limits,
         proxy_tx.clone(),
     );
     let calls = Arc::new(crate::mcp::CallLog::new());

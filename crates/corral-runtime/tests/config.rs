@@ -705,3 +705,35 @@ fn secret_sources_read_and_refuse_what_could_split_a_header() {
         .unwrap_err()
         .contains("CORRAL_TEST_SURELY_UNSET_VAR is not set"));
 }
+
+#[test]
+fn mcp_limits_with_origins_and_bounds() {
+    let t = Tmp::new("mcp");
+    let g = t.write("global.toml", "[mcp]\nmax_message = \"1MiB\"\nmax_batch = 8\n");
+    let p = t.write("proj/corral.toml", "[mcp]\nmax_batch = 16\n");
+    let s = load_files(Some(&g), Some(&p)).unwrap();
+    assert_eq!(s.mcp.max_message.value, 1 << 20);
+    assert_eq!(s.mcp.max_message.origin, global(&g, 2));
+    assert_eq!(s.mcp.max_batch.value, 16);
+    assert_eq!(s.mcp.max_batch.origin, project(&p, 2));
+    let l = s.mcp.limits();
+    assert_eq!((l.max_message, l.max_batch), (1 << 20, 16));
+    let shown = s.show();
+    assert!(
+        shown.contains("mcp.max_message") && shown.contains("1048576 bytes"),
+        "{shown}"
+    );
+    // The defaults are the MCP layer's.
+    let d = load_files(None, None).unwrap();
+    assert_eq!(d.mcp.limits(), corral_mcp::Limits::default());
+    // Out of bounds, or not a size: what and where.
+    let (p, e) = error_of("[mcp]\nmax_message = \"1GiB\"\n");
+    assert!(e.contains(&format!("{}:2:", p.display())), "{e}");
+    assert!(e.contains("not between 1KiB and 256MiB"), "{e}");
+    let (_, e) = error_of("[mcp]\nmax_message = \"lots\"\n");
+    assert!(e.contains("is not a size"), "{e}");
+    let (_, e) = error_of("[mcp]\nmax_batch = 0\n");
+    assert!(e.contains("mcp.max_batch 0 is not between 1 and 10000"), "{e}");
+    let (_, e) = error_of("[mcp]\nlimit = 1\n");
+    assert!(e.contains("unknown field `limit`"), "{e}");
+}

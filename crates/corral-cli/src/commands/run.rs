@@ -467,6 +467,7 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         ctl_port: None,
         egress: Some(egress),
         mcp: mcp_policy,
+        mcp_limits: settings.mcp.limits(),
         events_path: args.events.clone(),
         audit: pipeline.as_ref().map(corral_audit::Pipeline::sender),
         record_label,
