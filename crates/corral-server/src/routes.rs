@@ -1,0 +1,143 @@
+//! The routes: one table ([`api_routes`]) that the router is built from and
+//! that the OpenAPI test checks against `openapi.json`, and the handlers.
+
+use crate::auth::{self, error};
+use crate::filters::EventParams;
+use crate::state::AppState;
+use crate::stream;
+use axum::extract::{Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, MethodRouter};
+use axum::{Json, Router};
+use corral_audit::export::jsonl;
+use serde::Deserialize;
+use std::sync::Arc;
+
+/// The OpenAPI document, served as is.
+pub(crate) const OPENAPI: &str = include_str!("openapi.json");
+
+/// Every `/api` route: (method, path, handler). The router is built from
+/// this table and nothing else, so a test over it covers the router.
+pub(crate) fn api_routes() -> Vec<(&'static str, &'static str, MethodRouter<Arc<AppState>>)> {
+    vec![
+        ("get", "/api/health", get(health)),
+        ("get", "/api/sessions", get(sessions)),
+        ("get", "/api/events", get(events)),
+        ("get", "/api/events/stream", get(stream::events)),
+        ("post", "/api/policy/validate", post(validate)),
+        ("get", "/api/openapi.json", get(openapi)),
+    ]
+}
+
+/// The whole application: `/` (token to cookie) and the `/api` routes
+/// behind the token, everything behind the Host/Origin check.
+pub(crate) fn router(state: Arc<AppState>) -> Router {
+    let api = api_routes()
+        .into_iter()
+        .fold(Router::new(), |r, (_, path, mr)| r.route(path, mr))
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            auth::require_token,
+        ));
+    Router::new()
+        .route("/", get(auth::root))
+        .merge(api)
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route") })
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            auth::same_origin,
+        ))
+        .with_state(state)
+}
+
+/// Maps a store failure to a 500 with its message.
+fn internal(msg: impl std::fmt::Display) -> Response {
+    error(StatusCode::INTERNAL_SERVER_ERROR, msg.to_string())
+}
+
+async fn health(State(st): State<Arc<AppState>>) -> Response {
+    Json(serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "store": st.store_path.display().to_string(),
+        "uptime_s": st.started.elapsed().as_secs(),
+    }))
+    .into_response()
+}
+
+async fn sessions(State(st): State<Arc<AppState>>) -> Response {
+    match st.with_store(|s| s.sessions()).await {
+        Ok(Ok(rows)) => Json(rows).into_response(),
+        Ok(Err(e)) => internal(e),
+        Err(e) => internal(e),
+    }
+}
+
+/// A query string that does not parse (an unknown parameter, a limit that
+/// is not a number) is a 400 with serde's message, which names the field.
+fn bad_query(e: axum::extract::rejection::QueryRejection) -> Response {
+    error(StatusCode::BAD_REQUEST, e.body_text())
+}
+
+async fn events(
+    State(st): State<Arc<AppState>>,
+    q: Result<Query<EventParams>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Query(p) = match q {
+        Ok(q) => q,
+        Err(e) => return bad_query(e),
+    };
+    let res = st
+        .with_store(move |s| {
+            let q = p.query(s)?;
+            Ok::<_, crate::filters::FilterError>(s.query(&q)?)
+        })
+        .await;
+    let rows = match res {
+        Ok(Ok(rows)) => rows,
+        Ok(Err(crate::filters::FilterError::Store(e))) => return internal(e),
+        Ok(Err(e)) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(e) => return internal(e),
+    };
+    let last_id = rows.iter().filter_map(|r| r.id).max();
+    let events: Result<Vec<_>, _> = rows.iter().map(jsonl::to_value).collect();
+    match events {
+        Ok(events) => Json(serde_json::json!({ "events": events, "last_id": last_id })).into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+/// `POST /api/policy/validate`'s body.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ValidateBody {
+    /// The policy text.
+    text: String,
+    /// The name diagnostics give the text (default `policy.cedar`).
+    #[serde(default)]
+    name: Option<String>,
+}
+
+async fn validate(body: Result<Json<ValidateBody>, axum::extract::rejection::JsonRejection>) -> Response {
+    let Json(b) = match body {
+        Ok(b) => b,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
+    };
+    let name = b.name.unwrap_or_else(|| "policy.cedar".into());
+    // Compiling a policy is CPU work: off the async threads.
+    let checked = tokio::task::spawn_blocking(move || {
+        let c = corral_policy::check(vec![corral_policy::Source::new(name, b.text)]);
+        (c.ok(), c.diagnostics)
+    })
+    .await;
+    match checked {
+        Ok((ok, diagnostics)) => {
+            Json(serde_json::json!({ "ok": ok, "diagnostics": diagnostics })).into_response()
+        }
+        Err(e) => internal(e),
+    }
+}
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}

@@ -1,0 +1,46 @@
+//! What every handler shares.
+
+use corral_audit::Store;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// The server's shared state.
+pub(crate) struct AppState {
+    /// The access token.
+    pub token: String,
+    /// Host header values that name this server (`127.0.0.1:PORT`, ...).
+    pub hosts: Vec<String>,
+    /// Origin header values of this server's own pages.
+    pub origins: Vec<String>,
+    /// The audit store (one connection; queries run on the blocking pool).
+    pub store: Arc<Mutex<Store>>,
+    /// Where the store is.
+    pub store_path: PathBuf,
+    /// The session state directory (control sockets; not used yet).
+    #[allow(dead_code)]
+    pub state_dir: PathBuf,
+    /// When the server started.
+    pub started: Instant,
+    /// Set to true when the server stops: live streams end.
+    pub closing: tokio::sync::watch::Sender<bool>,
+}
+
+impl AppState {
+    /// Runs `f` with the store on the blocking pool.
+    pub(crate) async fn with_store<T, F>(&self, f: F) -> Result<T, String>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Store) -> T + Send + 'static,
+    {
+        let store = Arc::clone(&self.store);
+        tokio::task::spawn_blocking(move || {
+            let guard = store
+                .lock()
+                .map_err(|_| "the audit store is unusable after an earlier failure".to_string())?;
+            Ok(f(&guard))
+        })
+        .await
+        .map_err(|e| format!("store task failed: {e}"))?
+    }
+}

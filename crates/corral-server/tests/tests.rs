@@ -1,0 +1,10 @@
+//! corral-server's tests: real sockets on loopback, a temp store.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod util;
+
+mod auth;
+mod bind;
+mod events;
+mod openapi;
+mod policy;
