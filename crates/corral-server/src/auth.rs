@@ -50,6 +50,25 @@ pub(crate) async fn same_origin(State(st): State<Arc<AppState>>, req: Request, n
     next.run(req).await
 }
 
+/// Headers on every response: nothing is cached (answers carry the audit
+/// trail; the redirect carries the cookie), no page may frame ours, no
+/// content sniffing, no Referer (the first URL has the token).
+pub(crate) async fn hardening(mut r: Response) -> Response {
+    let h = r.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("frame-ancestors 'none'"),
+    );
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    r
+}
+
 /// The token a request carries: `Authorization: Bearer <t>` first, then
 /// the `corral_token` cookie.
 fn presented(headers: &HeaderMap) -> Option<&str> {
@@ -67,8 +86,17 @@ fn presented(headers: &HeaderMap) -> Option<&str> {
         })
 }
 
-/// Lets through only requests that carry the token.
+/// True for the paths behind the token: `/api` and everything under it.
+fn needs_token(path: &str) -> bool {
+    path == "/api" || path.starts_with("/api/")
+}
+
+/// Lets through only requests that carry the token (on `/api` paths; `/`
+/// checks the token itself).
 pub(crate) async fn require_token(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    if !needs_token(req.uri().path()) {
+        return next.run(req).await;
+    }
     match presented(req.headers()) {
         Some(t) if token::matches(t.as_bytes(), st.token.as_bytes()) => next.run(req).await,
         Some(_) => error(StatusCode::UNAUTHORIZED, "wrong access token"),
@@ -134,6 +162,15 @@ mod tests {
             );
         }
         m
+    }
+
+    #[test]
+    fn token_paths() {
+        assert!(needs_token("/api"));
+        assert!(needs_token("/api/events"));
+        assert!(needs_token("/api/nope/deeper"));
+        assert!(!needs_token("/"));
+        assert!(!needs_token("/apix"));
     }
 
     #[test]

@@ -31,23 +31,28 @@ pub(crate) fn api_routes() -> Vec<(&'static str, &'static str, MethodRouter<Arc<
 }
 
 /// The whole application: `/` (token to cookie) and the `/api` routes
-/// behind the token, everything behind the Host/Origin check.
+/// behind the token, everything behind the Host/Origin check and with the
+/// [`auth::hardening`] headers.
 pub(crate) fn router(state: Arc<AppState>) -> Router {
     let api = api_routes()
         .into_iter()
-        .fold(Router::new(), |r, (_, path, mr)| r.route(path, mr))
-        .route_layer(axum::middleware::from_fn_with_state(
-            Arc::clone(&state),
-            auth::require_token,
-        ));
+        .fold(Router::new(), |r, (_, path, mr)| r.route(path, mr));
     Router::new()
         .route("/", get(auth::root))
         .merge(api)
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route") })
+        // Layers run bottom-up: Host/Origin first, then the token (on every
+        // `/api` path, unknown ones included, so the 404 says nothing to a
+        // caller without the token), then the handler.
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            auth::require_token,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state),
             auth::same_origin,
         ))
+        .layer(axum::middleware::map_response(auth::hardening))
         .with_state(state)
 }
 

@@ -63,6 +63,12 @@ async fn token_url_sets_a_strict_http_only_cookie_that_then_works_alone() {
     assert_eq!(s.json().as_array().unwrap().len(), 2);
     let page = request(r.addr, "GET", "/", &[("Cookie", jar)], None).await;
     assert_eq!(page.status, 200);
+    // Nothing is cached or framed, and the token does not leak as Referer.
+    for resp in [&first, &s, &page] {
+        assert_eq!(resp.header("cache-control"), Some("no-store"), "{resp:?}");
+        assert_eq!(resp.header("x-frame-options"), Some("DENY"));
+        assert_eq!(resp.header("referrer-policy"), Some("no-referrer"));
+    }
     // A wrong token in the URL sets nothing.
     let wrong = request(r.addr, "GET", "/?token=0123456789abcdef", &[], None).await;
     assert_eq!(wrong.status, 401);

@@ -46,6 +46,35 @@ async fn a_taken_port_moves_to_the_next_free_one() {
 }
 
 #[tokio::test]
+async fn all_ports_taken_is_a_clear_error() {
+    let (_dir, store) = fixture();
+    // Hold a run of PORT_TRIES + 1 ports; give up (pass) if another
+    // process holds one of them.
+    let first = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = first.local_addr().unwrap().port();
+    let Some(last) = port.checked_add(PORT_TRIES) else {
+        return;
+    };
+    let mut held = vec![first];
+    for p in port + 1..=last {
+        match std::net::TcpListener::bind(("127.0.0.1", p)) {
+            Ok(l) => held.push(l),
+            Err(_) => return,
+        }
+    }
+    let mut c = config(store);
+    c.listen = held[0].local_addr().unwrap();
+    match Server::bind(c).await {
+        Err(e @ ServerError::NoFreePort { .. }) => {
+            let msg = e.to_string();
+            assert!(msg.contains(&format!("from {port} to {last}")), "{msg}");
+        }
+        Err(e) => panic!("wrong error: {e}"),
+        Ok(s) => panic!("bound {} with every port held", s.local_addr()),
+    }
+}
+
+#[tokio::test]
 async fn a_configured_token_is_used_and_checked() {
     let (_dir, store) = fixture();
     let mut c = config(store.clone());

@@ -32,7 +32,10 @@ async fn the_document_is_served() {
     assert_eq!(resp.status, 200);
     assert_eq!(resp.header("content-type"), Some("application/json"));
     assert_eq!(resp.body, corral_server::openapi());
-    // Something not in the table is not served.
+    // Something not in the table is not served, and without the token
+    // an unknown /api path looks like any other (401, not 404).
     assert_eq!(get(&r, "/api/nope").await.status, 404);
+    assert_eq!(request(r.addr, "GET", "/api/nope", &[], None).await.status, 401);
+    assert_eq!(request(r.addr, "GET", "/nope", &[], None).await.status, 404);
     r.stop().await;
 }
