@@ -67,7 +67,7 @@ fn bad(param: &'static str, value: &str, expected: &'static str) -> FilterError 
 }
 
 /// `s123` or `123`.
-fn session_id(s: &str) -> Result<u32, FilterError> {
+pub(crate) fn session_id(s: &str) -> Result<u32, FilterError> {
     s.strip_prefix('s')
         .unwrap_or(s)
         .parse::<u32>()

@@ -3,6 +3,7 @@
 mod auth;
 mod error;
 mod filters;
+mod policy;
 mod routes;
 mod server;
 mod state;

@@ -4,14 +4,13 @@
 use crate::auth::{self, error};
 use crate::filters::EventParams;
 use crate::state::AppState;
-use crate::stream;
+use crate::{policy, stream};
 use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, MethodRouter};
 use axum::{Json, Router};
 use corral_audit::export::jsonl;
-use serde::Deserialize;
 use std::sync::Arc;
 
 /// The OpenAPI document, served as is.
@@ -25,7 +24,8 @@ pub(crate) fn api_routes() -> Vec<(&'static str, &'static str, MethodRouter<Arc<
         ("get", "/api/sessions", get(sessions)),
         ("get", "/api/events", get(events)),
         ("get", "/api/events/stream", get(stream::events)),
-        ("post", "/api/policy/validate", post(validate)),
+        ("get", "/api/policy", get(policy::current)),
+        ("post", "/api/policy/validate", post(policy::validate)),
         ("get", "/api/openapi.json", get(openapi)),
     ]
 }
@@ -57,7 +57,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
 }
 
 /// Maps a store failure to a 500 with its message.
-fn internal(msg: impl std::fmt::Display) -> Response {
+pub(crate) fn internal(msg: impl std::fmt::Display) -> Response {
     error(StatusCode::INTERNAL_SERVER_ERROR, msg.to_string())
 }
 
@@ -80,7 +80,7 @@ async fn sessions(State(st): State<Arc<AppState>>) -> Response {
 
 /// A query string that does not parse (an unknown parameter, a limit that
 /// is not a number) is a 400 with serde's message, which names the field.
-fn bad_query(e: axum::extract::rejection::QueryRejection) -> Response {
+pub(crate) fn bad_query(e: axum::extract::rejection::QueryRejection) -> Response {
     error(StatusCode::BAD_REQUEST, e.body_text())
 }
 
@@ -108,37 +108,6 @@ async fn events(
     let events: Result<Vec<_>, _> = rows.iter().map(jsonl::to_value).collect();
     match events {
         Ok(events) => Json(serde_json::json!({ "events": events, "last_id": last_id })).into_response(),
-        Err(e) => internal(e),
-    }
-}
-
-/// `POST /api/policy/validate`'s body.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ValidateBody {
-    /// The policy text.
-    text: String,
-    /// The name diagnostics give the text (default `policy.cedar`).
-    #[serde(default)]
-    name: Option<String>,
-}
-
-async fn validate(body: Result<Json<ValidateBody>, axum::extract::rejection::JsonRejection>) -> Response {
-    let Json(b) = match body {
-        Ok(b) => b,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
-    };
-    let name = b.name.unwrap_or_else(|| "policy.cedar".into());
-    // Compiling a policy is CPU work: off the async threads.
-    let checked = tokio::task::spawn_blocking(move || {
-        let c = corral_policy::check(vec![corral_policy::Source::new(name, b.text)]);
-        (c.ok(), c.diagnostics)
-    })
-    .await;
-    match checked {
-        Ok((ok, diagnostics)) => {
-            Json(serde_json::json!({ "ok": ok, "diagnostics": diagnostics })).into_response()
-        }
         Err(e) => internal(e),
     }
 }

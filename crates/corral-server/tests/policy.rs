@@ -63,3 +63,63 @@ async fn a_malformed_body_is_a_400_that_says_why() {
     }
     r.stop().await;
 }
+
+#[tokio::test]
+async fn the_current_policy_is_the_newest_accepted_load() {
+    use corral_audit::Store;
+    use corral_core::What;
+    let (_dir, path) = fixture();
+    let mut store = Store::open(&path).unwrap();
+    let started = store.record_policy("policy.cedar", GOOD).unwrap();
+    let reloaded = store.record_policy("ui", "// reloaded\n").unwrap();
+    store
+        .session_started(&corral_audit::SessionRow {
+            id: 3,
+            principal: "Agent::\"a3\"".into(),
+            policy_label: "policy.cedar".into(),
+            policy_sha256: started.clone(),
+            mode: "enforce".into(),
+            started_ns: now_ns(),
+            command: vec!["bash".into()],
+        })
+        .unwrap();
+    let r = start(path).await;
+    let v = get(&r, "/api/policy?session=s3").await.json();
+    assert_eq!(v["sha256"], started.as_str(), "{v}");
+    assert_eq!(v["text"], GOOD);
+    assert_eq!(v["session"], 3);
+    // An accepted reload, then a refused one: the accepted one counts.
+    let load = |sha: &str, error: Option<&str>| {
+        event(
+            3,
+            What::PolicyLoad {
+                label: "ui".into(),
+                sha256: sha.into(),
+                error: error.map(str::to_owned),
+            },
+            None,
+        )
+    };
+    store
+        .insert(&[load(&reloaded, None), load(&"ab".repeat(32), Some("parse error"))])
+        .unwrap();
+    for q in ["session=3", "session=last", ""] {
+        let v = get(&r, &format!("/api/policy?{q}")).await.json();
+        assert_eq!(v["sha256"], reloaded.as_str(), "{q}: {v}");
+        assert_eq!(v["label"], "ui");
+        assert_eq!(v["text"], "// reloaded\n");
+    }
+    // Session 1's text was never recorded; session 9 does not exist.
+    for (q, status, says) in [
+        ("session=1", 404, "was not recorded"),
+        ("session=9", 404, "no session s9"),
+        ("session=x", 400, "`session` \"x\""),
+        ("sesion=1", 400, "sesion"),
+    ] {
+        let resp = get(&r, &format!("/api/policy?{q}")).await;
+        assert_eq!(resp.status, status, "{q}: {resp:?}");
+        let msg = resp.json()["error"].as_str().unwrap().to_owned();
+        assert!(msg.contains(says), "{q}: {msg}");
+    }
+    r.stop().await;
+}
