@@ -135,6 +135,7 @@ async fn the_stream_delivers_an_event_stored_after_connecting() {
         "the new event did not arrive: {buf:?}"
     );
     let latency = t0.elapsed();
+    eprintln!("stream latency (store insert -> SSE bytes): {latency:?}");
     assert!(latency < Duration::from_secs(2), "{latency:?}");
     // The old events were not replayed, the other session's was filtered,
     // and the message carries its id.
