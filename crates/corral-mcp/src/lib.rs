@@ -48,11 +48,3 @@ impl Default for Limits {
         }
     }
 }
-
-/// Errors building the MCP layer.
-#[derive(Debug, thiserror::Error)]
-pub enum McpError {
-    /// The policy could not be compiled.
-    #[error("cannot compile the policy for the MCP layer: {0}")]
-    Compile(String),
-}

@@ -16,19 +16,11 @@
 //!   whatever its arguments: denied with no arguments, and no permit that
 //!   could apply to `McpCall` reads `context.args`.
 
-use crate::McpError;
-use corral_policy::{compile, Action, CompileOptions, Evaluator, PolicyDoc, Request};
+use corral_policy::{Action, Evaluator, PolicyDoc, Request};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
-/// A determining policy, for events and error data.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct PolicyHit {
-    /// Policy id.
-    pub id: String,
-    /// `file:line`.
-    pub at: String,
-}
+pub use corral_policy::PolicyHit;
 
 /// The answer to one question.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -55,29 +47,21 @@ pub struct McpPolicy {
 }
 
 impl McpPolicy {
-    /// Prepares a loaded policy for MCP decisions.
-    pub fn new(doc: PolicyDoc) -> Result<McpPolicy, McpError> {
-        let plan = compile(&doc, &CompileOptions::default()).map_err(|d| {
-            McpError::Compile(
-                d.iter()
-                    .filter(|d| d.is_error())
-                    .map(|d| d.message.clone())
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            )
-        })?;
+    /// Prepares a loaded policy for MCP decisions (no plan is compiled:
+    /// the layer needs only whether `McpCall` is asked, and the policies).
+    pub fn new(doc: PolicyDoc) -> McpPolicy {
         let permits_read_args = (0..doc.policies.len()).any(|i| {
             doc.policies.get(i).is_some_and(|p| !p.is_forbid())
                 && doc
                     .facts(i)
                     .is_some_and(|f| f.actions.contains(&Action::McpCall) && f.context_attrs.contains("args"))
         });
-        Ok(McpPolicy {
+        McpPolicy {
             ev: Evaluator::new(&doc),
-            asks: plan.asks.mcp_call,
+            asks: corral_policy::plan::asks(&doc).mcp_call,
             permits_read_args,
             doc,
-        })
+        }
     }
 
     /// Whether the policy decides MCP requests (some policy names `McpCall`).
@@ -115,15 +99,7 @@ impl McpPolicy {
         };
         match self.ev.decide(&req) {
             Ok(d) => {
-                let policies: Vec<PolicyHit> = d
-                    .determining
-                    .iter()
-                    .filter_map(|i| self.doc.policies.get(*i))
-                    .map(|p| PolicyHit {
-                        id: p.id.clone(),
-                        at: p.location(),
-                    })
-                    .collect();
+                let policies = self.doc.hits(&d.determining);
                 // Not a tool call: only a forbid denies.
                 let allowed = d.allowed || (tool.is_none() && policies.is_empty());
                 let reason = if allowed && tool.is_none() && !d.allowed {
@@ -171,7 +147,7 @@ mod tests {
 
     fn policy(text: &str) -> McpPolicy {
         let doc = corral_policy::load(vec![Source::new("p.cedar", text)]).unwrap();
-        McpPolicy::new(doc).unwrap()
+        McpPolicy::new(doc)
     }
 
     fn call(p: &McpPolicy, tool: &str, args: &[(&str, &str)]) -> Verdict {

@@ -25,7 +25,7 @@ pub mod suggest;
 pub use check::{check, Checked};
 pub use diag::{Diagnostic, Severity};
 pub use eval::{Decision, Evaluator};
-pub use load::{load, load_files, PolicyDoc, PolicyInfo};
+pub use load::{load, load_files, PolicyDoc, PolicyHit, PolicyInfo};
 pub use plan::{compile, CompileOptions, Plan, Verdict};
 pub use request::{Protocol, Request};
 pub use schema::{Action, SCHEMA_TEXT};

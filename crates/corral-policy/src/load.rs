@@ -74,6 +74,18 @@ impl PolicyDoc {
         self.facts.get(idx)
     }
 
+    /// The policies at these indices (a decision's determining ones), by
+    /// id and `file:line`, for events and error messages.
+    pub fn hits(&self, idx: &[usize]) -> Vec<PolicyHit> {
+        idx.iter()
+            .filter_map(|i| self.policies.get(*i))
+            .map(|p| PolicyHit {
+                id: p.id.clone(),
+                at: p.location(),
+            })
+            .collect()
+    }
+
     /// The Cedar policy at an index.
     pub fn policy(&self, idx: usize) -> Option<&Policy> {
         let info = self.policies.get(idx)?;
@@ -83,6 +95,15 @@ impl PolicyDoc {
     pub(crate) fn source_of(&self, info: &PolicyInfo) -> Option<&Arc<Source>> {
         self.sources.get(info.source)
     }
+}
+
+/// A determining policy as events and error bodies name it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PolicyHit {
+    /// Policy id.
+    pub id: String,
+    /// `file:line`.
+    pub at: String,
 }
 
 /// Loads, validates (strict) and lints a set of policy sources.

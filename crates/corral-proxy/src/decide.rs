@@ -68,14 +68,7 @@ impl Serialize for Redacted {
     }
 }
 
-/// A determining policy, for events and error bodies.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct PolicyHit {
-    /// Policy id.
-    pub id: String,
-    /// `file:line`.
-    pub at: String,
-}
+pub use corral_policy::PolicyHit;
 
 /// The answer to one question.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -235,14 +228,7 @@ impl ProxyPolicy {
     }
 
     fn hits(&self, d: &Decision) -> Vec<PolicyHit> {
-        d.determining
-            .iter()
-            .filter_map(|i| self.doc.policies.get(*i))
-            .map(|p| PolicyHit {
-                id: p.id.clone(),
-                at: p.location(),
-            })
-            .collect()
+        self.doc.hits(&d.determining)
     }
 
     fn verdict(&self, action: &'static str, what: &str, d: Result<Decision, String>) -> Verdict {

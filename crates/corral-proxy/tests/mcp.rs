@@ -295,13 +295,7 @@ async fn env_with(limits: McpLimits) -> Env {
     let events = Arc::new(Mutex::new(Vec::new()));
     let e = events.clone();
     let sink: McpSink = Arc::new(move |ev| e.lock().unwrap().push(ev));
-    let auth = Authority::new(
-        "claude",
-        McpPolicy::new(doc).unwrap(),
-        Mode::Enforce,
-        limits,
-        sink,
-    );
+    let auth = Authority::new("claude", McpPolicy::new(doc), Mode::Enforce, limits, sink);
     let p = start_proxy_with(
         &up,
         Setup {

@@ -93,7 +93,7 @@ mod tests {
         let (auth, dropped) = authority(
             SessionId(7),
             "claude",
-            McpPolicy::new(doc).unwrap(),
+            McpPolicy::new(doc),
             corral_core::Mode::Enforce,
             Limits::default(),
             tx,

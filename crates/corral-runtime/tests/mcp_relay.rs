@@ -141,7 +141,7 @@ impl Host {
         let sink: McpSink = Arc::new(move |e| sink_events.lock().unwrap().push(e));
         let authority = Authority::new(
             "agent",
-            McpPolicy::new(doc).unwrap(),
+            McpPolicy::new(doc),
             Mode::Enforce,
             Limits {
                 max_message: MAX_MESSAGE,

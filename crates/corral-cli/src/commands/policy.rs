@@ -172,7 +172,7 @@ pub fn run(cmd: PolicyCmd) -> Result<ExitCode> {
                     tool,
                     method,
                     args,
-                } => Some(corral_mcp::McpPolicy::new(doc.clone())?.decide(
+                } => Some(corral_mcp::McpPolicy::new(doc.clone()).decide(
                     principal,
                     server,
                     method,

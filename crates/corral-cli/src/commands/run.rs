@@ -621,7 +621,7 @@ fn compile_policy(sources: Vec<Source>) -> std::result::Result<Compiled, String>
         }
     };
     let judge = JudgeRef(Arc::new(corral_kernel::argv::CedarJudge::new(&doc)));
-    let mcp = corral_mcp::McpPolicy::new(doc.clone()).map_err(|e| format!("{e}\n"))?;
+    let mcp = corral_mcp::McpPolicy::new(doc.clone());
     let proxy = corral_proxy::ProxyPolicy::new(doc).map_err(|e| format!("{e}\n"))?;
     Ok(Compiled {
         plan,

@@ -15,13 +15,7 @@ fn authority(text: &str, mode: Mode) -> (Arc<Authority>, Log) {
     let l = log.clone();
     let sink: McpSink = Arc::new(move |e| l.lock().unwrap().push(e));
     (
-        Authority::new(
-            "claude",
-            McpPolicy::new(doc).unwrap(),
-            mode,
-            Limits::default(),
-            sink,
-        ),
+        Authority::new("claude", McpPolicy::new(doc), mode, Limits::default(), sink),
         log,
     )
 }
@@ -280,6 +274,6 @@ fn a_policy_swap_applies_to_the_next_message() {
         "permit (principal, action == Action::\"McpCall\", resource);",
     )])
     .unwrap();
-    a.set_policy(McpPolicy::new(doc).unwrap());
+    a.set_policy(McpPolicy::new(doc));
     assert!(g.from_client(call(2, "printEnv").as_bytes()).forward.is_some());
 }

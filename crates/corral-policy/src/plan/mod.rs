@@ -198,6 +198,21 @@ impl Plan {
     }
 }
 
+/// Which optional questions a policy makes the proxy and MCP layers ask:
+/// an action is asked when some policy's scope constrains the action and
+/// includes it (a scope of every action names none of them).
+pub fn asks(doc: &PolicyDoc) -> Asks {
+    let names = |a: Action| {
+        doc.facts
+            .iter()
+            .any(|f| f.actions.len() < Action::ALL.len() && f.actions.contains(&a))
+    };
+    Asks {
+        http_request: names(Action::HttpRequest),
+        mcp_call: names(Action::McpCall),
+    }
+}
+
 /// Options for [`compile`].
 #[derive(Debug, Clone, Default)]
 pub struct CompileOptions {
@@ -231,12 +246,6 @@ pub fn compile(doc: &PolicyDoc, opts: &CompileOptions) -> Result<Plan, Vec<Diagn
         return Err(diags);
     }
 
-    // A scope that constrains the action and includes it names it.
-    let names = |a: Action| {
-        facts
-            .iter()
-            .any(|f| f.actions.len() < Action::ALL.len() && f.actions.contains(&a))
-    };
     for a in [Action::HttpRequest, Action::McpCall] {
         let named_by = |forbid: bool| {
             facts.iter().enumerate().find(|(i, f)| {
@@ -346,10 +355,7 @@ pub fn compile(doc: &PolicyDoc, opts: &CompileOptions) -> Result<Plan, Vec<Diagn
         principals,
         proxy,
         userspace,
-        asks: Asks {
-            http_request: names(Action::HttpRequest),
-            mcp_call: names(Action::McpCall),
-        },
+        asks: asks(doc),
         warnings: diags,
     })
 }

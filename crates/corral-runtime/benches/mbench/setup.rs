@@ -96,7 +96,7 @@ fn authority(doc: &PolicyDoc) -> anyhow::Result<(Arc<Authority>, Arc<Counts>)> {
             }
         }
     });
-    let policy = McpPolicy::new(doc.clone())?;
+    let policy = McpPolicy::new(doc.clone());
     let auth = Authority::new(PRINCIPAL, policy, Mode::Enforce, Limits::default(), sink);
     Ok((auth, counts))
 }
