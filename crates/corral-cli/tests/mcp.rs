@@ -102,16 +102,61 @@ fn skip_unless(test: &str) -> bool {
     true
 }
 
-/// The clients, copied into the project: the session sees the host's
-/// /tmp (where a clone of this repository may live) as a fresh tmpfs.
-fn copy_clients(ws: &Path) -> std::path::PathBuf {
+/// What a session run left: its output, its events, its policy file.
+struct Ran {
+    out: String,
+    err: String,
+    events: Vec<Value>,
+    policy: std::path::PathBuf,
+}
+
+/// Runs `script` (with `@DEPS@` and `@TESTS@` filled in) as the agent of a
+/// session in project `ws` under `policy` (`@WS@` filled in), with `extra`
+/// arguments to `corral run`; asserts the script ran to its end. The
+/// clients are copied into the project: the session sees the host's /tmp
+/// (where a clone of this repository may live) as a fresh tmpfs.
+fn run_session(dir: &Scratch, ws: &Path, script: &str, policy: &str, extra: &[String]) -> Ran {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mcp");
-    let dst = ws.join("clients");
-    std::fs::create_dir_all(&dst).unwrap();
+    let clients = ws.join("clients");
+    std::fs::create_dir_all(&clients).unwrap();
     for f in ["client.py", "raw.py"] {
-        std::fs::copy(src.join(f), dst.join(f)).unwrap();
+        std::fs::copy(src.join(f), clients.join(f)).unwrap();
     }
-    dst
+    let script = script
+        .replace("@DEPS@", DEPS)
+        .replace("@TESTS@", &clients.display().to_string());
+    std::fs::write(ws.join("script.sh"), script).unwrap();
+    let policy = dir.file("policy.cedar", &policy.replace("@WS@", &ws.display().to_string()));
+    let events = dir.0.join("events.jsonl");
+    let o = dir
+        .corral()
+        .args(["run", "--policy"])
+        .arg(&policy)
+        .arg("--events")
+        .arg(&events)
+        .arg("--project")
+        .arg(ws)
+        .args(extra)
+        .args(["-e", &format!("WS={}", ws.display())])
+        .args(["--", "bash", ws.join("script.sh").to_str().unwrap()])
+        .output()
+        .expect("run corral");
+    let out = text(&o.stdout);
+    let err = text(&o.stderr);
+    eprintln!("--- session stdout\n{out}\n--- session stderr\n{err}");
+    assert_eq!(o.status.code(), Some(0), "stderr: {err}");
+    assert!(out.contains("== done"), "the script did not finish:\n{out}");
+    let events = std::fs::read_to_string(&events)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    Ran {
+        out,
+        err,
+        events,
+        policy,
+    }
 }
 
 fn section<'a>(out: &'a str, name: &str) -> Vec<&'a str> {
@@ -161,33 +206,12 @@ fn real_mcp_servers_are_governed_over_stdio() {
         "x".repeat(5 << 20)
     );
     std::fs::write(ws.join("big.jsonl"), big).unwrap();
-    let tests = copy_clients(&ws);
-    std::fs::write(
-        ws.join("script.sh"),
-        SCRIPT
-            .replace("@DEPS@", DEPS)
-            .replace("@TESTS@", &tests.display().to_string()),
-    )
-    .unwrap();
-    let policy = dir.file("policy.cedar", &POLICY.replace("@WS@", &ws.display().to_string()));
-    let events = dir.0.join("events.jsonl");
-    let o = dir
-        .corral()
-        .args(["run", "--policy"])
-        .arg(&policy)
-        .arg("--events")
-        .arg(&events)
-        .arg("--project")
-        .arg(&ws)
-        .args(["-e", &format!("WS={}", ws.display())])
-        .args(["--", "bash", ws.join("script.sh").to_str().unwrap()])
-        .output()
-        .expect("run corral");
-    let out = text(&o.stdout);
-    let err = text(&o.stderr);
-    eprintln!("--- session stdout\n{out}\n--- session stderr\n{err}");
-    assert_eq!(o.status.code(), Some(0), "stderr: {err}");
-    assert!(out.contains("== done"), "the script did not finish:\n{out}");
+    let Ran {
+        out,
+        err,
+        events: all,
+        policy,
+    } = run_session(&dir, &ws, SCRIPT, POLICY, &[]);
     assert!(
         err.contains("mcp: decided (stdio: corral mcp wrap"),
         "the banner names the MCP layer: {err}"
@@ -284,11 +308,6 @@ fn real_mcp_servers_are_governed_over_stdio() {
     assert!(!fs[1].to_string().contains("TOP-SECRET"), "{}", fs[1]);
 
     // The audit trail.
-    let all: Vec<Value> = std::fs::read_to_string(&events)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
     let ev = mcp_events(&all, "everything");
     let call = |tool: &str, decision: &str| {
         ev.iter()
@@ -502,40 +521,21 @@ fn real_mcp_servers_are_governed_over_http_through_the_proxy() {
         "y".repeat(5 << 20)
     );
     std::fs::write(ws.join("big.json"), big).unwrap();
-    let tests = copy_clients(&ws);
-    std::fs::write(
-        ws.join("script.sh"),
-        HTTP_SCRIPT
-            .replace("@DEPS@", DEPS)
-            .replace("@TESTS@", &tests.display().to_string()),
-    )
-    .unwrap();
-    let policy = dir.file(
-        "policy.cedar",
-        &HTTP_POLICY.replace("@WS@", &ws.display().to_string()),
-    );
-    let events = dir.0.join("events.jsonl");
     servers.wait(&remote.ns);
-    let o = dir
-        .corral()
-        .args(["run", "--policy"])
-        .arg(&policy)
-        .arg("--events")
-        .arg(&events)
-        .arg("--project")
-        .arg(&ws)
-        .arg("--add-host")
-        .arg(format!("mcp.corral.test:{}", remote.ip))
-        .args(["-e", &format!("WS={}", ws.display())])
-        .args(["--", "bash", ws.join("script.sh").to_str().unwrap()])
-        .output()
-        .expect("run corral");
+    let add_host = format!("mcp.corral.test:{}", remote.ip);
+    let Ran {
+        out,
+        events: all,
+        policy,
+        ..
+    } = run_session(
+        &dir,
+        &ws,
+        HTTP_SCRIPT,
+        HTTP_POLICY,
+        &["--add-host".into(), add_host],
+    );
     drop(servers);
-    let out = text(&o.stdout);
-    let err = text(&o.stderr);
-    eprintln!("--- session stdout\n{out}\n--- session stderr\n{err}");
-    assert_eq!(o.status.code(), Some(0), "stderr: {err}");
-    assert!(out.contains("== done"), "the script did not finish:\n{out}");
 
     for (name, word) in [("sdk-http", "over http"), ("sdk-sse", "over sse")] {
         let sdk = json_lines(&section(&out, name));
@@ -594,11 +594,6 @@ fn real_mcp_servers_are_governed_over_http_through_the_proxy() {
     assert_eq!(typed["status"], 415, "{typed}");
 
     // The audit trail: each call with its decision and policy line.
-    let all: Vec<Value> = std::fs::read_to_string(&events)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
     let ev = mcp_events(&all, "mcp.corral.test");
     for transport in ["http", "sse"] {
         let denied = ev
