@@ -29,6 +29,7 @@
 
 mod ca;
 mod ffi;
+mod mcpframe;
 mod mcpwrap;
 mod protocol;
 mod seccomp;

@@ -72,39 +72,8 @@ use std::time::Duration;
 
 use crate::ffi::{self, SigSet};
 
-/// Largest frame payload, bytes.
-pub const MAX_FRAME: usize = 1 << 20;
+use crate::mcpframe::{kind, MAX_FRAME, VERSION};
 
-/// Frame types (see the module documentation).
-pub mod kind {
-    /// Relay → supervisor: name and argv.
-    pub const HELLO: u8 = 1;
-    /// Supervisor → relay: start the server.
-    pub const OK: u8 = 2;
-    /// Supervisor → relay: do not start it, because.
-    pub const ABORT: u8 = 3;
-    /// Relay → supervisor: bytes from the agent.
-    pub const CLIENT_BYTES: u8 = 4;
-    /// Relay → supervisor: the agent closed its end.
-    pub const CLIENT_EOF: u8 = 5;
-    /// Relay → supervisor: bytes from the server's stdout.
-    pub const SERVER_BYTES: u8 = 6;
-    /// Relay → supervisor: the server closed its stdout.
-    pub const SERVER_EOF: u8 = 7;
-    /// Relay → supervisor: how the server ended.
-    pub const SERVER_EXIT: u8 = 8;
-    /// Supervisor → relay: bytes for the server's stdin.
-    pub const TO_SERVER: u8 = 9;
-    /// Supervisor → relay: bytes for the agent.
-    pub const TO_CLIENT: u8 = 10;
-    /// Supervisor → relay: close the server's stdin.
-    pub const CLOSE_SERVER_STDIN: u8 = 11;
-    /// Supervisor → relay: all flushed, exit.
-    pub const DONE: u8 = 12;
-}
-
-/// Version byte at the start of HELLO.
-const VERSION: u8 = 1;
 /// Where the supervisor listens in a session.
 const DEFAULT_SOCKET: &str = "/run/corral/mcp.sock";
 /// Exit statuses.

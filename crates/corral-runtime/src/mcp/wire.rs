@@ -3,8 +3,8 @@
 //!
 //! Frames on the unix stream socket, both ways: a type byte, the payload's
 //! length as a big-endian u32, the payload (at most [`MAX_FRAME`] bytes;
-//! longer data is sent as several frames). The same description sits in
-//! corral-init's `mcpwrap` module; the two must agree.
+//! longer data is sent as several frames). The types and limits are
+//! corral-init's `mcpframe.rs`, included here, so both ends share them.
 //!
 //! Relay to supervisor:
 //!
@@ -33,39 +33,11 @@
 use std::io;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-/// Largest frame payload, bytes.
-pub const MAX_FRAME: usize = 1 << 20;
-
-/// Frame types (see the module documentation).
-pub mod kind {
-    /// Relay → supervisor: name and argv.
-    pub const HELLO: u8 = 1;
-    /// Supervisor → relay: start the server.
-    pub const OK: u8 = 2;
-    /// Supervisor → relay: do not start it, because.
-    pub const ABORT: u8 = 3;
-    /// Relay → supervisor: bytes from the agent.
-    pub const CLIENT_BYTES: u8 = 4;
-    /// Relay → supervisor: the agent closed its end.
-    pub const CLIENT_EOF: u8 = 5;
-    /// Relay → supervisor: bytes from the server's stdout.
-    pub const SERVER_BYTES: u8 = 6;
-    /// Relay → supervisor: the server closed its stdout.
-    pub const SERVER_EOF: u8 = 7;
-    /// Relay → supervisor: how the server ended.
-    pub const SERVER_EXIT: u8 = 8;
-    /// Supervisor → relay: bytes for the server's stdin.
-    pub const TO_SERVER: u8 = 9;
-    /// Supervisor → relay: bytes for the agent.
-    pub const TO_CLIENT: u8 = 10;
-    /// Supervisor → relay: close the server's stdin.
-    pub const CLOSE_SERVER_STDIN: u8 = 11;
-    /// Supervisor → relay: all flushed, exit.
-    pub const DONE: u8 = 12;
-}
-
-/// The HELLO version this side speaks.
-pub const VERSION: u8 = 1;
+// The constants are corral-init's own file, so relay and supervisor agree
+// by construction.
+#[path = "../../../corral-init/src/mcpframe.rs"]
+mod frame;
+pub use frame::{kind, MAX_FRAME, VERSION};
 
 /// What HELLO says.
 #[derive(Debug, Clone, PartialEq, Eq)]
