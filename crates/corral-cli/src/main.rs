@@ -45,6 +45,9 @@ enum Command {
     /// rewrites their configurations, `wrap` starts one in a session.
     #[command(subcommand)]
     Mcp(commands::mcp::McpCmd),
+    /// The control UI and API: start it (or find the running one) and
+    /// print its URL with the access token; `serve`, `url`, `stop`.
+    Ui(commands::ui::UiArgs),
 }
 
 fn main() -> ExitCode {
@@ -60,6 +63,7 @@ fn main() -> ExitCode {
         Command::Reload(args) => commands::control::reload(args),
         Command::Image(cmd) => commands::image::run(cmd),
         Command::Mcp(cmd) => commands::mcp::run(cmd),
+        Command::Ui(args) => commands::ui::run(args),
     };
     match result {
         Ok(code) => code,

@@ -199,6 +199,8 @@ pub struct Flags {
     pub env: Vec<String>,
     /// `--ui-listen`.
     pub ui_listen: Option<String>,
+    /// `--no-ui` (`Some(false)`).
+    pub ui_enabled: Option<bool>,
     /// `--shadow`.
     pub shadow: Option<bool>,
     /// `--store`.
@@ -409,6 +411,8 @@ pub struct Settings {
     pub env: BTreeMap<String, Val<String>>,
     /// Where the web UI listens.
     pub ui_listen: Val<SocketAddr>,
+    /// Whether `corral run` starts (or joins) the control UI server.
+    pub ui_enabled: Val<bool>,
     /// Shadow mode.
     pub shadow: Val<bool>,
     /// The audit store and what it keeps (`[audit]`).
@@ -435,6 +439,7 @@ impl Default for Settings {
             volumes: Vec::new(),
             env: BTreeMap::new(),
             ui_listen: Val::new(DEFAULT_UI_LISTEN, Origin::Default),
+            ui_enabled: Val::new(true, Origin::Default),
             shadow: Val::new(false, Origin::Default),
             audit: AuditSettings::default(),
             proxy: ProxySettings::default(),
@@ -672,6 +677,11 @@ impl Settings {
             self.ui_listen.value.to_string(),
             &self.ui_listen.origin,
         );
+        row(
+            "ui.enabled",
+            self.ui_enabled.value.to_string(),
+            &self.ui_enabled.origin,
+        );
         for (name, r) in &self.recipes {
             let key = |field: &str| format!("recipes.{name}.{field}");
             let lists = [
@@ -762,6 +772,7 @@ struct RawAudit {
 #[serde(deny_unknown_fields)]
 struct RawUi {
     listen: Option<Spanned<String>>,
+    enabled: Option<Spanned<bool>>,
 }
 
 type RawList = Option<Spanned<Vec<Spanned<String>>>>;
@@ -836,8 +847,13 @@ impl File<'_> {
             let name = self.val(name, |n| check_env_name(n).map(|()| n.clone()))?;
             s.env.insert(name.value, self.val(v, |v| Ok(v.clone()))?);
         }
-        if let Some(v) = raw.ui.and_then(|ui| ui.listen) {
-            s.ui_listen = self.val(v, |a| parse_listen(a))?;
+        if let Some(ui) = raw.ui {
+            if let Some(v) = ui.listen {
+                s.ui_listen = self.val(v, |a| parse_listen(a))?;
+            }
+            if let Some(v) = ui.enabled {
+                s.ui_enabled = self.val(v, |b| Ok(*b))?;
+            }
         }
         if let Some(a) = raw.audit {
             if let Some(v) = a.store {
@@ -1005,6 +1021,9 @@ fn apply_flags(s: &mut Settings, f: &Flags) -> Result<(), ConfigError> {
             parse_listen(a).map_err(|e| bad("--ui-listen", e))?,
             flag("--ui-listen"),
         );
+    }
+    if let Some(b) = f.ui_enabled {
+        s.ui_enabled = Val::new(b, flag("--no-ui"));
     }
     if let Some(b) = f.shadow {
         s.shadow = Val::new(b, flag("--shadow"));

@@ -151,6 +151,8 @@ pub struct Spec {
     pub init_bin: PathBuf,
     /// Print the banner and the summary on stderr.
     pub banner: bool,
+    /// The control UI's URL (with its token), for the banner.
+    pub ui_url: Option<String>,
 }
 
 /// Compiles a policy offered at runtime: `(label, text)` to what each
@@ -942,6 +944,9 @@ pub async fn run_in(spec: Spec, run_dir: Option<PathBuf>) -> Result<Outcome, Ses
             "corral: session {} · principal {} · policy {} · {l}{mode} · events {}\r\n",
             spec.id, spec.principal, spec.policy_label, spec.record_label
         );
+        if let Some(url) = &spec.ui_url {
+            eprint!("corral: control UI {url}\r\n");
+        }
     }
     if let Err(e) = stream.write_all(b"go\n").await {
         return Err(SessionError::Start(format!("send go to corral-init: {e}")));

@@ -8,3 +8,4 @@ pub mod image;
 pub mod mcp;
 pub mod policy;
 pub mod run;
+pub mod ui;

@@ -91,9 +91,16 @@ pub struct RunArgs {
     /// No banner and no summary on stderr.
     #[arg(long, short)]
     quiet: bool,
+    /// Where the control UI listens when this run starts it (default:
+    /// config's `ui.listen`, 127.0.0.1:18080, the next free port if taken).
+    #[arg(long, value_name = "ADDR:PORT")]
+    ui_listen: Option<String>,
+    /// Neither start nor join the control UI server.
+    #[arg(long)]
+    no_ui: bool,
 }
 
-fn state_dir() -> PathBuf {
+pub(crate) fn state_dir() -> PathBuf {
     if let Some(s) = std::env::var_os("XDG_STATE_HOME").filter(|s| !s.is_empty()) {
         return PathBuf::from(s).join("corral");
     }
@@ -155,7 +162,8 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         runtime: args.runtime.clone(),
         volumes: args.volumes.clone(),
         env: args.env.clone(),
-        ui_listen: None,
+        ui_listen: args.ui_listen.clone(),
+        ui_enabled: args.no_ui.then_some(false),
         shadow: args.shadow.then_some(true),
         store: args.store.clone(),
         upstream_ca: args.upstream_ca.clone(),
@@ -442,6 +450,16 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         None => store_path.display().to_string(),
     };
     let tty = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+    // The control UI: joined or started before the session, so the kernel
+    // can refuse the session's connections to its port and the banner can
+    // show its URL. Not being able to start it does not stop the session.
+    let ui = if settings.ui_enabled.value {
+        super::ui::ensure(&state, &store_path, settings.ui_listen.value)
+            .map_err(|e| eprintln!("corral: WARNING: no control UI: {e:#}"))
+            .ok()
+    } else {
+        None
+    };
     let spec = Spec {
         id,
         principal,
@@ -464,7 +482,8 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         target,
         tty,
         file_layer: parse_layer(&args.file_layer)?,
-        ctl_port: None,
+        ctl_port: ui.as_ref().map(|u| u.addr.port()),
+        ui_url: ui.as_ref().map(|u| u.url.clone()),
         egress: Some(egress),
         mcp: mcp_policy,
         mcp_limits: settings.mcp.limits(),

@@ -146,7 +146,7 @@ fn main() -> Result<()> {
     };
     let corral_cmd = |no_container: bool| -> Command {
         let mut c = Command::new(&corral);
-        c.args(["run", "-q"]);
+        c.args(["run", "-q", "--no-ui"]);
         if no_container {
             c.arg("--no-container");
         }
