@@ -137,3 +137,9 @@ export function qs(params: Record<string, string | number | undefined | null>): 
   const s = u.toString();
   return s ? `?${s}` : "";
 }
+
+/** The style nonce the server put in the page (CodeMirror adds `<style>`
+ * elements; the page's CSP allows only those that carry it). */
+export function cspNonce(): string {
+  return document.querySelector<HTMLMetaElement>("meta[name=corral-csp-nonce]")?.content ?? "";
+}

@@ -11,7 +11,7 @@ import { searchKeymap, highlightSelectionMatches } from "@codemirror/search";
 import { syntaxHighlighting, defaultHighlightStyle, bracketMatching } from "@codemirror/language";
 import { linter, lintGutter, Diagnostic as CmDiagnostic, forceLinting } from "@codemirror/lint";
 import { unifiedMergeView } from "@codemirror/merge";
-import { ApiError, Diagnostic, Policy, Session, get, post } from "./api";
+import { ApiError, Diagnostic, Policy, Session, cspNonce, get, post } from "./api";
 import { el, fill } from "./dom";
 import { cedar } from "./cedar";
 
@@ -56,6 +56,7 @@ export class PolicyEditor {
       state: EditorState.create({
         doc: "",
         extensions: [
+          EditorView.cspNonce.of(cspNonce()),
           lineNumbers(),
           history(),
           drawSelection(),

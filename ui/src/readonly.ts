@@ -5,6 +5,7 @@ import { EditorState, RangeSetBuilder, StateEffect, StateField } from "@codemirr
 import { Decoration, DecorationSet, EditorView, lineNumbers } from "@codemirror/view";
 import { syntaxHighlighting, defaultHighlightStyle } from "@codemirror/language";
 import { cedar } from "./cedar";
+import { cspNonce } from "./api";
 
 const setLines = StateEffect.define<number[]>();
 const deciding = Decoration.line({ class: "cm-deciding-line", attributes: { "data-testid": "deciding-line" } });
@@ -33,6 +34,7 @@ export function policyView(parent: HTMLElement, text: string, lines: number[]): 
     state: EditorState.create({
       doc: text,
       extensions: [
+        EditorView.cspNonce.of(cspNonce()),
         EditorState.readOnly.of(true),
         EditorView.editable.of(false),
         lineNumbers(),

@@ -63,7 +63,10 @@ export class VList<T> {
     const n = this.src.length();
     if (this.active >= n) this.active = n - 1;
     this.spacer.style.height = `${n * this.rowHeight}px`;
-    if (this.following) this.scroller.scrollTop = this.scroller.scrollHeight;
+    // Rows drawn for the old data may still sit below the new end (they
+    // count in scrollHeight until redrawn): aim at the spacer's end, and
+    // draw() clamps to it too.
+    if (this.following) this.scroller.scrollTop = n * this.rowHeight;
     this.schedule();
   }
 
@@ -141,8 +144,10 @@ export class VList<T> {
   private draw(): void {
     const n = this.src.length();
     const h = this.rowHeight;
-    const first = Math.max(0, Math.floor(this.scroller.scrollTop / h) - 5);
-    const last = Math.min(n, Math.ceil((this.scroller.scrollTop + this.scroller.clientHeight) / h) + 5);
+    const height = this.scroller.clientHeight;
+    const top = Math.min(this.scroller.scrollTop, Math.max(0, n * h - height));
+    const first = Math.max(0, Math.floor(top / h) - 5);
+    const last = Math.min(n, Math.ceil((top + height) / h) + 5);
     const count = Math.max(0, last - first);
     while (this.pool.length < count) {
       const row = document.createElement("div");

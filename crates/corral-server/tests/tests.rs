@@ -8,3 +8,4 @@ mod bind;
 mod events;
 mod openapi;
 mod policy;
+mod browser;
