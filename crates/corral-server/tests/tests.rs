@@ -5,7 +5,8 @@ mod util;
 
 mod auth;
 mod bind;
+mod browser;
 mod events;
 mod openapi;
 mod policy;
-mod browser;
+mod ui;
