@@ -41,10 +41,19 @@ fn build_ui(root: &Path, out: &Path) {
 }
 
 fn main() {
-    let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| fail("CARGO_MANIFEST_DIR unset")));
+    let manifest = PathBuf::from(
+        std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| fail("CARGO_MANIFEST_DIR unset")),
+    );
     let out_dir = PathBuf::from(std::env::var("OUT_DIR").unwrap_or_else(|_| fail("OUT_DIR unset")));
     let root = manifest.join("../..");
-    for p in ["ui/src", "ui/index.html", "ui/package.json", "ui/package-lock.json", "ui/tsconfig.json", "scripts/ui.sh"] {
+    for p in [
+        "ui/src",
+        "ui/index.html",
+        "ui/package.json",
+        "ui/package-lock.json",
+        "ui/tsconfig.json",
+        "scripts/ui.sh",
+    ] {
         println!("cargo:rerun-if-changed={}", root.join(p).display());
     }
     println!("cargo:rerun-if-env-changed=CORRAL_UI_DIST");

@@ -369,3 +369,48 @@ export async function stepKeyboard(s) {
 export function hygiene(s) {
   return { csp_violations: s.cspViolations, console_errors: s.consoleErrors, foreign_requests: s.foreignRequests, failed_requests: s.failedRequests };
 }
+
+/** The number of loaded events and of events buffered while paused. */
+async function counts(page) {
+  return page.evaluate(() => ({
+    loaded: Number(document.querySelector("[data-testid=stream-count]")?.dataset.loaded || 0),
+    buffered: Number(document.querySelector("[data-testid=pause]")?.dataset.buffered || 0),
+  }));
+}
+
+/**
+ * Live events: prints `{"step": signal}` (the caller then stores `n`
+ * events), and reports how long until all `n` arrived in the list and
+ * whether the list followed them to the end.
+ */
+export async function stepLive(s, n, signal, timeoutMs = 10000) {
+  const page = s.page;
+  const before = (await counts(page)).loaded;
+  emit({ step: signal, ok: true, loaded: before });
+  const t0 = Date.now();
+  await page.waitForFunction((want) => Number(document.querySelector("[data-testid=stream-count]")?.dataset.loaded || 0) >= want,
+    before + n, { timeout: timeoutMs });
+  const ms = Date.now() - t0;
+  await page.waitForTimeout(100);
+  const ids = await visibleIds(page);
+  return { before, after: (await counts(page)).loaded, arrived_ms: ms, last_visible_id: Math.max(...ids), screenshot: await s.shot("live") };
+}
+
+/**
+ * Pause: clicks Pause, prints `{"step": signal}` (the caller stores `n`
+ * events), waits until they are buffered, reports the button, resumes and
+ * reports the list.
+ */
+export async function stepPause(s, n, signal, timeoutMs = 10000) {
+  const page = s.page;
+  await page.click("[data-testid=pause]");
+  const before = await counts(page);
+  emit({ step: signal, ok: true, loaded: before.loaded });
+  await page.waitForFunction((want) => Number(document.querySelector("[data-testid=pause]")?.dataset.buffered || 0) >= want,
+    n, { timeout: timeoutMs });
+  const paused = { ...(await counts(page)), button: await page.textContent("[data-testid=pause]"), status: await page.textContent("[data-testid=stream-status]") };
+  const shot = await s.shot("paused");
+  await page.click("[data-testid=pause]");
+  const resumed = { ...(await counts(page)), button: await page.textContent("[data-testid=pause]") };
+  return { before, paused, resumed, screenshots: [shot, await s.shot("resumed")] };
+}

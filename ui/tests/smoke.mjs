@@ -1,13 +1,15 @@
 // The UI scenario the Rust browser test runs: no token, load with the
-// token, scroll to the end of many events, filters, detail with the policy
+// token, live events arriving (and held while paused), scroll to the end of many events, filters, detail with the policy
 // line, a typo in the editor, a narrow window, keyboard only.
 //   node smoke.mjs URL
 //   env: CORRAL_UI_EXPECT  number of events the store holds (default 1)
+//        CORRAL_UI_LIVE    events the caller stores after each of the
+//                          `signal-live` and `signal-pause` lines (default 5)
 //        CORRAL_UI_TYPO    a line to append that has an error
 // One JSON line per step on stdout; exit 0 even when a step observed a
 // failure (the caller asserts), 1 when the driver itself failed.
 
-import { Session, emit, hygiene, stepDetail, stepEditorType, stepFilter, stepKeyboard, stepLoad, stepNoToken, stepScroll, stepViewport } from "./lib.mjs";
+import { Session, emit, hygiene, stepDetail, stepLive, stepPause, stepEditorType, stepFilter, stepKeyboard, stepLoad, stepNoToken, stepScroll, stepViewport } from "./lib.mjs";
 
 const url = process.argv[2];
 if (!url || !url.includes("token=")) {
@@ -34,6 +36,10 @@ try {
   s = await Session.launch({ name: "smoke" });
   await step("no-token", () => stepNoToken(s, base));
   await step("load", () => stepLoad(s, url, expect));
+  // The caller stores CORRAL_UI_LIVE events on each signal line.
+  const live = Number(process.env.CORRAL_UI_LIVE || 5);
+  await step("live", () => stepLive(s, live, "signal-live"));
+  await step("pause", () => stepPause(s, live, "signal-pause"));
   await step("scroll", () => stepScroll(s, 3000));
   await step("filter-deny", () => stepFilter(s, { decision: "deny" }, "deny"));
   await step("filter-kind-text", () => stepFilter(s, { decision: "", kind: "exec", text: "git" }, "exec-git"));

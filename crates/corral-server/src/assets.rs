@@ -30,7 +30,10 @@ pub(crate) fn csp(nonce: Option<&str>) -> String {
 
 /// The embedded file `name`: (content type, bytes).
 pub(crate) fn file(name: &str) -> Option<(&'static str, &'static [u8])> {
-    FILES.iter().find(|(n, _, _)| *n == name).map(|(_, t, b)| (*t, *b))
+    FILES
+        .iter()
+        .find(|(n, _, _)| *n == name)
+        .map(|(_, t, b)| (*t, *b))
 }
 
 /// A file as a response, with the UI's CSP (no nonce: assets add no styles).
@@ -38,7 +41,10 @@ pub(crate) fn serve(name: &str) -> Response {
     let Some((ctype, bytes)) = file(name) else {
         return crate::auth::error(StatusCode::NOT_FOUND, format!("no asset `{name}`"));
     };
-    with_csp(([(header::CONTENT_TYPE, ctype)], bytes).into_response(), &csp(None))
+    with_csp(
+        ([(header::CONTENT_TYPE, ctype)], bytes).into_response(),
+        &csp(None),
+    )
 }
 
 /// index.html with a fresh style nonce in its `<meta>` and its CSP.
@@ -51,7 +57,10 @@ pub(crate) fn index() -> Response {
         Err(e) => return crate::routes::internal(e),
     };
     let page = String::from_utf8_lossy(bytes).replace(NONCE_SLOT, &nonce);
-    with_csp(([(header::CONTENT_TYPE, ctype)], page).into_response(), &csp(Some(&nonce)))
+    with_csp(
+        ([(header::CONTENT_TYPE, ctype)], page).into_response(),
+        &csp(Some(&nonce)),
+    )
 }
 
 fn with_csp(mut r: Response, csp: &str) -> Response {

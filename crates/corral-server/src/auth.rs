@@ -147,13 +147,20 @@ pub(crate) async fn root(
 
 /// Lets through only requests that carry the token (on `/assets/` paths:
 /// the UI's files need the cookie like the API does).
-pub(crate) async fn require_token_assets(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+pub(crate) async fn require_token_assets(
+    State(st): State<Arc<AppState>>,
+    req: Request,
+    next: Next,
+) -> Response {
     if !req.uri().path().starts_with("/assets/") {
         return next.run(req).await;
     }
     match presented(req.headers()) {
         Some(t) if token::matches(t.as_bytes(), st.token.as_bytes()) => next.run(req).await,
-        _ => error(StatusCode::UNAUTHORIZED, "no access token: open the URL corral printed"),
+        _ => error(
+            StatusCode::UNAUTHORIZED,
+            "no access token: open the URL corral printed",
+        ),
     }
 }
 

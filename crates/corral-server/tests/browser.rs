@@ -191,8 +191,17 @@ fn seed(n: usize) -> (tempfile::TempDir, PathBuf, Seeded) {
     (dir, path, counts)
 }
 
-/// Runs `node <script> <url>` with `env`; its stdout as JSON lines by step name.
-fn drive(script: &str, url: &str, node_dir: &Path, env: &[(&str, String)], out: &Path) -> Vec<Value> {
+/// Runs `node <script> <url>` with `env`; calls `on_signal` with each
+/// `signal-*` step the driver prints (it waits for the caller to act);
+/// returns its stdout as JSON lines.
+fn drive(
+    script: &str,
+    url: &str,
+    node_dir: &Path,
+    env: &[(&str, String)],
+    out: &Path,
+    mut on_signal: impl FnMut(&str),
+) -> Vec<Value> {
     let log = out.join("driver.jsonl");
     let stdout = std::fs::File::create(&log).unwrap();
     let mut cmd = Command::new("node");
@@ -207,7 +216,20 @@ fn drive(script: &str, url: &str, node_dir: &Path, env: &[(&str, String)], out: 
     }
     let mut child = cmd.spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(300);
+    let mut seen = 0;
+    let mut signals = |text: &str| {
+        // Only complete lines count: the driver may be mid-write.
+        let done = text.rfind('\n').map_or(0, |i| i + 1);
+        for line in text[..done].lines().skip(seen) {
+            seen += 1;
+            let v: Value = serde_json::from_str(line).unwrap_or(Value::Null);
+            if let Some(sig) = v["step"].as_str().filter(|s| s.starts_with("signal-")) {
+                on_signal(sig);
+            }
+        }
+    };
     let status = loop {
+        signals(&std::fs::read_to_string(&log).unwrap());
         if let Some(s) = child.try_wait().unwrap() {
             break s;
         }
@@ -216,13 +238,36 @@ fn drive(script: &str, url: &str, node_dir: &Path, env: &[(&str, String)], out: 
             let _ = child.wait();
             panic!("the browser driver did not finish within 300 s");
         }
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(50));
     };
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(status.success(), "driver failed ({status}):\n{text}");
     text.lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("driver printed a non-JSON line ({e}): {l}")))
+        .map(|l| {
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("driver printed a non-JSON line ({e}): {l}"))
+        })
         .collect()
+}
+
+/// Stores `n` allowed reads of `/live/<tag>-<i>` in session 1 (a second
+/// connection to the store, like a session's pipeline).
+fn store_live(path: &Path, tag: &str, n: usize) {
+    let mut store = Store::open(path).unwrap();
+    let mut evs: Vec<Stored> = (0..n)
+        .map(|i| {
+            ev(
+                1,
+                4242,
+                What::FileOpen {
+                    path: format!("/live/{tag}-{i}"),
+                    access: Access::Read,
+                },
+                Some(Decision::Allow),
+                Some(("read-all", 3)),
+            )
+        })
+        .collect();
+    store.insert_assign(&mut evs).unwrap();
 }
 
 fn step<'a>(lines: &'a [Value], name: &str) -> &'a Value {
@@ -247,7 +292,7 @@ async fn browser_smoke() {
     let t0 = Instant::now();
     let (_dir, store, seeded) = tokio::task::spawn_blocking(|| seed(100_000)).await.unwrap();
     eprintln!("seeded {seeded:?} in {:?}", t0.elapsed());
-    let r = start(store).await;
+    let r = start(store.clone()).await;
     let out = artifacts("browser_smoke");
     let _ = std::fs::remove_dir_all(&out);
     std::fs::create_dir_all(&out).unwrap();
@@ -255,15 +300,28 @@ async fn browser_smoke() {
     let url = r.url.clone();
     // CORRAL_UI_HOLD_SECS=N: serve the seeded store for N s first (open
     // the printed URL by hand, or run another driver against it).
-    if let Some(secs) = std::env::var("CORRAL_UI_HOLD_SECS").ok().and_then(|s| s.parse().ok()) {
+    if let Some(secs) = std::env::var("CORRAL_UI_HOLD_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
         eprintln!("holding {secs} s: {url}");
         tokio::time::sleep(Duration::from_secs(secs)).await;
     }
-    let env = vec![("CORRAL_UI_EXPECT", seeded.total.to_string())];
+    const LIVE: usize = 5;
+    let env = vec![
+        ("CORRAL_UI_EXPECT", seeded.total.to_string()),
+        ("CORRAL_UI_LIVE", LIVE.to_string()),
+    ];
     let out2 = out.clone();
-    let lines = tokio::task::spawn_blocking(move || drive("smoke.mjs", &url, &node_dir, &env, &out2))
-        .await
-        .unwrap();
+    let lines = tokio::task::spawn_blocking(move || {
+        drive("smoke.mjs", &url, &node_dir, &env, &out2, |sig| {
+            store_live(&store, sig, LIVE)
+        })
+    })
+    .await
+    .unwrap();
+    // The two live batches come after the seeded events.
+    let total = seeded.total + 2 * LIVE;
     for l in &lines {
         eprintln!("{l}");
     }
@@ -280,18 +338,46 @@ async fn browser_smoke() {
     assert!(s["rows_in_dom"].as_u64().unwrap() < 200, "not virtualised: {s}");
     eprintln!("load: {} ms (fetch {} ms)", s["load_ms"], s["fetch_ms"]);
 
+    // Events stored now arrive in the list (one store poll, 250 ms, plus
+    // the browser), and the list follows them to the end.
+    let s = step(&lines, "live");
+    assert_eq!(s["after"], seeded.total + LIVE, "{s}");
+    assert!(s["arrived_ms"].as_u64().unwrap() < 2000, "{s}");
+    assert_eq!(
+        s["last_visible_id"].as_u64(),
+        Some((seeded.total + LIVE) as u64),
+        "{s}"
+    );
+    eprintln!("live: stored -> in the list: {} ms", s["arrived_ms"]);
+    // Paused: the list holds still, the button counts what waits.
+    let s = step(&lines, "pause");
+    assert_eq!(s["paused"]["loaded"], seeded.total + LIVE, "{s}");
+    assert_eq!(s["paused"]["buffered"], LIVE, "{s}");
+    assert!(
+        s["paused"]["button"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("{LIVE} new")),
+        "{s}"
+    );
+    assert_eq!(s["resumed"]["loaded"], total, "{s}");
+    assert_eq!(s["resumed"]["buffered"], 0, "{s}");
+
     // Scrolling top to bottom over 3 s: smooth, and the end is reached.
     let s = step(&lines, "scroll");
     let f = &s["frames"];
     eprintln!("scroll frame times (ms): {f}");
     assert!(f["n"].as_u64().unwrap() > 30, "too few frames: {s}");
     assert!(f["p95"].as_f64().unwrap() < 50.0, "scrolling is not smooth: {s}");
-    assert_eq!(s["last_visible_id"].as_u64(), Some(seeded.total as u64), "{s}");
+    assert_eq!(s["last_visible_id"].as_u64(), Some(total as u64), "{s}");
 
     // Filters.
     let s = step(&lines, "filter-deny");
     assert_eq!(s["shown"], seeded.deny, "{s}");
-    assert!(!rows(s).is_empty() && rows(s).iter().all(|r| r["decision"] == "deny"), "{s}");
+    assert!(
+        !rows(s).is_empty() && rows(s).iter().all(|r| r["decision"] == "deny"),
+        "{s}"
+    );
     let s = step(&lines, "filter-kind-text");
     assert_eq!(s["shown"], seeded.exec_git, "{s}");
     assert!(
@@ -304,7 +390,7 @@ async fn browser_smoke() {
     let s = step(&lines, "filter-session");
     assert_eq!(s["shown"], seeded.session2, "{s}");
     let s = step(&lines, "filter-clear");
-    assert_eq!(s["shown"], seeded.total, "{s}");
+    assert_eq!(s["shown"], total, "{s}");
 
     // The detail of a denied event shows the forbid at its line, in view.
     let s = step(&lines, "detail");
@@ -347,7 +433,12 @@ async fn browser_smoke() {
 
     // Nothing blocked by the CSP, nothing fetched elsewhere, no script errors.
     let s = step(&lines, "hygiene");
-    for k in ["csp_violations", "foreign_requests", "console_errors", "failed_requests"] {
+    for k in [
+        "csp_violations",
+        "foreign_requests",
+        "console_errors",
+        "failed_requests",
+    ] {
         assert_eq!(s[k].as_array().map(Vec::len), Some(0), "{k}: {s}");
     }
     eprintln!("screenshots: {}", out.display());

@@ -46,17 +46,28 @@ async fn the_page_has_a_strict_csp_with_a_fresh_style_nonce() {
         assert_eq!(page.status, 200, "{page:?}");
         assert!(page.body.contains("/assets/app.js"), "{page:?}");
         let csp = page.header("content-security-policy").unwrap().to_owned();
-        for d in ["default-src 'self'", "script-src 'self'", "frame-ancestors 'none'", "base-uri 'none'"] {
+        for d in [
+            "default-src 'self'",
+            "script-src 'self'",
+            "frame-ancestors 'none'",
+            "base-uri 'none'",
+        ] {
             assert!(csp.contains(d), "{d} missing from {csp}");
         }
-        assert!(!csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"), "{csp}");
+        assert!(
+            !csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"),
+            "{csp}"
+        );
         let nonce = csp
             .split("'nonce-")
             .nth(1)
             .and_then(|s| s.split('\'').next())
             .unwrap()
             .to_owned();
-        assert!(page.body.contains(&format!("content=\"{nonce}\"")), "the page lacks its nonce");
+        assert!(
+            page.body.contains(&format!("content=\"{nonce}\"")),
+            "the page lacks its nonce"
+        );
         assert!(!page.body.contains("CORRAL_CSP_NONCE"));
         nonces.push(nonce);
     }
