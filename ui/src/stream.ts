@@ -31,6 +31,9 @@ export class Stream {
   private view: Ev[] = [];
   private paused = false;
   private buffer: Ev[] = [];
+  /** Stream events not yet in the list (flushed every 50 ms). */
+  private pending: Ev[] = [];
+  private flushTimer = 0;
   private dropped = 0;
   private source: EventSource | null = null;
   private generation = 0;
@@ -150,6 +153,7 @@ export class Stream {
     if (gen !== this.generation) return;
     this.all = page.events;
     this.buffer = [];
+    this.pending = [];
     this.refilter();
     this.list.following = true;
     this.list.refresh();
@@ -175,8 +179,10 @@ export class Stream {
       }
       if (this.paused) {
         this.buffer.push(ev);
-        this.updatePause();
-      } else this.append([ev]);
+        if (this.buffer.length > MAX_EVENTS) this.dropped += this.buffer.splice(0, this.buffer.length - MAX_EVENTS).length;
+      } else this.pending.push(ev);
+      // A burst (thousands of messages per poll) becomes one update.
+      if (!this.flushTimer) this.flushTimer = window.setTimeout(() => this.flush(), 50);
     });
     src.addEventListener("stats", (m) => {
       if (gen !== this.generation) return;
@@ -187,8 +193,15 @@ export class Stream {
         // A malformed stats message changes nothing.
       }
     });
-    src.addEventListener("error", () => {
+    src.addEventListener("error", (e) => {
       if (gen !== this.generation) return;
+      // An `event: error` message from the server (a store failure) carries
+      // its message; a connection problem carries none.
+      const data = (e as MessageEvent<unknown>).data;
+      if (typeof data === "string" && data) {
+        this.setStatus(`live stream: ${data}`, "error");
+        return;
+      }
       // EventSource reconnects by itself (with Last-Event-ID); a 401 closes it.
       if (src.readyState === EventSource.CLOSED) {
         this.setStatus("live stream closed (is the token still valid? reload the page)", "error");
@@ -196,9 +209,19 @@ export class Stream {
     });
   }
 
+  private flush(): void {
+    this.flushTimer = 0;
+    if (this.pending.length) {
+      const evs = this.pending;
+      this.pending = [];
+      this.append(evs);
+    }
+    if (this.paused) this.updatePause();
+  }
+
   /** New events from the stream. */
   append(evs: Ev[]): void {
-    this.all.push(...evs);
+    for (const ev of evs) this.all.push(ev);
     const over = this.all.length - MAX_EVENTS;
     let droppedView = 0;
     if (over > 0) {
@@ -234,6 +257,7 @@ export class Stream {
   }
 
   private togglePause(): void {
+    this.flush();
     this.paused = !this.paused;
     if (!this.paused && this.buffer.length) {
       const b = this.buffer;

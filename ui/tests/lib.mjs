@@ -85,6 +85,8 @@ export class Session {
       else if (!/status of 40[14]/.test(t)) this.consoleErrors.push(t);
     });
     page.on("pageerror", (e) => this.consoleErrors.push(`pageerror: ${e.message}`));
+    // "Stop session sN?" and the like: a test that clicks means it.
+    page.on("dialog", (d) => void d.accept());
     page.on("request", (r) => {
       const u = new URL(r.url());
       if (this.origin && u.origin !== this.origin && u.protocol !== "data:") this.foreignRequests.push(r.url());
