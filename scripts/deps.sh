@@ -117,6 +117,8 @@ corral_ui_browser_deps() {
     # it launches /usr/bin/chromium). playwright-core goes under
     # /var/cache/corral/ui-test/node; the test finds it there.
     # Node builds the UI itself (scripts/ui.sh; corral_build_deps has it).
+    # playwright-core 1.65 declares node >= 20 (Debian 12 ships 18; the
+    # browser test skips, saying so, on an older node).
     local playwright=1.65.1
     local dir=/var/cache/corral/ui-test/node
     local stamp="$dir/.installed"

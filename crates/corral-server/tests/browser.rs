@@ -59,14 +59,25 @@ fn browser_deps() -> Result<PathBuf, String> {
     if !Path::new(CHROMIUM).exists() {
         return Err(format!("no {CHROMIUM} (apt-get install chromium)"));
     }
-    let node_ok = Command::new("node")
+    let version = Command::new("node")
         .arg("--version")
-        .stdout(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !node_ok {
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+    let Some(version) = version else {
         return Err("no node on PATH".into());
+    };
+    // playwright-core 1.65 declares node >= 20 (1.61 was the last for 18,
+    // Debian 12's node).
+    let major: u32 = version
+        .trim_start_matches('v')
+        .split('.')
+        .next()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(0);
+    if major < 20 {
+        return Err(format!("node {version}: playwright-core 1.65 needs node >= 20"));
     }
     let dir = std::env::var_os("CORRAL_UI_TEST_NODE")
         .map(PathBuf::from)
