@@ -455,3 +455,112 @@ async fn browser_smoke() {
     eprintln!("screenshots: {}", out.display());
     r.stop().await;
 }
+
+/// The UI's side of the newer routes (sessions' live status, suggest,
+/// apply, mode, stop), answered by the driver's request interception with
+/// the API contract's shapes (ui/tests/contract.mjs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_contract() {
+    let node_dir = match browser_deps() {
+        Ok(d) => d,
+        Err(why) => return skip("browser_contract", &why),
+    };
+    let (_dir, store, seeded) = tokio::task::spawn_blocking(|| seed(2_000)).await.unwrap();
+    let r = start(store).await;
+    let out = artifacts("browser_contract");
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(&out).unwrap();
+    eprintln!("screenshots: {}", out.display());
+    let url = r.url.clone();
+    let env = vec![("CORRAL_UI_EXPECT", seeded.total.to_string())];
+    let out2 = out.clone();
+    let lines =
+        tokio::task::spawn_blocking(move || drive("contract.mjs", &url, &node_dir, &env, &out2, |_| {}))
+            .await
+            .unwrap();
+    for l in &lines {
+        eprintln!("{l}");
+    }
+    step(&lines, "load");
+    // s1 runs (live status from the server), s2 has ended: no actions.
+    let s = step(&lines, "sessions");
+    assert_eq!(s["s1_status"], "running", "{s}");
+    assert!(s["s1_layers"].as_str().unwrap().contains("fanotify"), "{s}");
+    assert_eq!(s["s2_actions"], false, "{s}");
+    // Selecting s1 filters the stream and loads its policy; nothing to apply yet.
+    let s = step(&lines, "select-session");
+    assert_eq!(s["filter_session"], "1", "{s}");
+    assert!(s["policy_info"].as_str().unwrap().contains("s1"), "{s}");
+    assert_eq!(s["apply_reason"], "no changes", "{s}");
+    // "Allow this" asks for a rule for that event and appends it; it
+    // validates, so Apply is offered for s1.
+    let s = step(&lines, "suggest");
+    let id = s["event_id"].as_u64().unwrap();
+    assert_eq!(
+        s["requests"][0],
+        serde_json::json!({"event": id, "effect": "permit"}),
+        "{s}"
+    );
+    let tail: Vec<&str> = s["editor_tail"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(tail.iter().any(|l| l.contains("@id(\"allow-shadow\")")), "{s}");
+    assert_eq!(s["apply_disabled"], false, "{s}");
+    assert_eq!(s["apply_reason"], "applies to s1", "{s}");
+    // The diff against the running policy shows the added lines.
+    let s = step(&lines, "diff");
+    assert!(s["inserted"].as_u64().unwrap() >= 3, "{s}");
+    assert_eq!(s["pressed"], "true", "{s}");
+    // Apply sends the text to s1 and shows each session's result.
+    let s = step(&lines, "apply");
+    assert_eq!(s["clicked"], true, "{s}");
+    let req = &s["requests"][0];
+    assert_eq!(req["sessions"], serde_json::json!([1]), "{s}");
+    assert_eq!(req["label"], "policy.cedar", "{s}");
+    assert!(req["text"].as_str().unwrap().contains("allow-shadow"), "{s}");
+    assert_eq!(s["results"][0]["ok"], true, "{s}");
+    assert!(s["text"].as_str().unwrap().contains("s1: applied"), "{s}");
+    // The mode switch and stop post to the session and show the reply.
+    let s = step(&lines, "mode");
+    assert_eq!(
+        s["requests"][0]["body"],
+        serde_json::json!({"mode": "shadow"}),
+        "{s}"
+    );
+    assert!(
+        s["requests"][0]["url"]
+            .as_str()
+            .unwrap()
+            .ends_with("/api/sessions/1/mode"),
+        "{s}"
+    );
+    assert!(s["msg"].as_str().unwrap().contains("now shadow"), "{s}");
+    let s = step(&lines, "stop");
+    assert!(
+        s["requests"][0]["url"]
+            .as_str()
+            .unwrap()
+            .ends_with("/api/sessions/1/stop"),
+        "{s}"
+    );
+    assert!(
+        s["msg"]
+            .as_str()
+            .unwrap()
+            .contains("not stopped: the session is already ending"),
+        "{s}"
+    );
+    let s = step(&lines, "hygiene");
+    for k in [
+        "csp_violations",
+        "foreign_requests",
+        "console_errors",
+        "failed_requests",
+    ] {
+        assert_eq!(s[k].as_array().map(Vec::len), Some(0), "{k}: {s}");
+    }
+    r.stop().await;
+}
