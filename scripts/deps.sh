@@ -29,7 +29,10 @@ corral_build_deps() {
     # clang, llvm and bpftool build the BPF programs (corral-kernel/build.rs
     # compiles bpf/*.bpf.c against the running kernel's BTF); libbpf-dev
     # provides bpf_helpers.h.
+    # Node and npm build the control UI (scripts/ui.sh, run by
+    # corral-server's build.rs); a newer node from elsewhere is fine.
     corral_apt_install build-essential pkg-config clang llvm bpftool libbpf-dev
+    if ! corral_need_cmd npm; then corral_apt_install nodejs npm; fi
     if ! corral_need_cmd cargo; then
         if [ -x "$HOME/.cargo/bin/cargo" ]; then
             export PATH="$HOME/.cargo/bin:$PATH"
@@ -105,5 +108,31 @@ corral_mcp_deps() {
     [ -x "$dir/venv/bin/python" ] || /usr/bin/python3 -m venv "$dir/venv"
     "$dir/venv/bin/python" -m pip install -q --disable-pip-version-check "mcp==$mcp"
     chmod -R a+rX "$dir"
+    echo "$want" >"$stamp"
+}
+
+corral_ui_browser_deps() {
+    # The UI's browser tests (crates/corral-server/tests/browser.rs) drive
+    # Debian's chromium with playwright-core from npm (no browser download:
+    # it launches /usr/bin/chromium). playwright-core goes under
+    # /var/cache/corral/ui-test/node; the test finds it there.
+    # Node builds the UI itself (scripts/ui.sh; corral_build_deps has it).
+    # playwright-core 1.65 declares node >= 20 (Debian 12 ships 18; the
+    # browser test skips, saying so, on an older node).
+    local playwright=1.65.1
+    local dir=/var/cache/corral/ui-test/node
+    local stamp="$dir/.installed"
+    local want="playwright-core=$playwright"
+    corral_apt_install chromium
+    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] &&
+        [ -f "$dir/node_modules/playwright-core/package.json" ]; then
+        return 0
+    fi
+    if ! corral_need_cmd npm; then corral_apt_install nodejs npm; fi
+    echo "corral: installing playwright-core $playwright into $dir" >&2
+    mkdir -p "$dir"
+    rm -f "$stamp"
+    npm install --prefix "$dir" --no-audit --no-fund --save-exact --loglevel=error \
+        "playwright-core@$playwright" >/dev/null
     echo "$want" >"$stamp"
 }

@@ -61,10 +61,9 @@ pub(crate) async fn hardening(mut r: Response) -> Response {
         HeaderValue::from_static("nosniff"),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("frame-ancestors 'none'"),
-    );
+    // The UI's pages and assets bring their own (stricter) policy.
+    h.entry(header::CONTENT_SECURITY_POLICY)
+        .or_insert(HeaderValue::from_static("frame-ancestors 'none'"));
     h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     r
 }
@@ -115,7 +114,7 @@ pub(crate) struct RootParams {
 
 /// `GET /?token=<t>`: sets the cookie and redirects to `/` (so the token
 /// leaves the address bar and the history). `GET /` with the cookie: the
-/// placeholder page until the UI exists.
+/// UI; without: a 401 page saying to open the banner's URL.
 pub(crate) async fn root(
     State(st): State<Arc<AppState>>,
     Query(p): Query<RootParams>,
@@ -136,12 +135,28 @@ pub(crate) async fn root(
         return r;
     }
     match presented(&headers) {
-        Some(t) if token::matches(t.as_bytes(), st.token.as_bytes()) => (
+        Some(t) if token::matches(t.as_bytes(), st.token.as_bytes()) => crate::assets::index(),
+        _ => (
+            StatusCode::UNAUTHORIZED,
             [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-            "<!doctype html><title>corral</title><p>corral control API: the UI is not built yet; \
-             see <a href=\"/api/openapi.json\">/api/openapi.json</a>.",
+            crate::assets::NO_TOKEN_PAGE,
         )
             .into_response(),
+    }
+}
+
+/// Lets through only requests that carry the token (on `/assets/` paths:
+/// the UI's files need the cookie like the API does).
+pub(crate) async fn require_token_assets(
+    State(st): State<Arc<AppState>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    if !req.uri().path().starts_with("/assets/") {
+        return next.run(req).await;
+    }
+    match presented(req.headers()) {
+        Some(t) if token::matches(t.as_bytes(), st.token.as_bytes()) => next.run(req).await,
         _ => error(
             StatusCode::UNAUTHORIZED,
             "no access token: open the URL corral printed",

@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+mod assets;
 mod auth;
 mod error;
 mod filters;

@@ -39,6 +39,7 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .fold(Router::new(), |r, (_, path, mr)| r.route(path, mr));
     Router::new()
         .route("/", get(auth::root))
+        .route("/assets/{file}", get(crate::assets::asset))
         .merge(api)
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route") })
         // Layers run bottom-up: Host/Origin first, then the token (on every
@@ -47,6 +48,10 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state),
             auth::require_token,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            auth::require_token_assets,
         ))
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state),

@@ -5,6 +5,8 @@ mod util;
 
 mod auth;
 mod bind;
+mod browser;
 mod events;
 mod openapi;
 mod policy;
+mod ui;
