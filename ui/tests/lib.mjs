@@ -47,7 +47,14 @@ export function percentiles(xs) {
 export class Session {
   static async launch({ width = 1280, height = 800, artifacts, name = "ui" } = {}) {
     const { chromium } = playwright();
-    const args = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"];
+    // Chromium's own background traffic (updates, sync, safe browsing) is
+    // off: the machine's network is closed, and the page's requests are
+    // what the tests watch.
+    const args = [
+      "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+      "--disable-background-networking", "--disable-component-update", "--disable-sync",
+      "--disable-quic",
+    ];
     const browser = await chromium.launch({ executablePath: process.env.CORRAL_CHROMIUM || "/usr/bin/chromium", args });
     const s = new Session(browser, artifacts || process.env.CORRAL_UI_ARTIFACTS || "ui-artifacts", name);
     await s.newPage(width, height);
