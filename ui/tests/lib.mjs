@@ -227,10 +227,15 @@ export async function stepFilter(s, f, label) {
   return { filter: f, shown: Number(c.shown), loaded: Number(c.loaded), rows: (await visibleRows(page)).slice(0, 50), screenshot: await s.shot(`filter-${label}`) };
 }
 
-/** Opens the detail of the first visible row with `decision` (click); reports what it shows. */
-export async function stepDetail(s, decision = "deny") {
+/**
+ * Opens the detail of the first visible row with `decision` (and `text`,
+ * when given, in the row) by a click; reports what it shows.
+ */
+export async function stepDetail(s, decision = "deny", text = null) {
   const page = s.page;
-  const row = page.locator(`.vrow[data-decision=${decision}]:not([hidden])`).first();
+  let rows = page.locator(`.vrow[data-decision=${decision}]:not([hidden])`);
+  if (text) rows = rows.filter({ hasText: text });
+  const row = rows.first();
   const id = Number(await row.getAttribute("data-id"));
   await row.click();
   await page.waitForSelector("[data-testid=detail-id]", { timeout: 15000 });

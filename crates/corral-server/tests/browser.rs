@@ -9,13 +9,12 @@
 use crate::util::*;
 use corral_audit::{SessionRow, Store, Stored};
 use corral_core::{Access, Decision, Event, Layer, Proc, SessionId, What};
+use corral_vmtest::browser::deps as browser_deps;
+use corral_vmtest::skip;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-const CHROMIUM: &str = "/usr/bin/chromium";
-const DEFAULT_NODE_DIR: &str = "/var/cache/corral/ui-test/node";
 
 /// The policy the seeded sessions run; line 7 is the forbid that denies
 /// `/etc/shadow`.
@@ -31,18 +30,6 @@ forbid (principal, action == Action::\"FileOpenReadOnly\", resource == File::\"/
 permit (principal, action == Action::\"ProcessExec\", resource == File::\"/usr/bin/git\");\n";
 const FORBID_LINE: u64 = 7;
 
-/// Records a skip: stderr and `$CORRAL_SKIP_LOG` (counted by scripts/test.sh).
-fn skip(test: &str, reason: &str) {
-    let line = format!("CORRAL-SKIP {test}: {reason}");
-    eprintln!("{line}");
-    if let Some(log) = std::env::var_os("CORRAL_SKIP_LOG") {
-        use std::io::Write;
-        if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(log) {
-            let _ = writeln!(f, "{line}");
-        }
-    }
-}
-
 /// The workspace root (for ui/tests).
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -52,43 +39,6 @@ fn root() -> PathBuf {
 fn artifacts(test: &str) -> PathBuf {
     let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
     tmp.parent().unwrap_or(tmp).join("ui-artifacts").join(test)
-}
-
-/// What the browser test needs, or why it cannot run.
-fn browser_deps() -> Result<PathBuf, String> {
-    if !Path::new(CHROMIUM).exists() {
-        return Err(format!("no {CHROMIUM} (apt-get install chromium)"));
-    }
-    let version = Command::new("node")
-        .arg("--version")
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
-    let Some(version) = version else {
-        return Err("no node on PATH".into());
-    };
-    // playwright-core 1.65 declares node >= 20 (1.61 was the last for 18,
-    // Debian 12's node).
-    let major: u32 = version
-        .trim_start_matches('v')
-        .split('.')
-        .next()
-        .and_then(|m| m.parse().ok())
-        .unwrap_or(0);
-    if major < 20 {
-        return Err(format!("node {version}: playwright-core 1.65 needs node >= 20"));
-    }
-    let dir = std::env::var_os("CORRAL_UI_TEST_NODE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_NODE_DIR));
-    if !dir.join("node_modules/playwright-core/package.json").exists() {
-        return Err(format!(
-            "no playwright-core under {} (scripts/deps.sh corral_ui_browser_deps)",
-            dir.display()
-        ));
-    }
-    Ok(dir)
 }
 
 /// How many events of each sort the seeded store holds.

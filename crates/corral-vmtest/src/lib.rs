@@ -41,6 +41,7 @@
 //! Environment: `CORRAL_VM_KERNEL` overrides the kernel image; `CORRAL_VM_NO_PVH=1` boots the
 //! bzImage even when PVH boot is possible.
 
+pub mod browser;
 pub mod cpio;
 pub mod deps;
 pub mod kernel;

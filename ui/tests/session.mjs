@@ -1,0 +1,92 @@
+// The acceptance walk-through against a real session, driven by
+// crates/corral-cli/tests/ui_browser.rs. The test runs a session that
+// reads a file its policy forbids each time it is told to; this script
+// and the test take turns over stdin/stdout:
+//
+//   argv: URL  TARGET  FORBID_LINE  ALLOWED_POLICY_FILE  TYPO
+//   -> {"step":"ready"}        test: make the session read TARGET (denied)
+//   <- "go"
+//   -> {"step":"live", ...}    the denied event arrived; latency measured
+//   -> {"step":"detail", ...}  its detail shows the forbid at FORBID_LINE
+//   -> {"step":"apply", ...}   the editor holds ALLOWED_POLICY_FILE, applied
+//   -> {"step":"applied"}      test: make the session read TARGET again
+//   <- "go"
+//   -> {"step":"allowed", ...} the allowed event arrived
+//   -> {"step":"typo", ...}    TYPO appended: error at its line, Apply off,
+//                               and the API refuses it (422)
+//   -> {"step":"hygiene", ...}
+import { readFileSync } from "node:fs";
+import { createInterface } from "node:readline";
+import { Session, emit, stepLoad, stepDetail, stepEditorType, stepApply, hygiene } from "./lib.mjs";
+
+const [url, target, forbidLine, allowedFile, typo] = process.argv.slice(2);
+const lines = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
+async function waitGo() {
+  const l = await lines.next();
+  if (l.done || l.value.trim() !== "go") throw new Error(`expected "go" on stdin, got ${JSON.stringify(l.value)}`);
+}
+
+/**
+ * Waits (polling on every animation frame) for a row with `decision` whose
+ * text contains `target`; reports when it appeared, against the event's
+ * own wall-clock time (the decision's time as the pipeline stamped it).
+ */
+async function waitRow(s, decision, label) {
+  const page = s.page;
+  const t0 = Date.now();
+  const handle = await page.waitForFunction(({ decision, target }) => {
+    for (const r of document.querySelectorAll(`.vrow[data-decision=${decision}]:not([hidden])`)) {
+      if (r.textContent.includes(target)) return { id: Number(r.dataset.id), seen_ms: Date.now() };
+    }
+    return null;
+  }, { decision, target }, { timeout: 15000, polling: "raf" });
+  const { id, seen_ms } = await handle.jsonValue();
+  const ev = await page.evaluate(async (id) => (await (await fetch(`/api/events/${id}`)).json()).event, id);
+  const latency = ev && ev.wall_ns ? seen_ms - ev.wall_ns / 1e6 : null;
+  return { id, waited_ms: Date.now() - t0, latency_ms: latency === null ? null : Math.round(latency * 10) / 10, screenshot: await s.shot(label) };
+}
+
+const s = await Session.launch({ name: "session" });
+try {
+  const load = await stepLoad(s, url, 0);
+  emit({ step: "load", ...load });
+  emit({ step: "ready" });
+  await waitGo();
+  emit({ step: "live", ...(await waitRow(s, "deny", "live-denied")) });
+
+  const detail = await stepDetail(s, "deny", target);
+  emit({ step: "detail", want_line: Number(forbidLine), ...detail });
+
+  // Edit: the whole text replaced by the allowed policy (as a paste).
+  const page = s.page;
+  await page.click("[data-testid=tab-policy]");
+  const before = await page.textContent("[data-testid=policy-info]");
+  await page.locator("[data-testid=policy-editor] .cm-content").click();
+  await page.keyboard.press("Control+A");
+  await page.keyboard.insertText(readFileSync(allowedFile, "utf8"));
+  await page.waitForFunction(() => {
+    const b = document.querySelector("[data-testid=apply]");
+    return b && !b.disabled;
+  }, null, { timeout: 15000 });
+  await s.shot("edited");
+  const apply = await stepApply(s);
+  emit({ step: "apply", policy_info: before, ...apply });
+  emit({ step: "applied" });
+  await waitGo();
+  emit({ step: "allowed", ...(await waitRow(s, "allow", "live-allowed")) });
+
+  const typoStep = await stepEditorType(s, typo);
+  const text = await page.evaluate(() => document.querySelector("[data-testid=policy-editor] .cm-content").innerText);
+  const api = await page.evaluate(async (text) => {
+    const r = await fetch("/api/policy/apply", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ text, sessions: [] }) });
+    return { status: r.status, body: await r.json() };
+  }, text);
+  emit({ step: "typo", ...typoStep, api_status: api.status, api_error_lines: (api.body.diagnostics || []).map((d) => d.line) });
+  emit({ step: "hygiene", ...hygiene(s) });
+} catch (e) {
+  emit({ step: "error", error: String(e && e.stack || e) });
+  await s.shot("error").catch(() => {});
+  process.exitCode = 1;
+} finally {
+  await s.close();
+}
