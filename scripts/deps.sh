@@ -37,7 +37,7 @@ corral_build_deps() {
         if [ -x "$HOME/.cargo/bin/cargo" ]; then
             export PATH="$HOME/.cargo/bin:$PATH"
         else
-            echo "corral: cargo (Rust >= 1.87) is not installed; Debian 12's rustc is too old." >&2
+            echo "corral: cargo (Rust >= 1.89) is not installed; Debian 12's rustc is too old." >&2
             echo "corral: install a current toolchain with rustup (https://rustup.rs), then run again" >&2
             exit 3
         fi
