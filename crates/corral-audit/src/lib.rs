@@ -11,11 +11,14 @@
 
 mod error;
 pub mod export;
+pub mod filters;
 mod kind;
 pub mod pipeline;
 mod query;
+mod process;
 mod retention;
 mod schema;
+mod stats;
 mod store;
 
 pub use error::AuditError;
@@ -23,7 +26,9 @@ pub use export::ExportError;
 pub use kind::{kind_of, Kind};
 pub use pipeline::{Options, Pipeline, PipelineSender, PipelineStats, Subscription};
 pub use query::Query;
+pub use process::ProcessInfo;
 pub use retention::{Pruned, Retention};
+pub use stats::Stats;
 pub use store::{SessionRow, SessionSummary, Store, Stored};
 
 use std::path::PathBuf;
