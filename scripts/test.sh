@@ -12,6 +12,7 @@ corral_container_deps
 corral_agent_deps
 corral_egress_deps
 corral_mcp_deps
+corral_ui_api_deps
 
 start=$(date +%s)
 step() { echo; echo "==> $* ($(( $(date +%s) - start )) s)"; }

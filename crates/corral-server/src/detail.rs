@@ -9,6 +9,7 @@ use crate::policy::{policy_sha_at, Missing};
 use crate::routes::{bad_query, internal};
 use crate::state::AppState;
 use axum::extract::rejection::QueryRejection;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -76,8 +77,12 @@ fn detail(store: &Store, id: i64) -> Result<serde_json::Value, Missing> {
 }
 
 /// `GET /api/events/{id}`.
-pub(crate) async fn event(State(st): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
-    let id = match parse_event_id(&id) {
+pub(crate) async fn event(State(st): State<Arc<AppState>>, id: Result<Path<String>, PathRejection>) -> Response {
+    let id = match id {
+        Ok(Path(id)) => parse_event_id(&id),
+        Err(e) => Err(error(StatusCode::BAD_REQUEST, e.body_text())),
+    };
+    let id = match id {
         Ok(id) => id,
         Err(r) => return r,
     };

@@ -10,6 +10,7 @@ use crate::filters::session_id;
 use crate::routes::internal;
 use crate::state::AppState;
 use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -76,8 +77,9 @@ pub(crate) async fn list(State(st): State<Arc<AppState>>) -> Response {
 }
 
 /// A `{id}` path segment: `s123` or `123`.
-fn path_session(id: &str) -> Result<SessionId, Response> {
-    session_id(id)
+fn path_session(id: Result<Path<String>, PathRejection>) -> Result<SessionId, Response> {
+    let Path(id) = id.map_err(|e| error(StatusCode::BAD_REQUEST, e.body_text()))?;
+    session_id(&id)
         .map(SessionId)
         .map_err(|e| error(StatusCode::BAD_REQUEST, e.to_string()))
 }
@@ -119,10 +121,10 @@ pub(crate) struct ModeBody {
 /// `POST /api/sessions/{id}/mode`.
 pub(crate) async fn mode(
     State(st): State<Arc<AppState>>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     body: Result<Json<ModeBody>, JsonRejection>,
 ) -> Response {
-    let id = match path_session(&id) {
+    let id = match path_session(id) {
         Ok(id) => id,
         Err(r) => return r,
     };
@@ -135,8 +137,8 @@ pub(crate) async fn mode(
 
 /// `POST /api/sessions/{id}/stop`: SIGTERM to the command, SIGKILL after
 /// the grace period; answers at once with the session's status.
-pub(crate) async fn stop(State(st): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
-    let id = match path_session(&id) {
+pub(crate) async fn stop(State(st): State<Arc<AppState>>, id: Result<Path<String>, PathRejection>) -> Response {
+    let id = match path_session(id) {
         Ok(id) => id,
         Err(r) => return r,
     };

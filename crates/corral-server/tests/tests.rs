@@ -3,8 +3,10 @@
 
 mod util;
 
+mod api;
 mod auth;
 mod bind;
 mod events;
 mod openapi;
 mod policy;
+mod schemathesis;
