@@ -12,7 +12,7 @@
 
 pub use corral_control::*;
 
-use corral_core::{Mode, What};
+use corral_core::{Mode, SessionId, What};
 use corral_kernel::session::KernelSession;
 use corral_policy::Plan;
 use std::path::{Path, PathBuf};

@@ -272,7 +272,7 @@ async fn apply_validates_the_whole_text_first_then_reloads_each_session() {
     assert_eq!(lines, [4], "{v}");
     assert!(fake.requests.lock().unwrap().is_empty());
     // A good text: session 1 takes it, session 2 is not running.
-    let good = "@id(\"a\")\npermit (principal, action, resource);\n";
+    let good = "@id(\"a\")\npermit (principal, action == Action::\"FileOpenReadOnly\", resource);\n";
     let body = serde_json::json!({"text": good, "label": "edited.cedar", "sessions": [1, "s2"]}).to_string();
     let resp = post(&r, "/api/policy/apply", &body).await;
     assert_eq!(resp.status, 200, "{resp:?}");

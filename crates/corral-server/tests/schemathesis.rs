@@ -154,7 +154,7 @@ async fn schemathesis_finds_nothing() {
                 "--exclude-path",
                 "/api/events/stream",
                 "--max-examples",
-                "25",
+                "50",
                 "--workers",
                 "2",
                 "--seed",
