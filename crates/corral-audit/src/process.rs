@@ -24,7 +24,13 @@ pub struct ProcessInfo {
 }
 
 impl Store {
-    fn event_where(&self, sql: &str, session: u32, pid: u32, at_id: i64) -> Result<Option<Event>, AuditError> {
+    fn event_where(
+        &self,
+        sql: &str,
+        session: u32,
+        pid: u32,
+        at_id: i64,
+    ) -> Result<Option<Event>, AuditError> {
         let data: Option<(i64, String)> = self
             .conn
             .prepare_cached(sql)

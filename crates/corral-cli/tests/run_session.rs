@@ -1017,11 +1017,7 @@ fn stop_ends_a_running_session_which_is_recorded_as_ended() {
     let (live, sid) = Live::start(s.cmd(&[], &["sh", "-c", "echo UP; exec sleep 600"]));
     live.expect("UP");
     let t0 = Instant::now();
-    let o = dir
-        .corral()
-        .args(["stop", &sid])
-        .output()
-        .expect("corral stop");
+    let o = dir.corral().args(["stop", &sid]).output().expect("corral stop");
     assert!(o.status.success(), "{}", text(&o.stderr));
     let mut live = live;
     // sleep dies of SIGTERM at once; the grace period is only a bound.

@@ -35,7 +35,13 @@ when { resource == File::"/tmp/secret" };
 "#;
 
 /// One request, `Connection: close`; (status, JSON body).
-fn call(addr: SocketAddr, token: &str, method: &str, path: &str, body: Option<&str>) -> (u16, serde_json::Value) {
+fn call(
+    addr: SocketAddr,
+    token: &str,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> (u16, serde_json::Value) {
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let body = body.unwrap_or("");
@@ -51,11 +57,20 @@ fn call(addr: SocketAddr, token: &str, method: &str, path: &str, body: Option<&s
     let status = head.split(' ').nth(1).unwrap().parse().unwrap();
     let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
         // One chunk is enough for these small answers.
-        rest.split_once("\r\n").map(|(_, b)| b).unwrap_or("").rsplit_once("\r\n0\r\n").map(|(b, _)| b).unwrap_or("").to_string()
+        rest.split_once("\r\n")
+            .map(|(_, b)| b)
+            .unwrap_or("")
+            .rsplit_once("\r\n0\r\n")
+            .map(|(b, _)| b)
+            .unwrap_or("")
+            .to_string()
     } else {
         rest.to_string()
     };
-    (status, serde_json::from_str(&body).unwrap_or(serde_json::Value::Null))
+    (
+        status,
+        serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
+    )
 }
 
 #[test]
@@ -114,7 +129,10 @@ fn the_api_controls_a_real_session() {
             match lines.recv_timeout(Duration::from_secs(60)) {
                 Ok(l) if l.starts_with(prefix) => return l,
                 Ok(_) => {}
-                Err(_) => panic!("no {prefix:?}; stderr: {:?}", err_lines.try_iter().collect::<Vec<_>>()),
+                Err(_) => panic!(
+                    "no {prefix:?}; stderr: {:?}",
+                    err_lines.try_iter().collect::<Vec<_>>()
+                ),
             }
         }
     };
@@ -140,9 +158,21 @@ fn the_api_controls_a_real_session() {
     assert_eq!(me["live"]["mode"], "enforce", "{me}");
     assert!(!me["layers"].as_array().unwrap().is_empty(), "{me}");
 
-    let (st, v) = call(addr, &token, "POST", &format!("/api/sessions/{sid}/mode"), Some(r#"{"mode":"shadow"}"#));
+    let (st, v) = call(
+        addr,
+        &token,
+        "POST",
+        &format!("/api/sessions/{sid}/mode"),
+        Some(r#"{"mode":"shadow"}"#),
+    );
     assert_eq!((st, v["mode"].clone()), (200, "shadow".into()), "{v}");
-    let (st, v) = call(addr, &token, "POST", &format!("/api/sessions/s{sid}/mode"), Some(r#"{"mode":"enforce"}"#));
+    let (st, v) = call(
+        addr,
+        &token,
+        "POST",
+        &format!("/api/sessions/s{sid}/mode"),
+        Some(r#"{"mode":"enforce"}"#),
+    );
     assert_eq!((st, v["mode"].clone()), (200, "enforce".into()), "{v}");
 
     // A typo: 422 at its line, nothing applied.
@@ -160,7 +190,9 @@ fn the_api_controls_a_real_session() {
     assert_eq!(first_error["line"], 15, "{v}");
     // Without the forbid: the session takes it, and the read goes through.
     let relaxed = POLICY.split("@id(\"forbid-secret\")").next().unwrap();
-    let body = serde_json::json!({"text": relaxed, "label": "relaxed.cedar", "sessions": [sid, 4_000_000_000u32]}).to_string();
+    let body =
+        serde_json::json!({"text": relaxed, "label": "relaxed.cedar", "sessions": [sid, 4_000_000_000u32]})
+            .to_string();
     let (st, v) = call(addr, &token, "POST", "/api/policy/apply", Some(&body));
     assert_eq!(st, 200, "{v}");
     assert_eq!(v["results"][0]["ok"], true, "{v}");
@@ -180,11 +212,28 @@ fn the_api_controls_a_real_session() {
     }
     eprintln!("POST stop -> corral run exited in {:?}", t0.elapsed());
     let (_, v) = call(addr, &token, "GET", "/api/sessions", None);
-    let me = v.as_array().unwrap().iter().find(|s| s["id"] == sid).unwrap().clone();
+    let me = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == sid)
+        .unwrap()
+        .clone();
     assert_eq!(me["running"], false, "{me}");
     assert!(me["ended_ns"].is_u64(), "{me}");
-    let (_, v) = call(addr, &token, "GET", &format!("/api/events?session={sid}&kind=session"), None);
-    let kinds: Vec<&str> = v["events"].as_array().unwrap().iter().filter_map(|e| e["what"]["kind"].as_str()).collect();
+    let (_, v) = call(
+        addr,
+        &token,
+        "GET",
+        &format!("/api/events?session={sid}&kind=session"),
+        None,
+    );
+    let kinds: Vec<&str> = v["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["what"]["kind"].as_str())
+        .collect();
     assert_eq!(kinds.last(), Some(&"session_end"), "{v}");
     let (st, _) = call(addr, &token, "POST", &format!("/api/sessions/{sid}/stop"), None);
     assert_eq!(st, 404);

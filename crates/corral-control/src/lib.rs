@@ -176,12 +176,10 @@ pub fn request(run_root: &Path, id: SessionId, req: &Request) -> Result<Reply, C
     })
 }
 
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use std::io::{BufRead as _, Write as _};
 
     #[test]
     fn requests_are_one_json_line_each_way() {
@@ -204,7 +202,8 @@ mod tests {
                 }
                 let req: Request = serde_json::from_str(line.trim_end()).unwrap();
                 assert_eq!(req, Request::Stop);
-                (&s).write_all(b"{\"ok\":true,\"session\":7,\"mode\":\"shadow\"}\n").unwrap();
+                (&s).write_all(b"{\"ok\":true,\"session\":7,\"mode\":\"shadow\"}\n")
+                    .unwrap();
             }
         });
         assert_eq!(running(root.path()), vec![id]);

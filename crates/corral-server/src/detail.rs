@@ -8,8 +8,8 @@ use crate::filters::{EventParams, FilterError};
 use crate::policy::{policy_sha_at, Missing};
 use crate::routes::{bad_query, internal};
 use crate::state::AppState;
-use axum::extract::rejection::QueryRejection;
 use axum::extract::rejection::PathRejection;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -29,14 +29,12 @@ pub(crate) fn event_by_id(store: &Store, id: i64) -> Result<Option<Stored>, corr
     Ok(rows.into_iter().find(|r| r.id == Some(id)))
 }
 
-/// A row id from the path: a positive integer.
-pub(crate) fn parse_event_id(s: &str) -> Result<i64, Response> {
-    s.parse::<i64>().ok().filter(|&n| n > 0).ok_or_else(|| {
-        error(
-            StatusCode::BAD_REQUEST,
-            format!("event id `{s}`: expected a positive integer (an event's `id`)"),
-        )
-    })
+/// A row id from the path: a positive integer (else the 400's message).
+pub(crate) fn parse_event_id(s: &str) -> Result<i64, String> {
+    s.parse::<i64>()
+        .ok()
+        .filter(|&n| n > 0)
+        .ok_or_else(|| format!("event id `{s}`: expected a positive integer (an event's `id`)"))
 }
 
 /// The 1-based lines of `label`'s policies among `policy_at` (`label:line`).
@@ -54,7 +52,8 @@ fn lines_of(policy_at: &[String], label: &str) -> Vec<u32> {
 }
 
 fn detail(store: &Store, id: i64) -> Result<serde_json::Value, Missing> {
-    let ev = event_by_id(store, id)?.ok_or_else(|| Missing::NotFound(format!("no event {id} in the store")))?;
+    let ev =
+        event_by_id(store, id)?.ok_or_else(|| Missing::NotFound(format!("no event {id} in the store")))?;
     let process = store.process_chain(&ev.event, id)?;
     let session = ev.event.session.0;
     let policy = match policy_sha_at(store, session, Some(id))? {
@@ -77,14 +76,17 @@ fn detail(store: &Store, id: i64) -> Result<serde_json::Value, Missing> {
 }
 
 /// `GET /api/events/{id}`.
-pub(crate) async fn event(State(st): State<Arc<AppState>>, id: Result<Path<String>, PathRejection>) -> Response {
+pub(crate) async fn event(
+    State(st): State<Arc<AppState>>,
+    id: Result<Path<String>, PathRejection>,
+) -> Response {
     let id = match id {
         Ok(Path(id)) => parse_event_id(&id),
-        Err(e) => Err(error(StatusCode::BAD_REQUEST, e.body_text())),
+        Err(e) => Err(e.body_text()),
     };
     let id = match id {
         Ok(id) => id,
-        Err(r) => return r,
+        Err(m) => return error(StatusCode::BAD_REQUEST, m),
     };
     match st.with_store(move |s| detail(s, id)).await {
         Ok(Ok(v)) => Json(v).into_response(),
@@ -140,9 +142,17 @@ mod tests {
 
     #[test]
     fn lines_are_the_labels_own() {
-        let at = vec!["p.cedar:3".to_string(), "other:9".into(), "p.cedar:12".into(), "p.cedar:3".into()];
+        let at = vec![
+            "p.cedar:3".to_string(),
+            "other:9".into(),
+            "p.cedar:12".into(),
+            "p.cedar:3".into(),
+        ];
         assert_eq!(lines_of(&at, "p.cedar"), vec![3, 12]);
-        assert_eq!(lines_of(&["<default policy>:36".to_string()], "<default policy>"), vec![36]);
+        assert_eq!(
+            lines_of(&["<default policy>:36".to_string()], "<default policy>"),
+            vec![36]
+        );
         assert!(lines_of(&at, "x").is_empty());
     }
 }

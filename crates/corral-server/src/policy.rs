@@ -237,7 +237,10 @@ pub(crate) async fn apply(
         }
     }
     ids.dedup();
-    let label = b.label.filter(|l| !l.trim().is_empty()).unwrap_or_else(|| "ui".into());
+    let label = b
+        .label
+        .filter(|l| !l.trim().is_empty())
+        .unwrap_or_else(|| "ui".into());
     let (name, text) = (label.clone(), b.text.clone());
     let checked = tokio::task::spawn_blocking(move || {
         let c = corral_policy::check(vec![corral_policy::Source::new(name, text)]);

@@ -23,7 +23,9 @@ use std::sync::Arc;
 /// `GET /api/sessions`: the store's sessions, each with `running`, `live`
 /// (the control socket's status, when running) and `layers`.
 pub(crate) async fn list(State(st): State<Arc<AppState>>) -> Response {
-    let rows = st.with_store(|s| Ok::<_, corral_audit::AuditError>((s.sessions()?, s.layers()?))).await;
+    let rows = st
+        .with_store(|s| Ok::<_, corral_audit::AuditError>((s.sessions()?, s.layers()?)))
+        .await;
     let (rows, layers) = match rows {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => return internal(e),
@@ -76,12 +78,10 @@ pub(crate) async fn list(State(st): State<Arc<AppState>>) -> Response {
     Json(out).into_response()
 }
 
-/// A `{id}` path segment: `s123` or `123`.
-fn path_session(id: Result<Path<String>, PathRejection>) -> Result<SessionId, Response> {
-    let Path(id) = id.map_err(|e| error(StatusCode::BAD_REQUEST, e.body_text()))?;
-    session_id(&id)
-        .map(SessionId)
-        .map_err(|e| error(StatusCode::BAD_REQUEST, e.to_string()))
+/// A `{id}` path segment: `s123` or `123` (else the 400's message).
+fn path_session(id: Result<Path<String>, PathRejection>) -> Result<SessionId, String> {
+    let Path(id) = id.map_err(|e| e.body_text())?;
+    session_id(&id).map(SessionId).map_err(|e| e.to_string())
 }
 
 /// Sends `req` to session `id`: its reply (200, or 409 when it refused),
@@ -126,7 +126,7 @@ pub(crate) async fn mode(
 ) -> Response {
     let id = match path_session(id) {
         Ok(id) => id,
-        Err(r) => return r,
+        Err(m) => return error(StatusCode::BAD_REQUEST, m),
     };
     let Json(b) = match body {
         Ok(b) => b,
@@ -137,10 +137,13 @@ pub(crate) async fn mode(
 
 /// `POST /api/sessions/{id}/stop`: SIGTERM to the command, SIGKILL after
 /// the grace period; answers at once with the session's status.
-pub(crate) async fn stop(State(st): State<Arc<AppState>>, id: Result<Path<String>, PathRejection>) -> Response {
+pub(crate) async fn stop(
+    State(st): State<Arc<AppState>>,
+    id: Result<Path<String>, PathRejection>,
+) -> Response {
     let id = match path_session(id) {
         Ok(id) => id,
-        Err(r) => return r,
+        Err(m) => return error(StatusCode::BAD_REQUEST, m),
     };
     control(&st, id, Request::Stop).await
 }

@@ -135,7 +135,10 @@ pub(crate) async fn events(
                 Ok(Err(e)) => return Some((Ok(l.fail(e.to_string())), l)),
                 Err(e) => return Some((Ok(l.fail(e)), l)),
             }
-            let wait = FALLBACK.min(l.next_stats.saturating_duration_since(tokio::time::Instant::now()));
+            let wait = FALLBACK.min(
+                l.next_stats
+                    .saturating_duration_since(tokio::time::Instant::now()),
+            );
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 // No watcher (inotify unavailable): poll.

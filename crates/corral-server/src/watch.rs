@@ -25,7 +25,10 @@ fn is_store_file(store: &Path, p: &Path) -> bool {
         return false;
     };
     let (name, db) = (name.to_string_lossy(), db.to_string_lossy());
-    name == db || name.strip_prefix(db.as_ref()).is_some_and(|s| s == "-wal" || s == "-shm")
+    name == db
+        || name
+            .strip_prefix(db.as_ref())
+            .is_some_and(|s| s == "-wal" || s == "-shm")
 }
 
 /// Watches the store at `store`; each change bumps the counter `tx` holds.

@@ -35,7 +35,11 @@ async fn mode_switch_reaches_the_session_and_bad_input_does_not() {
     let resp = post(&r, "/api/sessions/s1/mode", r#"{"mode":"shadow"}"#).await;
     assert_eq!(resp.status, 200, "{resp:?}");
     let v = resp.json();
-    assert_eq!((v["ok"].clone(), v["mode"].clone()), (true.into(), "shadow".into()), "{v}");
+    assert_eq!(
+        (v["ok"].clone(), v["mode"].clone()),
+        (true.into(), "shadow".into()),
+        "{v}"
+    );
     assert_eq!(v["session"], 1);
     assert_eq!(
         fake.requests.lock().unwrap().as_slice(),
@@ -43,7 +47,12 @@ async fn mode_switch_reaches_the_session_and_bad_input_does_not() {
     );
     for (path, body, status, says) in [
         ("/api/sessions/2/mode", r#"{"mode":"shadow"}"#, 404, "not running"),
-        ("/api/sessions/x1/mode", r#"{"mode":"shadow"}"#, 400, "`session` \"x1\""),
+        (
+            "/api/sessions/x1/mode",
+            r#"{"mode":"shadow"}"#,
+            400,
+            "`session` \"x1\"",
+        ),
         ("/api/sessions/1/mode", "{", 400, "EOF"),
         ("/api/sessions/1/mode", r#"{"mode":"off"}"#, 400, "off"),
         ("/api/sessions/1/mode", r#"{"mode":"shadow","x":1}"#, 400, "x"),
@@ -53,7 +62,11 @@ async fn mode_switch_reaches_the_session_and_bad_input_does_not() {
         let msg = resp.json()["error"].as_str().unwrap().to_owned();
         assert!(msg.contains(says), "{path} {body}: {msg}");
     }
-    assert_eq!(fake.requests.lock().unwrap().len(), 1, "bad requests reached the session");
+    assert_eq!(
+        fake.requests.lock().unwrap().len(),
+        1,
+        "bad requests reached the session"
+    );
     r.stop().await;
 }
 
@@ -161,7 +174,12 @@ async fn an_event_in_full_has_its_process_chain_and_the_policy_then_in_force() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|p| (p["pid"].as_u64().unwrap(), serde_json::from_value(p["argv"].clone()).unwrap()))
+        .map(|p| {
+            (
+                p["pid"].as_u64().unwrap(),
+                serde_json::from_value(p["argv"].clone()).unwrap(),
+            )
+        })
         .collect();
     assert_eq!(
         chain,
@@ -231,14 +249,26 @@ async fn a_drafted_rule_names_the_event_and_validates() {
                 && text.contains(&format!("@id(\"ui-{effect}-{}\")", ids[2])),
             "{text}"
         );
-        let v = post(&r, "/api/policy/validate", &serde_json::json!({ "text": text }).to_string())
-            .await
-            .json();
+        let v = post(
+            &r,
+            "/api/policy/validate",
+            &serde_json::json!({ "text": text }).to_string(),
+        )
+        .await
+        .json();
         assert_eq!(v["ok"], true, "{text}: {v}");
     }
     for (body, status, says) in [
-        (format!(r#"{{"event":{},"effect":"permit"}}"#, ids[3]), 422, "policy_load"),
-        (r#"{"event":999999,"effect":"permit"}"#.to_string(), 404, "no event 999999"),
+        (
+            format!(r#"{{"event":{},"effect":"permit"}}"#, ids[3]),
+            422,
+            "policy_load",
+        ),
+        (
+            r#"{"event":999999,"effect":"permit"}"#.to_string(),
+            404,
+            "no event 999999",
+        ),
         (r#"{"event":1,"effect":"maybe"}"#.to_string(), 400, "maybe"),
         (r#"{"event":0,"effect":"permit"}"#.to_string(), 400, "`event`"),
         (r#"{"event":1}"#.to_string(), 400, "effect"),
@@ -261,7 +291,10 @@ async fn apply_validates_the_whole_text_first_then_reloads_each_session() {
     let resp = post(&r, "/api/policy/apply", &body).await;
     assert_eq!(resp.status, 422, "{resp:?}");
     let v = resp.json();
-    assert!(v["error"].as_str().unwrap().contains("nothing was applied"), "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("nothing was applied"),
+        "{v}"
+    );
     let lines: Vec<u64> = v["diagnostics"]
         .as_array()
         .unwrap()
@@ -291,7 +324,10 @@ async fn apply_validates_the_whole_text_first_then_reloads_each_session() {
     let body = serde_json::json!({"text": format!("// REFUSE\n{good}"), "sessions": [1]}).to_string();
     let res = post(&r, "/api/policy/apply", &body).await.json()["results"].clone();
     assert_eq!(res[0]["ok"], false, "{res}");
-    assert!(res[0]["error"].as_str().unwrap().contains("refused by the fake"), "{res}");
+    assert!(
+        res[0]["error"].as_str().unwrap().contains("refused by the fake"),
+        "{res}"
+    );
     for (body, says) in [
         ("not json", "expected"),
         (r#"{"text":"","sessions":[],"extra":1}"#, "extra"),

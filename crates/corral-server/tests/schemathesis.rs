@@ -57,20 +57,78 @@ fn seed(path: &Path) {
         start.event.layer = Layer::Userspace;
         evs.push(start);
         evs.push(decided(
-            event(s, What::ExecTrace { path: "/bin/sh".into(), argv: vec!["sh".into(), "-c".into(), "make".into()] }, None),
-            "read-all", 3, 100, 1, "sh",
+            event(
+                s,
+                What::ExecTrace {
+                    path: "/bin/sh".into(),
+                    argv: vec!["sh".into(), "-c".into(), "make".into()],
+                },
+                None,
+            ),
+            "read-all",
+            3,
+            100,
+            1,
+            "sh",
         ));
-        evs.push(decided(event(s, What::Fork { child: 101 }, None), "read-all", 3, 100, 1, "sh"));
-        evs.push(decided(open("/etc/passwd", s, Decision::Allow), "read-all", 3, 101, 100, "cat"));
-        evs.push(decided(open("/etc/shadow", s, Decision::Deny), "no-shadow", 7, 101, 100, "cat"));
-        let mut w = event(s, What::FileOpen { path: "/etc/hosts".into(), access: Access::Write }, Some(Decision::WouldDeny));
+        evs.push(decided(
+            event(s, What::Fork { child: 101 }, None),
+            "read-all",
+            3,
+            100,
+            1,
+            "sh",
+        ));
+        evs.push(decided(
+            open("/etc/passwd", s, Decision::Allow),
+            "read-all",
+            3,
+            101,
+            100,
+            "cat",
+        ));
+        evs.push(decided(
+            open("/etc/shadow", s, Decision::Deny),
+            "no-shadow",
+            7,
+            101,
+            100,
+            "cat",
+        ));
+        let mut w = event(
+            s,
+            What::FileOpen {
+                path: "/etc/hosts".into(),
+                access: Access::Write,
+            },
+            Some(Decision::WouldDeny),
+        );
         w.event.layer = Layer::Fanotify;
         evs.push(decided(w, "no-shadow", 7, 101, 100, "tee"));
         evs.push(decided(
-            event(s, What::Exec { path: "/usr/bin/git".into(), argv: Some(vec!["git".into(), "push".into()]) }, Some(Decision::Allow)),
-            "read-all", 3, 102, 100, "git",
+            event(
+                s,
+                What::Exec {
+                    path: "/usr/bin/git".into(),
+                    argv: Some(vec!["git".into(), "push".into()]),
+                },
+                Some(Decision::Allow),
+            ),
+            "read-all",
+            3,
+            102,
+            100,
+            "git",
         ));
-        let mut c = event(s, What::Connect { ip: "93.184.216.34".parse().unwrap(), port: 443, transport: Transport::Tcp }, Some(Decision::Deny));
+        let mut c = event(
+            s,
+            What::Connect {
+                ip: "93.184.216.34".parse().unwrap(),
+                port: 443,
+                transport: Transport::Tcp,
+            },
+            Some(Decision::Deny),
+        );
         c.event.layer = Layer::CgroupBpf;
         evs.push(decided(c, "no-shadow", 7, 102, 100, "git"));
         let mut h = event(
@@ -120,9 +178,23 @@ fn seed(path: &Path) {
         m.event.layer = Layer::Mcp;
         m.event.mcp_call = Some("m1#3".into());
         evs.push(decided(m, "read-all", 3, 103, 100, "node"));
-        evs.push(event(s, What::PolicyLoad { label: "ui".into(), sha256: sha.clone(), error: None }, None));
+        evs.push(event(
+            s,
+            What::PolicyLoad {
+                label: "ui".into(),
+                sha256: sha.clone(),
+                error: None,
+            },
+            None,
+        ));
     }
-    evs.push(event(1, What::SessionEnd { exit: "exit 0".into() }, None));
+    evs.push(event(
+        1,
+        What::SessionEnd {
+            exit: "exit 0".into(),
+        },
+        None,
+    ));
     store.insert_assign(&mut evs).unwrap();
     store.add_drops(2, "queue_full", 3).unwrap();
     store.session_ended(1, now_ns(), "exit 0", 0, 40).unwrap();
@@ -192,6 +264,10 @@ async fn schemathesis_finds_nothing() {
         String::from_utf8_lossy(&out.stderr)
     );
     eprintln!("{text}");
-    assert!(out.status.success(), "schemathesis found problems (exit {:?})", out.status.code());
+    assert!(
+        out.status.success(),
+        "schemathesis found problems (exit {:?})",
+        out.status.code()
+    );
     r.stop().await;
 }

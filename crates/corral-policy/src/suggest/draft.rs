@@ -93,7 +93,9 @@ pub fn draft(event: &Event, effect: Effect, id: &str, origin: &str) -> Result<St
                 format!("connecting to {hp} ({proto})"),
             )
         }
-        What::Http { host, port, stage, .. } if stage != "connection" || !host.is_empty() => {
+        What::Http {
+            host, port, stage, ..
+        } if stage != "connection" || !host.is_empty() => {
             let h = normalize_host(host).map_err(|e| bad(e.to_string()))?;
             let hp = host_port(&h, *port);
             (
@@ -191,7 +193,10 @@ mod tests {
             for effect in [Effect::Permit, Effect::Forbid] {
                 let text = draft(&ev(w.clone()), effect, "ui-1", "event 1 of s3").unwrap();
                 assert!(text.starts_with("// drafted by corral"), "{text}");
-                assert!(text.contains(&format!("\n{} (principal == Agent::\"claude\"", effect.keyword())), "{text}");
+                assert!(
+                    text.contains(&format!("\n{} (principal == Agent::\"claude\"", effect.keyword())),
+                    "{text}"
+                );
                 let c = check(vec![Source::new("d.cedar", text.clone())]);
                 assert!(c.ok(), "{text}\n{:?}", c.diagnostics);
             }
