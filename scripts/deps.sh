@@ -136,3 +136,25 @@ corral_ui_browser_deps() {
         "playwright-core@$playwright" >/dev/null
     echo "$want" >"$stamp"
 }
+
+corral_ui_api_deps() {
+    # corral-server's API fuzzing (crates/corral-server/tests/schemathesis.rs)
+    # runs schemathesis from PyPI against /api/openapi.json. Its venv sits
+    # beside the UI's browser-test files: /var/cache/corral/ui-test/venv.
+    # Pinned to the newest release on 2026-11 (bump on purpose).
+    local schemathesis=4.32.5
+    local dir=/var/cache/corral/ui-test
+    local stamp="$dir/.schemathesis-installed"
+    local want="schemathesis=$schemathesis"
+    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$dir/venv/bin/schemathesis" ]; then
+        return 0
+    fi
+    corral_apt_install python3 python3-venv
+    echo "corral: installing schemathesis $schemathesis into $dir/venv" >&2
+    mkdir -p "$dir"
+    rm -f "$stamp"
+    [ -x "$dir/venv/bin/python" ] || /usr/bin/python3 -m venv "$dir/venv"
+    "$dir/venv/bin/python" -m pip install -q --disable-pip-version-check "schemathesis==$schemathesis"
+    chmod -R a+rX "$dir"
+    echo "$want" >"$stamp"
+}

@@ -13,6 +13,7 @@ corral_agent_deps
 corral_egress_deps
 corral_mcp_deps
 corral_ui_browser_deps
+corral_ui_api_deps
 
 start=$(date +%s)
 step() { echo; echo "==> $* ($(( $(date +%s) - start )) s)"; }

@@ -11,19 +11,24 @@
 
 mod error;
 pub mod export;
+pub mod filters;
 mod kind;
 pub mod pipeline;
+mod process;
 mod query;
 mod retention;
 mod schema;
+mod stats;
 mod store;
 
 pub use error::AuditError;
 pub use export::ExportError;
 pub use kind::{kind_of, Kind};
 pub use pipeline::{Options, Pipeline, PipelineSender, PipelineStats, Subscription};
+pub use process::ProcessInfo;
 pub use query::Query;
 pub use retention::{Pruned, Retention};
+pub use stats::Stats;
 pub use store::{SessionRow, SessionSummary, Store, Stored};
 
 use std::path::PathBuf;

@@ -44,6 +44,25 @@ pub(crate) fn decision_str(d: Decision) -> &'static str {
 /// The SQL (selecting `id, wall_ns, policy_at, data`, or with `count` the
 /// number of matches, ignoring `limit`) and its parameters.
 pub(crate) fn to_sql(q: &Query, count: bool) -> (String, Vec<Value>) {
+    let (filter, params) = where_sql(q);
+    if count {
+        return (format!("SELECT count(*) FROM events{filter}"), params);
+    }
+    let base = format!("SELECT id, wall_ns, policy_at, data FROM events{filter}");
+    let sql = match (q.limit, q.after_id) {
+        (Some(l), None) => format!(
+            "SELECT * FROM ({base} ORDER BY id DESC LIMIT {}) ORDER BY id",
+            l.min(i64::MAX as usize)
+        ),
+        (Some(l), Some(_)) => format!("{base} ORDER BY id LIMIT {}", l.min(i64::MAX as usize)),
+        (None, _) => format!("{base} ORDER BY id"),
+    };
+    (sql, params)
+}
+
+/// The ` WHERE ...` clause of `q`'s filters (empty when none is set; the
+/// limit is not a filter) and its parameters.
+pub(crate) fn where_sql(q: &Query) -> (String, Vec<Value>) {
     let mut clauses = Vec::new();
     let mut params = Vec::new();
     if let Some(s) = q.session {
@@ -95,17 +114,5 @@ pub(crate) fn to_sql(q: &Query, count: bool) -> (String, Vec<Value>) {
     } else {
         format!(" WHERE {}", clauses.join(" AND "))
     };
-    if count {
-        return (format!("SELECT count(*) FROM events{filter}"), params);
-    }
-    let base = format!("SELECT id, wall_ns, policy_at, data FROM events{filter}");
-    let sql = match (q.limit, q.after_id) {
-        (Some(l), None) => format!(
-            "SELECT * FROM ({base} ORDER BY id DESC LIMIT {}) ORDER BY id",
-            l.min(i64::MAX as usize)
-        ),
-        (Some(l), Some(_)) => format!("{base} ORDER BY id LIMIT {}", l.min(i64::MAX as usize)),
-        (None, _) => format!("{base} ORDER BY id"),
-    };
-    (sql, params)
+    (filter, params)
 }

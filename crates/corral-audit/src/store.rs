@@ -72,8 +72,8 @@ pub struct SessionSummary {
 
 /// The audit store.
 pub struct Store {
-    conn: Connection,
-    path: PathBuf,
+    pub(crate) conn: Connection,
+    pub(crate) path: PathBuf,
 }
 
 impl std::fmt::Debug for Store {
@@ -155,7 +155,7 @@ impl Store {
         &mut self.conn
     }
 
-    fn db(&self, op: &'static str) -> impl Fn(rusqlite::Error) -> AuditError + '_ {
+    pub(crate) fn db(&self, op: &'static str) -> impl Fn(rusqlite::Error) -> AuditError + '_ {
         move |source| AuditError::Db {
             path: self.path.clone(),
             op,

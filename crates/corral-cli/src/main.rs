@@ -35,6 +35,9 @@ enum Command {
     /// Load a new policy into a running session (hot reload; on any error
     /// the policy in force stays, unchanged).
     Reload(commands::control::ReloadArgs),
+    /// Stop a running session: its command gets SIGTERM, then SIGKILL
+    /// after 5 s; the session ends and is recorded as usual.
+    Stop(commands::control::StopArgs),
     /// Show the merged configuration and where each value came from.
     #[command(subcommand)]
     Config(commands::config::ConfigCmd),
@@ -61,6 +64,7 @@ fn main() -> ExitCode {
         Command::Sessions(args) => commands::events::sessions(args),
         Command::Mode(args) => commands::control::mode(args),
         Command::Reload(args) => commands::control::reload(args),
+        Command::Stop(args) => commands::control::stop(args),
         Command::Image(cmd) => commands::image::run(cmd),
         Command::Mcp(cmd) => commands::mcp::run(cmd),
         Command::Ui(args) => commands::ui::run(args),

@@ -291,7 +291,7 @@ fn export_ocsf_to_stdout_and_to_a_file() {
         "events", "export", "--format", "ocsf", "--kind", "files", "--store", store,
     ]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("unknown event kind `files`"));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("`kind` \"files\": expected file, exec"));
     let o = corral(&["events", "--json", "export", "--format", "ocsf", "--store", store]);
     assert_ne!(
         o.status.code(),

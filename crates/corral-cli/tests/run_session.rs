@@ -1007,6 +1007,57 @@ fn mode_switch_and_policy_reload_while_running() {
 }
 
 #[test]
+fn stop_ends_a_running_session_which_is_recorded_as_ended() {
+    let t = "stop_ends_a_running_session_which_is_recorded_as_ended";
+    if !podman_ready(t) {
+        return;
+    }
+    let dir = Scratch::new("stop");
+    let s = Session::new(&dir, POLICY, "s");
+    let (live, sid) = Live::start(s.cmd(&[], &["sh", "-c", "echo UP; exec sleep 600"]));
+    live.expect("UP");
+    let t0 = Instant::now();
+    let o = dir.corral().args(["stop", &sid]).output().expect("corral stop");
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let mut live = live;
+    // sleep dies of SIGTERM at once; the grace period is only a bound.
+    let st = loop {
+        if let Some(st) = live.child.try_wait().expect("wait") {
+            break st;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "corral run still running {:?} after stop; stderr: {}",
+            t0.elapsed(),
+            live.err.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    eprintln!("corral stop -> corral run exited in {:?} ({st:?})", t0.elapsed());
+    // corral run ends as its command did: by SIGTERM.
+    assert!(
+        st.signal() == Some(15) || st.code() == Some(128 + 15),
+        "{st:?}: {}",
+        live.err.lock().unwrap()
+    );
+    let o = dir
+        .corral()
+        .args(["events", "--session", &sid, "--kind", "session", "--json"])
+        .output()
+        .expect("corral events");
+    let kinds: Vec<String> = text(&o.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .map(|e| e["what"]["kind"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(kinds, ["session_start", "session_end"], "{}", text(&o.stderr));
+    // Nothing left to stop.
+    let o = dir.corral().args(["stop", &sid]).output().expect("corral stop");
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o.stderr).contains("not running"), "{}", text(&o.stderr));
+}
+
+#[test]
 fn events_follow_shows_a_running_session_live() {
     let t = "events_follow_shows_a_running_session_live";
     if !podman_ready(t) {

@@ -16,11 +16,13 @@
 //! principal and action (never `/`, never a directory holding a secret).
 
 mod asked;
+mod draft;
 mod render;
 mod secrets;
 #[cfg(test)]
 mod tests;
 
+pub use draft::{draft, DraftError, Effect};
 pub use secrets::{home_from_policy, template_secrets, Secret};
 
 use crate::check::check;

@@ -1,169 +1,22 @@
-//! A running session's control socket: switch between enforce and shadow,
-//! load a new policy, ask for the status. `corral mode`, `corral reload`
-//! and the control UI are its clients.
+//! The supervisor's end of a running session's control socket: bind it,
+//! check each peer, hand requests to the session loop, carry them out
+//! ([`State::apply`]). The protocol and the client are in corral-control
+//! (re-exported here): `corral mode`, `corral reload`, `corral stop` and
+//! the control API use them.
 //!
 //! The socket is `<run root>/control/<session>.sock`, outside the session's
 //! run directory (which the container sees at `/run/corral`), in a
 //! directory only root can enter. The supervisor also checks each peer:
 //! same user as the supervisor, and not a process of the session itself, so
 //! an agent can never switch its own enforcement off.
-//!
-//! One request per connection: a JSON line, answered by a JSON line.
+
+pub use corral_control::*;
 
 use corral_core::{Mode, SessionId, What};
 use corral_kernel::session::KernelSession;
 use corral_policy::Plan;
-use serde::{Deserialize, Serialize};
-use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-/// Longest a client waits for the answer (a reload compiles a policy).
-const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
-/// Largest request accepted (a policy text travels inside it).
-pub const MAX_REQUEST: usize = 8 << 20;
-
-/// What a client asks.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
-pub enum Request {
-    /// The session's current state.
-    Status,
-    /// Switch every layer to `mode`.
-    Mode {
-        /// The new mode.
-        mode: Mode,
-    },
-    /// Replace the policy with `text` (validated and compiled first; on
-    /// any error the old policy stays in force, unchanged).
-    Reload {
-        /// Where the text came from (a file name), for diagnostics and the
-        /// audit trail.
-        label: String,
-        /// The Cedar policy.
-        text: String,
-    },
-}
-
-/// The answer: the session's state after the request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Reply {
-    /// Whether the request was carried out.
-    pub ok: bool,
-    /// Why not (diagnostics of a refused policy, with file:line:col).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    /// The session.
-    #[serde(default)]
-    pub session: SessionId,
-    /// Its principal.
-    #[serde(default)]
-    pub principal: String,
-    /// Its mode now.
-    #[serde(default)]
-    pub mode: Mode,
-    /// Label of the policy in force.
-    #[serde(default)]
-    pub policy_label: String,
-    /// SHA-256 of the policy in force.
-    #[serde(default)]
-    pub policy_sha256: String,
-}
-
-/// Why a control request failed on the client side.
-#[derive(Debug, thiserror::Error)]
-pub enum ControlError {
-    /// No such running session (no socket, or nobody listening).
-    #[error("session {id} is not running on this host (no control socket at {})", path.display())]
-    NotRunning {
-        /// The session asked for.
-        id: SessionId,
-        /// The socket looked for.
-        path: PathBuf,
-    },
-    /// Talking to the supervisor failed.
-    #[error("control socket {}: {source}", path.display())]
-    Io {
-        /// The socket.
-        path: PathBuf,
-        /// The underlying error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The supervisor's answer is not a reply.
-    #[error("control socket {}: unreadable answer {answer:?}", path.display())]
-    BadReply {
-        /// The socket.
-        path: PathBuf,
-        /// What came back.
-        answer: String,
-    },
-}
-
-/// The directory holding every session's control socket.
-pub fn dir(run_root: &Path) -> PathBuf {
-    run_root.join("control")
-}
-
-/// The control socket of session `id`.
-pub fn socket_path(run_root: &Path, id: SessionId) -> PathBuf {
-    dir(run_root).join(format!("{id}.sock"))
-}
-
-/// Sessions with a control socket under `run_root`, sorted (a socket whose
-/// supervisor died is left out: nobody accepts on it).
-pub fn running(run_root: &Path) -> Vec<SessionId> {
-    let Ok(rd) = std::fs::read_dir(dir(run_root)) else {
-        return Vec::new();
-    };
-    let mut out: Vec<SessionId> = rd
-        .flatten()
-        .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let id = name
-                .strip_suffix(".sock")?
-                .strip_prefix('s')?
-                .parse::<u32>()
-                .ok()?;
-            std::os::unix::net::UnixStream::connect(e.path())
-                .ok()
-                .map(|_| SessionId(id))
-        })
-        .collect();
-    out.sort();
-    out
-}
-
-/// Sends `req` to session `id` and waits for its reply.
-pub fn request(run_root: &Path, id: SessionId, req: &Request) -> Result<Reply, ControlError> {
-    let path = socket_path(run_root, id);
-    let io = |source| ControlError::Io {
-        path: path.clone(),
-        source,
-    };
-    let stream = match std::os::unix::net::UnixStream::connect(&path) {
-        Ok(s) => s,
-        Err(e)
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
-            ) =>
-        {
-            return Err(ControlError::NotRunning { id, path });
-        }
-        Err(e) => return Err(io(e)),
-    };
-    stream.set_read_timeout(Some(CLIENT_TIMEOUT)).map_err(io)?;
-    let mut line = serde_json::to_string(req).map_err(|e| io(std::io::Error::other(e)))?;
-    line.push('\n');
-    (&stream).write_all(line.as_bytes()).map_err(io)?;
-    let mut answer = String::new();
-    BufReader::new(&stream).read_line(&mut answer).map_err(io)?;
-    serde_json::from_str(answer.trim_end()).map_err(|_| ControlError::BadReply {
-        path: path.clone(),
-        answer,
-    })
-}
 
 /// The supervisor's end: a bound socket and the session's cgroup, to
 /// refuse peers from inside the session.
@@ -320,7 +173,7 @@ pub(crate) struct State {
 }
 
 impl State {
-    fn reply(&self, spec: &crate::session::Spec, error: Option<String>) -> Reply {
+    pub(crate) fn reply(&self, spec: &crate::session::Spec, error: Option<String>) -> Reply {
         Reply {
             ok: error.is_none(),
             error,
@@ -354,7 +207,9 @@ impl State {
         req: Request,
     ) -> Reply {
         match req {
-            Request::Status => self.reply(spec, None),
+            // The session loop hands Stop to the supervision of the command
+            // before it gets here; answered as a status.
+            Request::Status | Request::Stop => self.reply(spec, None),
             Request::Mode { mode } => {
                 if mode == self.mode {
                     return self.reply(spec, None);

@@ -959,15 +959,22 @@ pub async fn run_in(spec: Spec, run_dir: Option<PathBuf>) -> Result<Outcome, Ses
         policy_sha256: spec.policy_sha256.clone(),
         events: 0,
     };
+    // A control Stop: supervise() terminates the command.
+    let stop = tokio::sync::Notify::new();
     let exit = {
-        let sup = supervise(stream, &mut child, pid, cleanup.cgroup.as_ref());
+        let sup = supervise(stream, &mut child, pid, cleanup.cgroup.as_ref(), &stop);
         tokio::pin!(sup);
         loop {
             tokio::select! {
                 e = &mut sup => break e,
                 Some(inc) = ctl_rx.recv() => {
-                    let proxy = egress.as_ref().map(|r| &r.proxy);
-                    let rep = state.apply(&spec, &mut ks, proxy, &mcp, &plan_tx, inc.req).await;
+                    let rep = if inc.req == crate::control::Request::Stop {
+                        stop.notify_one();
+                        state.reply(&spec, None)
+                    } else {
+                        let proxy = egress.as_ref().map(|r| &r.proxy);
+                        state.apply(&spec, &mut ks, proxy, &mcp, &plan_tx, inc.req).await
+                    };
                     let _ = inc.reply.send(rep);
                 }
             }
@@ -1033,12 +1040,15 @@ pub async fn run_in(spec: Spec, run_dir: Option<PathBuf>) -> Result<Outcome, Ses
 
 /// Waits for the command's end, forwarding SIGINT/SIGTERM/SIGHUP/SIGQUIT
 /// to corral-init. A second interrupt, or 10 s without an exit after the
-/// first, kills the session's cgroup.
+/// first, kills the session's cgroup. `stop` (a control Stop) sends
+/// SIGTERM to corral-init (which passes it to the command) and kills the
+/// cgroup after [`crate::control::STOP_GRACE`].
 async fn supervise(
     stream: UnixStream,
     child: &mut tokio::process::Child,
     pid: u32,
     cg: Option<&Cgroup>,
+    stop: &tokio::sync::Notify,
 ) -> Option<Exit> {
     use tokio::signal::unix::{signal, SignalKind};
     let mk = |k: SignalKind| signal(k).ok();
@@ -1053,6 +1063,7 @@ async fn supervise(
     let mut interrupted = 0u32;
     let mut deadline: Option<tokio::time::Instant> = None;
     let mut child_done = false;
+    let mut stopping = false;
     loop {
         let next_sig = async {
             tokio::select! {
@@ -1096,10 +1107,19 @@ async fn supervise(
                     deadline = Some(tokio::time::Instant::now() + Duration::from_secs(10));
                 }
             },
+            _ = stop.notified(), if !stopping => {
+                stopping = true;
+                forward(pid, libc::SIGTERM);
+                let d = tokio::time::Instant::now() + crate::control::STOP_GRACE;
+                deadline = Some(deadline.map_or(d, |old| old.min(d)));
+            },
             _ = grace => {
-                if let Some(cg) = cg { let _ = cg.kill(); }
+                match cg {
+                    Some(cg) => { let _ = cg.kill(); }
+                    None => forward(pid, libc::SIGKILL),
+                }
                 deadline = Some(tokio::time::Instant::now() + Duration::from_secs(5));
-                if child_done && interrupted == 0 { break; }
+                if child_done && interrupted == 0 && !stopping { break; }
             },
         }
     }

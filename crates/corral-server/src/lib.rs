@@ -2,18 +2,21 @@
 
 mod assets;
 mod auth;
+mod detail;
 mod error;
 mod filters;
 mod policy;
 mod routes;
 mod server;
+mod sessions;
 mod state;
 mod stream;
 mod token;
+mod watch;
 
 pub use auth::COOKIE;
 pub use error::ServerError;
-pub use server::{Server, ServerConfig, DEFAULT_LISTEN, PORT_TRIES};
+pub use server::{default_run_root, Server, ServerConfig, DEFAULT_LISTEN, PORT_TRIES};
 
 /// The routes the router serves under `/api`, as `(method, path)`: what
 /// `openapi.json` must describe (checked by a test).

@@ -4,7 +4,7 @@
 use crate::auth::{self, error};
 use crate::filters::EventParams;
 use crate::state::AppState;
-use crate::{policy, stream};
+use crate::{detail, policy, sessions, stream};
 use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -21,11 +21,17 @@ pub(crate) const OPENAPI: &str = include_str!("openapi.json");
 pub(crate) fn api_routes() -> Vec<(&'static str, &'static str, MethodRouter<Arc<AppState>>)> {
     vec![
         ("get", "/api/health", get(health)),
-        ("get", "/api/sessions", get(sessions)),
+        ("get", "/api/sessions", get(sessions::list)),
+        ("post", "/api/sessions/{id}/mode", post(sessions::mode)),
+        ("post", "/api/sessions/{id}/stop", post(sessions::stop)),
         ("get", "/api/events", get(events)),
         ("get", "/api/events/stream", get(stream::events)),
+        ("get", "/api/events/{id}", get(detail::event)),
+        ("get", "/api/stats", get(detail::stats)),
         ("get", "/api/policy", get(policy::current)),
         ("post", "/api/policy/validate", post(policy::validate)),
+        ("post", "/api/policy/suggest", post(policy::suggest)),
+        ("post", "/api/policy/apply", post(policy::apply)),
         ("get", "/api/openapi.json", get(openapi)),
     ]
 }
@@ -73,14 +79,6 @@ async fn health(State(st): State<Arc<AppState>>) -> Response {
         "uptime_s": st.started.elapsed().as_secs(),
     }))
     .into_response()
-}
-
-async fn sessions(State(st): State<Arc<AppState>>) -> Response {
-    match st.with_store(|s| s.sessions()).await {
-        Ok(Ok(rows)) => Json(rows).into_response(),
-        Ok(Err(e)) => internal(e),
-        Err(e) => internal(e),
-    }
 }
 
 /// A query string that does not parse (an unknown parameter, a limit that

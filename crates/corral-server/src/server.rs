@@ -27,23 +27,33 @@ pub struct ServerConfig {
     pub allow_non_loopback: bool,
     /// The audit store (created when missing).
     pub store_path: PathBuf,
-    /// The directory of running sessions' control sockets.
-    pub state_dir: PathBuf,
+    /// The run root (`$CORRAL_RUN_DIR` or `/run/corral`, see
+    /// [`default_run_root`]): running sessions' control sockets are in
+    /// `<run root>/control`.
+    pub run_root: PathBuf,
     /// The access token; `None`: a random one.
     pub token: Option<String>,
 }
 
 impl ServerConfig {
-    /// The defaults for a store and state directory.
-    pub fn new(store_path: PathBuf, state_dir: PathBuf) -> Self {
+    /// The defaults for a store and a run root.
+    pub fn new(store_path: PathBuf, run_root: PathBuf) -> Self {
         ServerConfig {
             listen: DEFAULT_LISTEN,
             allow_non_loopback: false,
             store_path,
-            state_dir,
+            run_root,
             token: None,
         }
     }
+}
+
+/// The run root sessions use: `$CORRAL_RUN_DIR`, else `/run/corral` (as
+/// `corral run`).
+pub fn default_run_root() -> PathBuf {
+    std::env::var_os("CORRAL_RUN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/run/corral"))
 }
 
 /// A bound, not yet serving, control API server.
@@ -107,15 +117,21 @@ impl Server {
         }
         hosts.dedup();
         let origins = hosts.iter().map(|h| format!("http://{h}")).collect();
+        let (changes_tx, changes) = tokio::sync::watch::channel(0u64);
+        // No inotify (or no watch left): the streams poll every
+        // watch::FALLBACK instead.
+        let watcher = crate::watch::start(&cfg.store_path, changes_tx).ok();
         let state = Arc::new(AppState {
             token,
             hosts,
             origins,
             store: Arc::new(Mutex::new(store)),
             store_path: cfg.store_path,
-            state_dir: cfg.state_dir,
+            run_root: cfg.run_root,
             started: Instant::now(),
             closing: tokio::sync::watch::Sender::new(false),
+            changes,
+            _watcher: watcher,
         });
         Ok(Server {
             listener,

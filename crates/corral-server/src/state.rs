@@ -17,13 +17,18 @@ pub(crate) struct AppState {
     pub store: Arc<Mutex<Store>>,
     /// Where the store is.
     pub store_path: PathBuf,
-    /// The session state directory (control sockets; not used yet).
-    #[allow(dead_code)]
-    pub state_dir: PathBuf,
+    /// The run root: running sessions' control sockets are in
+    /// `<run root>/control`.
+    pub run_root: PathBuf,
     /// When the server started.
     pub started: Instant,
     /// Set to true when the server stops: live streams end.
     pub closing: tokio::sync::watch::Sender<bool>,
+    /// Bumped whenever the store's files change (see [`crate::watch`]).
+    pub changes: tokio::sync::watch::Receiver<u64>,
+    /// Keeps the file watcher alive (`None`: inotify unavailable; streams
+    /// fall back to polling).
+    pub _watcher: Option<crate::watch::StoreWatch>,
 }
 
 impl AppState {
@@ -42,5 +47,17 @@ impl AppState {
         })
         .await
         .map_err(|e| format!("store task failed: {e}"))?
+    }
+
+    /// Runs a blocking control-socket call on the blocking pool.
+    pub(crate) async fn blocking<T, F>(&self, f: F) -> Result<T, String>
+    where
+        T: Send + 'static,
+        F: FnOnce(&std::path::Path) -> T + Send + 'static,
+    {
+        let root = self.run_root.clone();
+        tokio::task::spawn_blocking(move || f(&root))
+            .await
+            .map_err(|e| format!("control task failed: {e}"))
     }
 }

@@ -3,10 +3,12 @@
 
 mod util;
 
+mod api;
 mod auth;
 mod bind;
 mod browser;
 mod events;
 mod openapi;
 mod policy;
+mod schemathesis;
 mod ui;

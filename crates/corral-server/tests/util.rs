@@ -130,14 +130,22 @@ impl Drop for Running {
     }
 }
 
+/// A config for `store` on any free port; the run root (control sockets)
+/// is `run` beside the store, where no session runs unless a test puts a
+/// fake control socket there.
 pub fn config(store: PathBuf) -> ServerConfig {
-    let mut c = ServerConfig::new(store, std::env::temp_dir());
+    let run = store.parent().unwrap().join("run");
+    let mut c = ServerConfig::new(store, run);
     c.listen = "127.0.0.1:0".parse().unwrap();
     c
 }
 
 pub async fn start(store: PathBuf) -> Running {
-    let server = Server::bind(config(store)).await.unwrap();
+    start_with(config(store)).await
+}
+
+pub async fn start_with(cfg: ServerConfig) -> Running {
+    let server = Server::bind(cfg).await.unwrap();
     let (addr, token, url) = (server.local_addr(), server.token().to_owned(), server.url());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(server.serve(async move {
@@ -265,4 +273,71 @@ pub async fn request(
 pub async fn get(r: &Running, path: &str) -> Resp {
     let auth = format!("Bearer {}", r.token);
     request(r.addr, "GET", path, &[("Authorization", &auth)], None).await
+}
+
+/// `POST path` with the bearer token and a JSON body.
+pub async fn post(r: &Running, path: &str, body: &str) -> Resp {
+    let auth = format!("Bearer {}", r.token);
+    request(r.addr, "POST", path, &[("Authorization", &auth)], Some(body)).await
+}
+
+/// A stand-in for a running session's control socket under `run_root`:
+/// answers each request as a session would (a reload whose text contains
+/// `REFUSE` is refused) and records the requests it got.
+pub struct FakeSession {
+    pub requests: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+    path: PathBuf,
+}
+
+impl FakeSession {
+    pub fn start(run_root: &std::path::Path, id: u32) -> FakeSession {
+        use std::io::{BufRead as _, Write as _};
+        let dir = run_root.join("control");
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("s{id}.sock"));
+        let l = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = requests.clone();
+        std::thread::spawn(move || {
+            let mut mode = "enforce".to_string();
+            let mut sha = "11".repeat(32);
+            for s in l.incoming() {
+                let Ok(s) = s else { return };
+                let mut line = String::new();
+                if std::io::BufReader::new(&s).read_line(&mut line).unwrap_or(0) == 0 {
+                    continue; // a liveness probe
+                }
+                let req: serde_json::Value = serde_json::from_str(line.trim_end()).unwrap();
+                let mut error = None;
+                match req["op"].as_str().unwrap() {
+                    "mode" => mode = req["mode"].as_str().unwrap().to_owned(),
+                    "reload" if req["text"].as_str().unwrap().contains("REFUSE") => {
+                        error = Some("policy.cedar:1:1: refused by the fake".to_string())
+                    }
+                    "reload" => sha = "22".repeat(32),
+                    _ => {}
+                }
+                if req["op"] != "status" {
+                    seen.lock().unwrap().push(req);
+                }
+                let mut reply = serde_json::json!({
+                    "ok": error.is_none(), "session": id, "principal": format!("Agent::\"a{id}\""),
+                    "mode": mode, "policy_label": "policy.cedar", "policy_sha256": sha,
+                });
+                if let Some(e) = error {
+                    reply["error"] = e.into();
+                }
+                let _ = (&s).write_all(format!("{reply}\n").as_bytes());
+            }
+        });
+        FakeSession { requests, path }
+    }
+}
+
+impl Drop for FakeSession {
+    fn drop(&mut self) {
+        // Nobody accepts once the socket file is gone and the thread's
+        // listener is unreachable; the thread ends with the test binary.
+        let _ = std::fs::remove_file(&self.path);
+    }
 }

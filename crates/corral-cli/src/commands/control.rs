@@ -1,4 +1,4 @@
-//! `corral mode` and `corral reload`: control a running session through its
+//! `corral mode`, `corral reload` and `corral stop`: control a running session through its
 //! control socket (corral_runtime::control).
 
 use anyhow::{bail, Context as _, Result};
@@ -25,6 +25,13 @@ pub struct ReloadArgs {
     policy: PathBuf,
     /// The running session (`s123` or `123`); default: the only one running.
     #[arg(long)]
+    session: Option<String>,
+}
+
+/// `corral stop` arguments.
+#[derive(clap::Args)]
+pub struct StopArgs {
+    /// The running session (`s123` or `123`); default: the only one running.
     session: Option<String>,
 }
 
@@ -99,4 +106,11 @@ pub fn reload(args: ReloadArgs) -> Result<ExitCode> {
             text,
         },
     )
+}
+
+/// Runs `corral stop`: asks the session to end and returns once it has
+/// accepted (the command ends within the grace period).
+pub fn stop(args: StopArgs) -> Result<ExitCode> {
+    let id = pick(args.session.as_deref())?;
+    send(id, &Request::Stop)
 }

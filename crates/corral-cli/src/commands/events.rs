@@ -2,7 +2,7 @@
 
 use anyhow::{bail, Context as _, Result};
 use corral_audit::export::{self, Format};
-use corral_audit::{ExportError, Kind, Query, Store};
+use corral_audit::{filters, ExportError, Query, Store};
 use corral_core::{Decision, What};
 use std::borrow::Cow;
 use std::io::Write as _;
@@ -96,17 +96,6 @@ pub struct SessionsArgs {
     /// The store (default: ~/.local/state/corral/audit.db).
     #[arg(long)]
     store: Option<PathBuf>,
-}
-
-/// `--since`: `30s`, `10m`, `2h`, `1d` (corral_runtime::config::parse_age),
-/// or a bare number of seconds.
-fn parse_age(s: &str) -> Result<Duration> {
-    let with_unit = if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
-        format!("{s}s")
-    } else {
-        s.to_owned()
-    };
-    corral_runtime::config::parse_age("--since", &with_unit).map_err(|e| anyhow::anyhow!("{}", e.0))
 }
 
 /// Opens the store at `store` (default: the user's), which must exist.
@@ -289,57 +278,27 @@ fn row(s: &corral_audit::Stored) -> String {
 
 /// A `--session` value: `last` (the store's newest session), `s123` or `123`.
 pub(crate) fn session_arg(store: &Store, s: &str) -> Result<u32> {
-    match s {
-        "last" => store.last_session()?.context("no session recorded yet"),
-        s => parse_session_id(s),
-    }
+    Ok(filters::session_arg(store, s)?)
 }
 
 /// `s123` or `123`.
 pub(crate) fn parse_session_id(s: &str) -> Result<u32> {
-    s.strip_prefix('s')
-        .unwrap_or(s)
-        .parse::<u32>()
-        .with_context(|| format!("--session {s:?}: expected an id like s123, or last"))
+    Ok(filters::session_id(s)?)
 }
 
 impl Filters {
-    /// The query these flags ask for (no limit).
+    /// The query these flags ask for (no limit):
+    /// [`corral_audit::filters`], the parser the control API uses too.
     fn query(&self, store: &Store) -> Result<Query> {
-        let session = self
-            .session
-            .as_deref()
-            .map(|s| session_arg(store, s))
-            .transpose()?;
-        let kind = self
-            .kind
-            .as_deref()
-            .map(|k| k.parse::<Kind>())
-            .transpose()
-            .map_err(|e| anyhow::anyhow!("--kind: {e}"))?;
-        let decision = match self.decision.as_deref() {
-            None => None,
-            Some("allow") => Some(Decision::Allow),
-            Some("deny") => Some(Decision::Deny),
-            Some("would_deny" | "would-deny") => Some(Decision::WouldDeny),
-            Some(d) => bail!("--decision {d:?}: expected allow, deny or would_deny"),
-        };
-        let since_wall_ns = self
-            .since
-            .as_deref()
-            .map(parse_age)
-            .transpose()?
-            .map(|d| corral_runtime::session::wall_ns().saturating_sub(d.as_nanos() as u64));
-        Ok(Query {
-            session,
-            kind,
-            decision,
-            since_wall_ns,
+        let f = filters::Filters {
+            session: self.session.clone(),
+            kind: self.kind.clone(),
+            decision: self.decision.clone(),
+            since: self.since.clone(),
             grep: self.grep.clone(),
             mcp_call: self.mcp_call.clone(),
-            limit: None,
-            after_id: None,
-        })
+        };
+        Ok(f.query(store)?)
     }
 }
 

@@ -326,7 +326,7 @@ fn serve(
         .context("start the async runtime")?;
     let run_root = super::run::run_root();
     rt.block_on(async move {
-        let mut cfg = corral_server::ServerConfig::new(store.to_path_buf(), state.to_path_buf());
+        let mut cfg = corral_server::ServerConfig::new(store.to_path_buf(), run_root.clone());
         cfg.listen = listen;
         cfg.allow_non_loopback = allow;
         let server = corral_server::Server::bind(cfg).await?;
