@@ -20,7 +20,9 @@ import { createInterface } from "node:readline";
 import { Session, emit, stepLoad, stepDetail, stepEditorType, stepApply, hygiene } from "./lib.mjs";
 
 const [url, target, forbidLine, allowedFile, typo] = process.argv.slice(2);
-const lines = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
+// Closed at the end: an open stdin would keep node running.
+const rl = createInterface({ input: process.stdin });
+const lines = rl[Symbol.asyncIterator]();
 async function waitGo() {
   const l = await lines.next();
   if (l.done || l.value.trim() !== "go") throw new Error(`expected "go" on stdin, got ${JSON.stringify(l.value)}`);
@@ -47,22 +49,28 @@ async function waitRow(s, decision, label) {
 }
 
 const s = await Session.launch({ name: "session" });
+// Each line also says how many CSP violations the page had by then.
+const out = (o) => emit({ ...o, csp_so_far: s.cspViolations.length });
 try {
   const load = await stepLoad(s, url, 0);
-  emit({ step: "load", ...load });
-  emit({ step: "ready" });
+  out({ step: "load", ...load });
+  out({ step: "ready" });
   await waitGo();
-  emit({ step: "live", ...(await waitRow(s, "deny", "live-denied")) });
+  out({ step: "live", ...(await waitRow(s, "deny", "live-denied")) });
 
   const detail = await stepDetail(s, "deny", target);
-  emit({ step: "detail", want_line: Number(forbidLine), ...detail });
+  out({ step: "detail", want_line: Number(forbidLine), ...detail });
 
   // Edit: the whole text replaced by the allowed policy (as a paste).
   const page = s.page;
   await page.click("[data-testid=tab-policy]");
   const before = await page.textContent("[data-testid=policy-info]");
   await page.locator("[data-testid=policy-editor] .cm-content").click();
+  // Select all and delete (the editor's own commands), then paste: typing
+  // over a selection would let Chrome's native editing keep the old
+  // text's styles as inline style attributes, which the CSP refuses.
   await page.keyboard.press("Control+A");
+  await page.keyboard.press("Backspace");
   await page.keyboard.insertText(readFileSync(allowedFile, "utf8"));
   await page.waitForFunction(() => {
     const b = document.querySelector("[data-testid=apply]");
@@ -70,23 +78,25 @@ try {
   }, null, { timeout: 15000 });
   await s.shot("edited");
   const apply = await stepApply(s);
-  emit({ step: "apply", policy_info: before, ...apply });
-  emit({ step: "applied" });
+  out({ step: "apply", policy_info: before, ...apply });
+  out({ step: "applied" });
   await waitGo();
-  emit({ step: "allowed", ...(await waitRow(s, "allow", "live-allowed")) });
+  out({ step: "allowed", ...(await waitRow(s, "allow", "live-allowed")) });
 
   const typoStep = await stepEditorType(s, typo);
-  const text = await page.evaluate(() => document.querySelector("[data-testid=policy-editor] .cm-content").innerText);
+  // What the editor holds now: the allowed text, a new line, the typo.
+  const text = `${readFileSync(allowedFile, "utf8")}\n${typo}`;
   const api = await page.evaluate(async (text) => {
     const r = await fetch("/api/policy/apply", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ text, sessions: [] }) });
     return { status: r.status, body: await r.json() };
   }, text);
-  emit({ step: "typo", ...typoStep, api_status: api.status, api_error_lines: (api.body.diagnostics || []).map((d) => d.line) });
-  emit({ step: "hygiene", ...hygiene(s) });
+  out({ step: "typo", ...typoStep, api_status: api.status, api_error_lines: (api.body.diagnostics || []).map((d) => d.line) });
+  out({ step: "hygiene", ...hygiene(s) });
 } catch (e) {
-  emit({ step: "error", error: String(e && e.stack || e) });
+  out({ step: "error", error: String(e && e.stack || e) });
   await s.shot("error").catch(() => {});
   process.exitCode = 1;
 } finally {
+  rl.close();
   await s.close();
 }

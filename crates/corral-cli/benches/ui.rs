@@ -122,7 +122,7 @@ fn main() {
         &policy,
         format!(
             "@id(\"read\")\npermit (principal, action == Action::\"FileOpenReadOnly\", resource) when {{ resource in Dir::\"/\" }};\n\
-             @id(\"run\")\npermit (principal, action == Action::\"ProcessExec\", resource) when {{ resource in [Dir::\"/usr/bin/\", Dir::\"/bin/\"] }};\n\
+             @id(\"run\")\npermit (principal, action == Action::\"ProcessExec\", resource) when {{ resource in [Dir::\"/usr/bin/\", Dir::\"/bin/\", Dir::\"/usr/lib/\", Dir::\"/lib/\"] }};\n\
              @id(\"dev\")\npermit (principal, action in Action::\"FileOpen\", resource) when {{ resource == File::\"/dev/null\" }};\n\
              @id(\"no\")\nforbid (principal, action in Action::\"FileOpen\", resource) when {{ resource == File::\"{}\" }};\n",
             target.display()
