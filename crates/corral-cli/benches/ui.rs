@@ -27,6 +27,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 const COUNT: usize = 200;
 const RATE: u64 = 5_000;
 const WINDOW_MS: u64 = 8_000;
+/// Session id of the feeder.
+const FEED_SESSION: u32 = 4_000_000_000;
 
 struct Reap(Child);
 impl Drop for Reap {
@@ -80,6 +82,9 @@ fn drive(node_dir: &Path, script: &str, args: &[String], mut on: impl FnMut(&Val
         let Ok(v) = serde_json::from_str::<Value>(&line.unwrap()) else {
             continue;
         };
+        if v["ok"] == false {
+            eprintln!("{script}: {}", v["error"]);
+        }
         on(&v);
         out.push(v);
     }
@@ -113,6 +118,11 @@ fn main() {
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let url = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    // A page has something to show (the driver waits for a first row).
+    {
+        let mut store = Store::open(&store_path).unwrap();
+        store.insert(&events(0, 2_000)).unwrap();
+    }
 
     // 1. Decision -> browser, with the store as the baseline.
     let target = dir.join("secret.txt");
@@ -272,7 +282,7 @@ fn main() {
 /// returns how many.
 fn feed_store(path: &Path, stop: &AtomicBool) -> u64 {
     let mut store = Store::open(path).unwrap();
-    let session = 4_000_000_000u32;
+    let session = FEED_SESSION;
     let _ = store.session_started(&SessionRow {
         id: session,
         principal: "Agent::\"feeder\"".into(),
@@ -291,36 +301,41 @@ fn feed_store(path: &Path, stop: &AtomicBool) -> u64 {
             std::thread::sleep(Duration::from_millis(2));
             continue;
         }
-        let batch: Vec<Stored> = (0..per_batch)
-            .map(|i| Stored {
-                id: None,
-                wall_ns: now_ns(),
-                policy_at: vec!["feed:1".into()],
-                event: Event {
-                    session: SessionId(session),
-                    principal: "Agent::\"feeder\"".into(),
-                    ts_ns: n + i,
-                    proc: Proc {
-                        pid: 1000 + (i as u32 % 50),
-                        ppid: 1,
-                        comm: "cc1".into(),
-                        exe: Some("/usr/bin/cc1".into()),
-                    },
-                    what: What::FileOpen {
-                        path: format!("/src/file{}.c", (n + i) % 997),
-                        access: Access::Read,
-                    },
-                    decision: Some(Decision::Allow),
-                    layer: Layer::Fanotify,
-                    policies: vec!["read".into()],
-                    mcp_call: None,
-                },
-            })
-            .collect();
+        let batch = events(n, per_batch);
         if store.insert(&batch).is_err() {
             break;
         }
         n += per_batch;
     }
     n
+}
+
+/// `count` allowed file opens of the feeder's session, numbered from `n`.
+fn events(n: u64, count: u64) -> Vec<Stored> {
+    (0..count)
+        .map(|i| Stored {
+            id: None,
+            wall_ns: now_ns(),
+            policy_at: vec!["feed:1".into()],
+            event: Event {
+                session: SessionId(FEED_SESSION),
+                principal: "Agent::\"feeder\"".into(),
+                ts_ns: n + i,
+                proc: Proc {
+                    pid: 1000 + (i as u32 % 50),
+                    ppid: 1,
+                    comm: "cc1".into(),
+                    exe: Some("/usr/bin/cc1".into()),
+                },
+                what: What::FileOpen {
+                    path: format!("/src/file{}.c", (n + i) % 997),
+                    access: Access::Read,
+                },
+                decision: Some(Decision::Allow),
+                layer: Layer::Fanotify,
+                policies: vec!["read".into()],
+                mcp_call: None,
+            },
+        })
+        .collect()
 }
