@@ -1,6 +1,8 @@
 // The sessions view: running and past sessions with principal, mode (and
-// the enforce/shadow switch), layers, counts and stop. Selecting a session
-// filters the stream and loads its policy into the editor.
+// the enforce/shadow switch), layers, counts and stop; a form that starts a
+// session (POST /api/sessions), which "Run again" fills from a past one.
+// Selecting a session filters the stream and loads its policy into the
+// editor.
 
 import { Session, get, post } from "./api";
 import { el, fill } from "./dom";
@@ -10,6 +12,22 @@ export class SessionsPanel {
   readonly root: HTMLElement;
   private readonly list = el("div", { class: "sessions-list", role: "list", "data-testid": "sessions-list" });
   private readonly msg = el("p", { class: "muted", "data-testid": "session-msg", role: "status" });
+  private readonly cmd = el("input", { type: "text", id: "start-command", "data-testid": "start-command",
+    placeholder: "command, e.g. make test", autocomplete: "off" });
+  private readonly project = el("input", { type: "text", id: "start-project", "data-testid": "start-project",
+    placeholder: "/absolute/project/dir", autocomplete: "off" });
+  private readonly policy = el("input", { type: "text", id: "start-policy", "data-testid": "start-policy",
+    placeholder: "policy file (optional)", autocomplete: "off" });
+  private readonly shadow = el("input", { type: "checkbox", id: "start-shadow", "data-testid": "start-shadow" });
+  private readonly form = el("form", { class: "start-form", "data-testid": "start-form", hidden: true,
+    "aria-label": "Start a session" },
+    el("label", { for: "start-command" }, "Command (run with sh -c)"), this.cmd,
+    el("label", { for: "start-project" }, "Project directory"), this.project,
+    el("label", { for: "start-policy" }, "Policy file"), this.policy,
+    el("label", { class: "check" }, this.shadow, " shadow (block nothing)"),
+    el("div", { class: "session-actions" },
+      el("button", { type: "submit", "data-testid": "start-submit" }, "Start"),
+      el("button", { type: "button", onclick: () => this.toggleForm(false) }, "Cancel")));
   private rows: Session[] = [];
   private selected: number | null = null;
   /** A session was selected (null: all sessions). */
@@ -20,8 +38,13 @@ export class SessionsPanel {
   constructor() {
     this.root = el("section", { class: "panel sessions", "aria-labelledby": "sessions-title", "data-testid": "sessions" },
       el("div", { class: "panelhead" }, el("h2", { id: "sessions-title" }, "Sessions"),
-        el("button", { type: "button", "data-testid": "sessions-all", onclick: () => this.select(null) }, "All")),
-      this.list, this.msg);
+        el("button", { type: "button", "data-testid": "sessions-all", onclick: () => this.select(null) }, "All"),
+        el("button", { type: "button", "data-testid": "sessions-new", onclick: () => this.toggleForm(true) }, "New")),
+      this.form, this.msg, this.list);
+    this.form.addEventListener("submit", (e) => {
+      e.preventDefault();
+      void this.start();
+    });
   }
 
   /** The loaded sessions. */
@@ -94,7 +117,10 @@ export class SessionsPanel {
         el("button", { type: "button", "data-role": "mode", "data-testid": "session-mode-switch",
           onclick: () => void this.setMode(s, other) }, `Switch to ${other}`),
         el("button", { type: "button", "data-role": "stop", class: "danger", "data-testid": "session-stop",
-          onclick: () => void this.stop(s) }, "Stop")) : null,
+          onclick: () => void this.stop(s) }, "Stop"))
+        : el("div", { class: "session-actions" },
+          el("button", { type: "button", "data-role": "again", "data-testid": "session-again",
+            onclick: () => this.again(s) }, "Run again…")),
     );
     return row;
   }
@@ -122,8 +148,48 @@ export class SessionsPanel {
     await this.refresh();
   }
 
+  /** Shows (with focus in the command) or hides the start form. */
+  private toggleForm(show: boolean): void {
+    this.form.hidden = !show;
+    if (show) this.cmd.focus();
+  }
+
+  /** Fills the start form from a past session (its project is not recorded: the user names it). */
+  private again(s: Session): void {
+    const c = s.command;
+    this.cmd.value = c.length === 3 && c[0] === "sh" && c[1] === "-c" ? c[2] : c.map(quote).join(" ");
+    this.toggleForm(true);
+    if (!this.project.value) this.project.focus();
+  }
+
+  private async start(): Promise<void> {
+    const command = this.cmd.value.trim();
+    const project = this.project.value.trim();
+    if (!command || !project) {
+      this.say("a command and a project directory are needed", "error");
+      return;
+    }
+    const policy = this.policy.value.trim();
+    this.say("starting…", "muted");
+    try {
+      const r = await post<{ session: number; pid: number; log: string }>("/api/sessions", {
+        command: ["sh", "-c", command], project, policy: policy || null, shadow: this.shadow.checked,
+      });
+      this.say(`s${r.session}: started (pid ${r.pid}; output in ${r.log})`, "ok");
+      this.toggleForm(false);
+    } catch (e) {
+      this.say(`not started: ${(e as Error).message}`, "error");
+    }
+    await this.refresh();
+  }
+
   private say(text: string, cls: string): void {
     this.msg.textContent = text;
     this.msg.className = cls;
   }
+}
+
+/** A word as sh reads it back. */
+function quote(w: string): string {
+  return /^[A-Za-z0-9_@%+=:,./-]+$/.test(w) ? w : `'${w.replace(/'/g, "'\\''")}'`;
 }

@@ -14,8 +14,10 @@
 //   -> {"step":"allowed", ...} the allowed event arrived
 //   -> {"step":"typo", ...}    TYPO appended: error at its line, Apply off,
 //                               and the API refuses it (422)
+//   -> {"step":"started", ...} a session started from the sessions form
 //   -> {"step":"hygiene", ...}
 import { readFileSync } from "node:fs";
+import { dirname } from "node:path";
 import { createInterface } from "node:readline";
 import { Session, emit, stepLoad, stepDetail, stepEditorType, stepApply, hygiene } from "./lib.mjs";
 
@@ -91,6 +93,16 @@ try {
     return { status: r.status, body: await r.json() };
   }, text);
   out({ step: "typo", ...typoStep, api_status: api.status, api_error_lines: (api.body.diagnostics || []).map((d) => d.line) });
+  // Start a session from the form (the project is the test's directory,
+  // the policy the allowed one).
+  await page.click("[data-testid=sessions-new]");
+  await page.fill("[data-testid=start-command]", "echo from-the-ui-form");
+  await page.fill("[data-testid=start-project]", dirname(allowedFile));
+  await page.fill("[data-testid=start-policy]", allowedFile);
+  await page.click("[data-testid=start-submit]");
+  await page.waitForFunction(() => /started|not started/.test(document.querySelector("[data-testid=session-msg]")?.textContent || ""),
+    null, { timeout: 30000 });
+  out({ step: "started", msg: await page.textContent("[data-testid=session-msg]"), screenshot: await s.shot("started") });
   out({ step: "hygiene", ...hygiene(s) });
 } catch (e) {
   out({ step: "error", error: String(e && e.stack || e) });

@@ -283,6 +283,20 @@ fn ui_shows_a_live_denial_and_applies_a_policy_that_allows_it() {
         "{typo}"
     );
 
+    // A session started from the form: named, and it ran (its log).
+    let msg = steps["started"]["msg"].as_str().unwrap_or("").to_string();
+    assert!(msg.contains(": started"), "{msg}");
+    let log = msg
+        .split("output in ")
+        .nth(1)
+        .map(|l| l.trim_end_matches(')').to_string())
+        .expect("log path");
+    let ran = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        std::fs::read_to_string(&log).is_ok_and(|t| t.contains("from-the-ui-form"))
+    });
+    assert!(ran, "the started session's output: {log}");
+
     // Nothing the page should not do.
     let h = &steps["hygiene"];
     for k in ["csp_violations", "foreign_requests"] {

@@ -44,14 +44,34 @@ impl Drop for StopUi<'_> {
 
 /// A GET with an optional bearer token: (status code, body).
 fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, String) {
+    request(addr, "GET", path, token, None)
+}
+
+/// A request with an optional bearer token and JSON body: (status, body).
+fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> (u16, String) {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
+    let body_head = body
+        .map(|b| {
+            format!(
+                "Content-Type: application/json\r\nContent-Length: {}\r\n",
+                b.len()
+            )
+        })
+        .unwrap_or_default();
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}{body_head}Connection: close\r\n\r\n{}",
+        body.unwrap_or("")
     )
     .unwrap();
     let mut buf = String::new();
@@ -252,4 +272,86 @@ fn the_default_address_is_loopback_and_no_ui_starts_nothing() {
         !Path::new(&format!("/proc/{pid}")).exists()
     });
     assert!(gone, "server {pid} still running after its discovery file went");
+}
+
+#[test]
+fn the_ui_starts_a_session() {
+    let t = "the_ui_starts_a_session";
+    if !is_root() {
+        skip(t, "needs root (sessions attach cgroup programs)");
+        return;
+    }
+    let dir = Scratch::new("ui-start");
+    let store = dir.0.join("audit.db");
+    let _stop = StopUi(&dir, store.clone());
+    let o = dir
+        .corral()
+        .args(["ui", "--listen", "127.0.0.1:0", "--store"])
+        .arg(&store)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "corral ui: {}", text(&o.stderr));
+    let info = discovery(&dir);
+    let addr: SocketAddr = info["addr"].as_str().unwrap().parse().unwrap();
+    let token = info["token"].as_str().unwrap().to_string();
+    let policy = dir.file(
+        "all.cedar",
+        "@id(\"all\")\npermit (principal, action in [Action::\"FileOpen\", \
+         Action::\"ProcessExec\", Action::\"NetworkConnect\"], resource);\n",
+    );
+    let bad = dir.file("bad.cedar", "permit (principal, action, resource)\n");
+    let post = |body: serde_json::Value| {
+        request(
+            addr,
+            "POST",
+            "/api/sessions",
+            Some(&token),
+            Some(&body.to_string()),
+        )
+    };
+
+    // Bad input: a relative project, an empty command: 400, nothing run.
+    let (code, body) = post(serde_json::json!({"command": ["true"], "project": "rel"}));
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("project"), "{body}");
+    let (code, _) = post(serde_json::json!({"command": [], "project": dir.0}));
+    assert_eq!(code, 400);
+    // A policy corral run refuses: 422 with its reason.
+    let (code, body) = post(serde_json::json!({
+        "command": ["true"], "project": dir.0, "policy": bad
+    }));
+    assert_eq!(code, 422, "{body}");
+    assert!(body.contains("refused") || body.contains("error"), "{body}");
+
+    // A real session: started, named, recorded to this store, its output
+    // in the log, its exit code in the session list.
+    let (code, body) = post(serde_json::json!({
+        "command": ["sh", "-c", "echo started-from-the-ui; exit 3"],
+        "project": dir.0,
+        "policy": policy,
+        "principal": "ui-test"
+    }));
+    assert_eq!(code, 201, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let id = v["session"].as_u64().unwrap();
+    let log = v["log"].as_str().unwrap().to_string();
+    let mut ended = serde_json::Value::Null;
+    for _ in 0..200 {
+        let (_, list) = get(addr, "/api/sessions", Some(&token));
+        let list: serde_json::Value = serde_json::from_str(&list).unwrap();
+        if let Some(s) = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"].as_u64() == Some(id) && !s["ended_ns"].is_null())
+        {
+            ended = s.clone();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(ended["exit"], "exit 3", "session {id}: {ended}");
+    assert_eq!(ended["principal"], "ui-test", "{ended}");
+    let out = std::fs::read_to_string(&log).unwrap();
+    assert!(out.contains("started-from-the-ui"), "{out}");
 }

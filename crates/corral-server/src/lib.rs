@@ -9,6 +9,7 @@ mod policy;
 mod routes;
 mod server;
 mod sessions;
+mod start;
 mod state;
 mod stream;
 mod token;
@@ -17,6 +18,7 @@ mod watch;
 pub use auth::COOKIE;
 pub use error::ServerError;
 pub use server::{default_run_root, Server, ServerConfig, DEFAULT_LISTEN, PORT_TRIES};
+pub use start::StartConfig;
 
 /// The routes the router serves under `/api`, as `(method, path)`: what
 /// `openapi.json` must describe (checked by a test).

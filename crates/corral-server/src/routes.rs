@@ -4,7 +4,7 @@
 use crate::auth::{self, error};
 use crate::filters::EventParams;
 use crate::state::AppState;
-use crate::{detail, policy, sessions, stream};
+use crate::{detail, policy, sessions, start, stream};
 use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -22,6 +22,7 @@ pub(crate) fn api_routes() -> Vec<(&'static str, &'static str, MethodRouter<Arc<
     vec![
         ("get", "/api/health", get(health)),
         ("get", "/api/sessions", get(sessions::list)),
+        ("post", "/api/sessions", post(start::start)),
         ("post", "/api/sessions/{id}/mode", post(sessions::mode)),
         ("post", "/api/sessions/{id}/stop", post(sessions::stop)),
         ("get", "/api/events", get(events)),

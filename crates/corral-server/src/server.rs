@@ -33,6 +33,9 @@ pub struct ServerConfig {
     pub run_root: PathBuf,
     /// The access token; `None`: a random one.
     pub token: Option<String>,
+    /// How to start sessions (`POST /api/sessions`); `None`: that route
+    /// answers 501.
+    pub start: Option<crate::StartConfig>,
 }
 
 impl ServerConfig {
@@ -44,6 +47,7 @@ impl ServerConfig {
             store_path,
             run_root,
             token: None,
+            start: None,
         }
     }
 }
@@ -128,6 +132,7 @@ impl Server {
             store: Arc::new(Mutex::new(store)),
             store_path: cfg.store_path,
             run_root: cfg.run_root,
+            start: cfg.start,
             started: Instant::now(),
             closing: tokio::sync::watch::Sender::new(false),
             changes,

@@ -20,6 +20,8 @@ pub(crate) struct AppState {
     /// The run root: running sessions' control sockets are in
     /// `<run root>/control`.
     pub run_root: PathBuf,
+    /// How to start sessions (`None`: it cannot).
+    pub start: Option<crate::StartConfig>,
     /// When the server started.
     pub started: Instant,
     /// Set to true when the server stops: live streams end.

@@ -328,6 +328,14 @@ fn serve(
     rt.block_on(async move {
         let mut cfg = corral_server::ServerConfig::new(store.to_path_buf(), run_root.clone());
         cfg.listen = listen;
+        // Sessions started from the UI: this binary's `corral run`, their
+        // output under <state>/ui/runs.
+        cfg.start = std::env::current_exe()
+            .ok()
+            .map(|exe| corral_server::StartConfig {
+                exe,
+                log_dir: ui_dir(state).join("runs"),
+            });
         cfg.allow_non_loopback = allow;
         let server = corral_server::Server::bind(cfg).await?;
         let info = UiInfo {
