@@ -88,6 +88,9 @@ check fuzzing env FUZZ_SECONDS="${FUZZ_SECONDS:-60}" bash scripts/fuzz.sh
 step "done"
 [ "$status" = 0 ] || failures+=("tests")
 for f in "${failures[@]}"; do echo "FAILED: $f"; done
+# The browser tests' screenshots, one per step: the CI artifacts.
+shots=$(find target/ui-artifacts -name '*.png' 2>/dev/null | wc -l)
+echo "UI screenshots (CI artifacts): target/ui-artifacts/<test>/NN-step.png ($shots files)"
 echo "total time $(( $(date +%s) - start )) s"
 echo "test runner: ${summary:-see above}"
 echo "capability skips (counted in skipped below): ${capability_skips:-0}"
