@@ -34,7 +34,7 @@ pub struct ServerConfig {
     /// The access token; `None`: a random one.
     pub token: Option<String>,
     /// How to start sessions (`POST /api/sessions`); `None`: that route
-    /// answers 501.
+    /// answers 403.
     pub start: Option<crate::StartConfig>,
 }
 

@@ -3,8 +3,9 @@
 //! store, detached from the server (its own process group; the server only
 //! reaps it), its output in a log file.
 //!
-//! Only a server that knows the corral binary can do this
-//! ([`crate::ServerConfig::start`]; `corral ui serve` sets it). The
+//! Only a server that knows the corral binary does this
+//! ([`crate::ServerConfig::start`]; `corral ui serve` sets it); any other
+//! answers 403. The
 //! session is governed like any other: the policy decides what it may do.
 //! Whoever holds the token is the user (as with Jupyter's token): starting
 //! a governed command as the user gives them nothing they do not have.
@@ -104,8 +105,8 @@ fn banner_id(log: &str) -> Option<u32> {
 
 /// `POST /api/sessions`: 201 `{session, pid, log}` once the session has
 /// started (its banner names it), 422 with the log's last lines when
-/// `corral run` refused to start it, 400 for a bad body, 501 when this
-/// server cannot start sessions.
+/// `corral run` refused to start it, 400 for a bad body, 403 when this
+/// server does not start sessions.
 pub(crate) async fn start(
     State(st): State<Arc<AppState>>,
     body: Result<Json<StartBody>, JsonRejection>,
@@ -115,9 +116,11 @@ pub(crate) async fn start(
         Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
     };
     let Some(cfg) = st.start.clone() else {
+        // Refused by this server's configuration (a library user that
+        // gave no StartConfig), not a server fault.
         return error(
-            StatusCode::NOT_IMPLEMENTED,
-            "this server cannot start sessions (it does not know the corral binary)",
+            StatusCode::FORBIDDEN,
+            "this server does not start sessions (it was not given the corral binary)",
         );
     };
     let args = match arguments(&b, &st.store_path) {
