@@ -19,7 +19,7 @@
 import { readFileSync } from "node:fs";
 import { dirname } from "node:path";
 import { createInterface } from "node:readline";
-import { Session, emit, stepLoad, stepDetail, stepEditorType, stepApply, hygiene } from "./lib.mjs";
+import { Session, emit, stepLoad, stepDetail, stepEditorType, stepApply, stepFilter, hygiene } from "./lib.mjs";
 
 const [url, target, forbidLine, allowedFile, typo] = process.argv.slice(2);
 // Closed at the end: an open stdin would keep node running.
@@ -60,11 +60,15 @@ try {
   await waitGo();
   out({ step: "live", ...(await waitRow(s, "deny", "live-denied")) });
 
+  // Show denials only (the session keeps producing allowed events, and a
+  // list that follows them would move the row away), open its detail.
+  const page = s.page;
+  const denials = await stepFilter(s, { decision: "deny" }, "denied");
+  out({ step: "filter", shown: denials.shown, rows: denials.rows.length });
   const detail = await stepDetail(s, "deny", target);
   out({ step: "detail", want_line: Number(forbidLine), ...detail });
 
   // Edit: the whole text replaced by the allowed policy (as a paste).
-  const page = s.page;
   await page.click("[data-testid=tab-policy]");
   const before = await page.textContent("[data-testid=policy-info]");
   await page.locator("[data-testid=policy-editor] .cm-content").click();
@@ -81,6 +85,8 @@ try {
   await s.shot("edited");
   const apply = await stepApply(s);
   out({ step: "apply", policy_info: before, ...apply });
+  // All decisions again, to see the next read allowed.
+  await stepFilter(s, { decision: "" }, "all");
   out({ step: "applied" });
   await waitGo();
   out({ step: "allowed", ...(await waitRow(s, "allow", "live-allowed")) });
