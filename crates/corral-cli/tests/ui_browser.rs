@@ -13,7 +13,7 @@
 
 mod common;
 
-use common::{text, Scratch};
+use common::{text, Scratch, StopUi};
 use corral_vmtest::{is_root, skip};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -91,26 +91,8 @@ fn ui_shows_a_live_denial_and_applies_a_policy_that_allows_it() {
     assert!(policy.lines().nth(forbid_line - 1).unwrap().starts_with("forbid"));
 
     // The UI server for this store, on a free port; stopped at the end.
-    let o = dir
-        .corral()
-        .args(["ui", "--listen", "127.0.0.1:0", "--store"])
-        .arg(&store)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "corral ui: {}", text(&o.stderr));
-    let url = text(&o.stdout).trim().to_string();
-    struct StopUi<'a>(&'a Scratch, &'a Path);
-    impl Drop for StopUi<'_> {
-        fn drop(&mut self) {
-            let _ = self
-                .0
-                .corral()
-                .args(["ui", "stop", "--store"])
-                .arg(self.1)
-                .output();
-        }
-    }
-    let _stop = StopUi(&dir, &store);
+    let _stop = StopUi(&dir, store.clone());
+    let url = dir.start_ui(&store).url;
 
     // The session: reads the target each time a trigger file appears,
     // noting whether it could; ends when `stop` appears.

@@ -8,39 +8,12 @@
 
 mod common;
 
-use common::{podman_ready, text, Scratch};
+use common::{podman_ready, text, Scratch, StopUi};
 use corral_vmtest::{is_root, skip};
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
-
-/// The discovery file a started server wrote (there is one per store).
-fn discovery(dir: &Scratch) -> serde_json::Value {
-    let ui = dir.0.join("state/corral/ui");
-    let f = std::fs::read_dir(&ui)
-        .unwrap_or_else(|e| panic!("{}: {e}", ui.display()))
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|x| x == "json"))
-        .expect("a discovery file");
-    serde_json::from_str(&std::fs::read_to_string(f).unwrap()).unwrap()
-}
-
-/// Stops the server of this scratch state on drop (also when a test
-/// fails), so no server outlives its test.
-struct StopUi<'a>(&'a Scratch, PathBuf);
-
-impl Drop for StopUi<'_> {
-    fn drop(&mut self) {
-        let _ = self
-            .0
-            .corral()
-            .args(["ui", "stop", "--store"])
-            .arg(&self.1)
-            .output();
-    }
-}
 
 /// A GET with an optional bearer token: (status code, body).
 fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, String) {
@@ -127,17 +100,8 @@ fn run_starts_or_joins_the_ui_and_sessions_cannot_reach_it() {
     let _stop = StopUi(&dir, store.clone());
 
     // 1. `corral ui` starts the server on a free loopback port.
-    let o = dir
-        .corral()
-        .args(["ui", "--listen", "127.0.0.1:0", "--store"])
-        .arg(&store)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "corral ui: {}", text(&o.stderr));
-    let url = text(&o.stdout).trim().to_string();
-    let info = discovery(&dir);
-    let addr: SocketAddr = info["addr"].as_str().unwrap().parse().unwrap();
-    let token = info["token"].as_str().unwrap().to_string();
+    let ui = dir.start_ui(&store);
+    let (url, info, addr, token) = (ui.url, ui.info, ui.addr, ui.token);
     assert!(addr.ip().is_loopback(), "bound {addr}");
     assert_eq!(url, format!("http://{addr}/?token={token}"));
     // The discovery file holds the token: owner only.
@@ -163,7 +127,11 @@ fn run_starts_or_joins_the_ui_and_sessions_cannot_reach_it() {
         "banner lacks the UI URL: {err}"
     );
     assert_eq!(out.trim(), "errno=1", "bare session connect: {out} / {err}");
-    assert_eq!(discovery(&dir)["pid"], info["pid"], "a second server was started");
+    assert_eq!(
+        dir.ui_discovery()["pid"],
+        info["pid"],
+        "a second server was started"
+    );
     // The refusal is in the audit trail, as a denied connect to the port.
     let o = dir
         .corral()
@@ -242,7 +210,7 @@ fn the_default_address_is_loopback_and_no_ui_starts_nothing() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", text(&o.stderr));
-    let info = discovery(&dir);
+    let info = dir.ui_discovery();
     let addr: SocketAddr = info["addr"].as_str().unwrap().parse().unwrap();
     assert_eq!(addr.ip().to_string(), "127.0.0.1");
     assert!((18080..=18100).contains(&addr.port()), "{addr}");
@@ -284,16 +252,8 @@ fn the_ui_starts_a_session() {
     let dir = Scratch::new("ui-start");
     let store = dir.0.join("audit.db");
     let _stop = StopUi(&dir, store.clone());
-    let o = dir
-        .corral()
-        .args(["ui", "--listen", "127.0.0.1:0", "--store"])
-        .arg(&store)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "corral ui: {}", text(&o.stderr));
-    let info = discovery(&dir);
-    let addr: SocketAddr = info["addr"].as_str().unwrap().parse().unwrap();
-    let token = info["token"].as_str().unwrap().to_string();
+    let ui = dir.start_ui(&store);
+    let (addr, token) = (ui.addr, ui.token);
     let policy = dir.file(
         "all.cedar",
         "@id(\"all\")\npermit (principal, action in [Action::\"FileOpen\", \

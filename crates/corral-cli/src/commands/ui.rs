@@ -315,10 +315,9 @@ fn serve(
     state: &Path,
     store: &Path,
     listen: SocketAddr,
-    explicit: bool,
+    allow_non_loopback: bool,
     linger: Option<Duration>,
 ) -> Result<ExitCode> {
-    let allow = explicit;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -336,7 +335,7 @@ fn serve(
                 exe,
                 log_dir: ui_dir(state).join("runs"),
             });
-        cfg.allow_non_loopback = allow;
+        cfg.allow_non_loopback = allow_non_loopback;
         let server = corral_server::Server::bind(cfg).await?;
         let info = UiInfo {
             pid: std::process::id(),

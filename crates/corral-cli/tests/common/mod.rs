@@ -67,6 +67,68 @@ impl Drop for Scratch {
     }
 }
 
+/// A control UI server of a scratch state, as its discovery file and
+/// `corral ui` name it.
+pub struct Ui {
+    /// The URL `corral ui` printed (with the token).
+    pub url: String,
+    /// Where it listens.
+    pub addr: std::net::SocketAddr,
+    /// Its access token.
+    pub token: String,
+    /// The whole discovery file.
+    pub info: serde_json::Value,
+}
+
+/// Stops the control UI server of a scratch state and store on drop (also
+/// when a test fails), so no server outlives its test.
+pub struct StopUi<'a>(pub &'a Scratch, pub PathBuf);
+
+impl Drop for StopUi<'_> {
+    fn drop(&mut self) {
+        let _ = self
+            .0
+            .corral()
+            .args(["ui", "stop", "--store"])
+            .arg(&self.1)
+            .output();
+    }
+}
+
+impl Scratch {
+    /// The discovery file a started control UI server wrote (one per
+    /// store; the first found).
+    pub fn ui_discovery(&self) -> serde_json::Value {
+        let ui = self.0.join("state/corral/ui");
+        let f = std::fs::read_dir(&ui)
+            .unwrap_or_else(|e| panic!("{}: {e}", ui.display()))
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.extension().is_some_and(|x| x == "json"))
+            .expect("a discovery file");
+        serde_json::from_str(&std::fs::read_to_string(f).expect("read")).expect("json")
+    }
+
+    /// `corral ui` for `store` on a free loopback port: the server it
+    /// started (stop it with [`StopUi`]).
+    pub fn start_ui(&self, store: &std::path::Path) -> Ui {
+        let o = self
+            .corral()
+            .args(["ui", "--listen", "127.0.0.1:0", "--store"])
+            .arg(store)
+            .output()
+            .expect("corral ui");
+        assert!(o.status.success(), "corral ui: {}", text(&o.stderr));
+        let info = self.ui_discovery();
+        Ui {
+            url: text(&o.stdout).trim().to_string(),
+            addr: info["addr"].as_str().expect("addr").parse().expect("an address"),
+            token: info["token"].as_str().expect("token").to_string(),
+            info,
+        }
+    }
+}
+
 /// Lossy UTF-8.
 pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
